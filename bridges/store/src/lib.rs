@@ -1,0 +1,93 @@
+//! The storage layer: the [`Store`] trait, its backends, and the conformance
+//! suite that every backend passes with the same answers.
+//!
+//! Backends:
+//! - [`sqlite`]: the embedded default, one node (`sqlite:///path/insight.db`).
+//! - `cassandra`: scale-out (later issue; `cassandra://host:9042/keyspace`).
+//!
+//! The trait is split by signal ([`MetricStore`], …) so each signal's
+//! contract reads on its own; [`Store`] is the whole.
+
+pub mod error;
+pub mod metrics;
+pub mod options;
+pub mod sqlite;
+pub mod url;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+pub use error::{Error, Result};
+pub use metrics::{
+    EntityQuery, MetricBatch, MetricStore, Resolution, SelectQuery, SeriesQuery, WriteOutcome,
+};
+pub use options::{Retention, StoreOptions};
+pub use url::StoreUrl;
+
+/// What one maintenance pass did (compaction and retention).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Head windows turned into immutable chunks.
+    pub chunks_written: u64,
+    /// Samples moved from the head into chunks.
+    pub samples_compacted: u64,
+    /// Rows (chunks, series, log blocks, …) deleted by retention.
+    pub rows_expired: u64,
+}
+
+/// Point-in-time statistics for kube-insight's own `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct StoreStats {
+    /// Active series per cluster.
+    pub active_series: Vec<(String, u64)>,
+    /// Samples held in the head (not yet in chunks).
+    pub head_samples: u64,
+    /// Bytes on disk, where the backend knows.
+    pub disk_bytes: Option<u64>,
+}
+
+/// The whole store: every signal, plus schema and maintenance.
+#[async_trait]
+pub trait Store: MetricStore + Send + Sync + 'static {
+    /// `sqlite` or `cassandra`.
+    fn backend(&self) -> &'static str;
+
+    /// Cheap liveness check of the backing database (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+
+    /// Creates or migrates the schema; idempotent. Returns the schema version.
+    async fn apply_schema(&self) -> Result<u32>;
+
+    /// Checks that the schema is at the version this build needs.
+    async fn check_schema(&self) -> Result<u32>;
+
+    /// One maintenance pass: close head windows into chunks, apply retention.
+    /// Called periodically by the server; `now_ms` is injectable for tests.
+    async fn maintain(&self, now_ms: i64) -> Result<MaintenanceReport>;
+
+    /// Makes everything accepted so far durable and compact where cheap
+    /// (graceful shutdown).
+    async fn flush(&self) -> Result<()>;
+
+    fn stats(&self) -> StoreStats;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the store named by a URL (`KUBE_INSIGHT_STORE`).
+pub async fn open(url: &str, options: StoreOptions) -> Result<DynStore> {
+    match StoreUrl::parse(url)? {
+        StoreUrl::Sqlite { path } => {
+            // Placeholder until the sqlite backend implements Store.
+            let _ = sqlite::SqliteStore::open(&path, options).await?;
+            Err(Error::Unavailable("sqlite backend not built yet".into()))
+        }
+        StoreUrl::Cassandra { .. } => Err(Error::InvalidUrl {
+            url: url.to_string(),
+            reason: "the cassandra backend is not built yet; use sqlite:///path/insight.db".into(),
+        }),
+    }
+}

@@ -1,0 +1,46 @@
+use std::time::Duration;
+
+/// How long each signal is kept (`KUBE_INSIGHT_RETENTION_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub metrics: Duration,
+    pub logs: Duration,
+    pub events: Duration,
+    pub topology: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        Retention {
+            metrics: Duration::from_secs(14 * DAY),
+            logs: Duration::from_secs(7 * DAY),
+            events: Duration::from_secs(90 * DAY),
+            topology: Duration::from_secs(90 * DAY),
+        }
+    }
+}
+
+/// Options shared by every backend.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub retention: Retention,
+    /// Cap on active series per cluster; new series beyond it are rejected
+    /// and counted (`KUBE_INSIGHT_MAX_SERIES`).
+    pub max_series_per_cluster: usize,
+    /// Width of an immutable metrics chunk (Prometheus uses 2 h).
+    pub chunk_window: Duration,
+    /// How long after its end a head window stays open for late samples.
+    pub head_grace: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            retention: Retention::default(),
+            max_series_per_cluster: 500_000,
+            chunk_window: Duration::from_secs(2 * 3600),
+            head_grace: Duration::from_secs(30 * 60),
+        }
+    }
+}
