@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod metrics;
+pub mod prometheus;
 pub mod pull;
 pub mod push;
 

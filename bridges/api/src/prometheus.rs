@@ -1,0 +1,313 @@
+//! The Prometheus-compatible API under `/prometheus/api/v1/...`, for Grafana's
+//! built-in Prometheus datasource: the same parameters (GET query string or
+//! POST form), the same answer envelope (`status`, `data`, `errorType`,
+//! `error`) and status codes. PromQL is evaluated by
+//! [`kube_insight_promql::Engine`] over the store (see [`StoreQuerier`]).
+
+use crate::params::Params;
+use crate::ApiState;
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use kube_insight_core::{Matcher, TimeRange, TimeSeries};
+use kube_insight_promql::error::{ErrorType, PromqlError, QuerierError};
+use kube_insight_promql::params::{parse_duration_param, parse_match_selector, parse_range_params, parse_time_param};
+use kube_insight_promql::querier::{Querier, SelectHints};
+use kube_insight_promql::{Engine, EngineOptions};
+use kube_insight_store::{DynStore, Error as StoreError, SelectQuery, SeriesQuery};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+pub fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/prometheus/api/v1/query", get(query).post(query_post))
+        .route("/prometheus/api/v1/query_range", get(query_range).post(query_range_post))
+        .route("/prometheus/api/v1/series", get(series).post(series_post))
+        .route("/prometheus/api/v1/labels", get(labels).post(labels_post))
+        .route("/prometheus/api/v1/label/{name}/values", get(label_values))
+        .route("/prometheus/api/v1/metadata", get(metadata))
+        .route("/prometheus/api/v1/query_exemplars", get(empty_list).post(empty_list))
+        .route("/prometheus/api/v1/rules", get(rules))
+        .route("/prometheus/api/v1/alerts", get(alerts))
+        .route("/prometheus/api/v1/status/buildinfo", get(buildinfo))
+}
+
+/// The engine reads the store through this adapter.
+pub struct StoreQuerier {
+    pub store: DynStore,
+}
+
+#[async_trait]
+impl Querier for StoreQuerier {
+    async fn select(&self, matchers: &[Matcher], range: TimeRange, hints: &SelectHints) -> Result<Vec<TimeSeries>, QuerierError> {
+        let q = SelectQuery {
+            matchers: matchers.to_vec(),
+            range,
+            max_series: if hints.max_series == 0 { usize::MAX } else { hints.max_series },
+            max_samples: if hints.max_samples == 0 { usize::MAX } else { hints.max_samples },
+            resolution: Default::default(),
+        };
+        self.store.select(&q).await.map_err(|e| match e {
+            StoreError::LimitExceeded { .. } => QuerierError::LimitExceeded(e.to_string()),
+            e => QuerierError::Storage(e.to_string()),
+        })
+    }
+}
+
+fn success(data: Value) -> Response {
+    Json(json!({"status": "success", "data": data})).into_response()
+}
+
+fn failure(kind: ErrorType, msg: impl Into<String>) -> Response {
+    let status = StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let msg = msg.into();
+    if status.is_server_error() {
+        tracing::warn!(error_type = kind.as_str(), error = %msg, "prometheus api error");
+    }
+    (status, Json(json!({"status": "error", "errorType": kind.as_str(), "error": msg}))).into_response()
+}
+
+fn promql_failure(e: PromqlError) -> Response {
+    failure(e.error_type(), e.to_string())
+}
+
+fn store_failure(e: StoreError) -> Response {
+    match &e {
+        StoreError::LimitExceeded { .. } => failure(ErrorType::Execution, e.to_string()),
+        StoreError::InvalidQuery(_) | StoreError::Core(_) => failure(ErrorType::BadData, e.to_string()),
+        _ if e.is_retryable() => failure(ErrorType::Timeout, e.to_string()),
+        _ => failure(ErrorType::Internal, e.to_string()),
+    }
+}
+
+fn engine(st: &ApiState) -> Engine {
+    Engine::new(EngineOptions {
+        max_samples: st.config.max_samples,
+        max_series: st.config.max_series,
+        timeout: st.config.query_timeout,
+        ..Default::default()
+    })
+}
+
+fn timeout_param(p: &Params) -> Result<Option<std::time::Duration>, PromqlError> {
+    p.get("timeout").map(|t| parse_duration_param("timeout", t)).transpose()
+}
+
+async fn query(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Response {
+    run_query(st, Params::parse(q.as_deref(), None)).await
+}
+
+async fn query_post(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+    run_query(st, Params::parse(q.as_deref(), Some(&body))).await
+}
+
+async fn run_query(st: Arc<ApiState>, p: Params) -> Response {
+    let Some(expr) = p.get("query") else {
+        return failure(ErrorType::BadData, "invalid parameter \"query\": missing");
+    };
+    let time = match p.get("time") {
+        Some(t) => match parse_time_param("time", t) {
+            Ok(t) => t,
+            Err(e) => return promql_failure(e),
+        },
+        None => kube_insight_core::time::now_ms(),
+    };
+    let timeout = match timeout_param(&p) {
+        Ok(t) => t,
+        Err(e) => return promql_failure(e),
+    };
+    let querier = StoreQuerier { store: st.store.clone() };
+    match engine(&st).query(&querier, expr, time, timeout).await {
+        Ok(r) => result_response(&r),
+        Err(e) => promql_failure(e),
+    }
+}
+
+async fn query_range(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Response {
+    run_query_range(st, Params::parse(q.as_deref(), None)).await
+}
+
+async fn query_range_post(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+    run_query_range(st, Params::parse(q.as_deref(), Some(&body))).await
+}
+
+async fn run_query_range(st: Arc<ApiState>, p: Params) -> Response {
+    let Some(expr) = p.get("query") else {
+        return failure(ErrorType::BadData, "invalid parameter \"query\": missing");
+    };
+    let (start, end, step) = match parse_range_params(p.get("start").unwrap_or(""), p.get("end").unwrap_or(""), p.get("step").unwrap_or("")) {
+        Ok(v) => v,
+        Err(e) => return promql_failure(e),
+    };
+    let timeout = match timeout_param(&p) {
+        Ok(t) => t,
+        Err(e) => return promql_failure(e),
+    };
+    let querier = StoreQuerier { store: st.store.clone() };
+    match engine(&st).query_range(&querier, expr, start, end, step, timeout).await {
+        Ok(r) => result_response(&r),
+        Err(e) => promql_failure(e),
+    }
+}
+
+fn result_response(r: &kube_insight_promql::QueryResult) -> Response {
+    // The result serialises timestamps as raw JSON numbers; go through a
+    // string so the envelope keeps them byte-exact.
+    match serde_json::to_string(r) {
+        Ok(data) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            format!("{{\"status\":\"success\",\"data\":{data}}}"),
+        )
+            .into_response(),
+        Err(e) => failure(ErrorType::Internal, format!("encoding the result: {e}")),
+    }
+}
+
+/// `start`/`end` of the metadata endpoints: all time when absent.
+fn metadata_range(p: &Params) -> Result<TimeRange, PromqlError> {
+    let start = p.get("start").map(|s| parse_time_param("start", s)).transpose()?.unwrap_or(i64::MIN / 4);
+    let end = p.get("end").map(|s| parse_time_param("end", s)).transpose()?.unwrap_or(i64::MAX / 4);
+    TimeRange::new(start, end).map_err(|e| PromqlError::InvalidParam {
+        param: "end".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Each `match[]` as matchers (a union of selectors).
+fn match_sets(p: &Params, required: bool) -> Result<Vec<Vec<Matcher>>, PromqlError> {
+    let sets: Vec<Vec<Matcher>> = p.all("match[]").iter().map(|s| parse_match_selector(s)).collect::<Result<_, _>>()?;
+    if required && sets.is_empty() {
+        return Err(PromqlError::InvalidParam {
+            param: "match[]".into(),
+            reason: "no match[] parameter provided".into(),
+        });
+    }
+    Ok(sets)
+}
+
+async fn series(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Response {
+    run_series(st, Params::parse(q.as_deref(), None)).await
+}
+
+async fn series_post(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+    run_series(st, Params::parse(q.as_deref(), Some(&body))).await
+}
+
+async fn run_series(st: Arc<ApiState>, p: Params) -> Response {
+    let (sets, range) = match match_sets(&p, true).and_then(|s| Ok((s, metadata_range(&p)?))) {
+        Ok(v) => v,
+        Err(e) => return promql_failure(e),
+    };
+    let limit = p.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+    let mut out = BTreeSet::new();
+    for matchers in sets {
+        let q = SeriesQuery {
+            matchers,
+            range,
+            limit: st.config.max_series,
+        };
+        match st.store.series(&q).await {
+            Ok(s) => out.extend(s),
+            Err(e) => return store_failure(e),
+        }
+    }
+    let mut rows: Vec<Value> = out.into_iter().map(|l| json!(l)).collect();
+    if let Some(l) = limit {
+        rows.truncate(l);
+    }
+    success(Value::Array(rows))
+}
+
+async fn labels(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Response {
+    run_labels(st, Params::parse(q.as_deref(), None)).await
+}
+
+async fn labels_post(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+    run_labels(st, Params::parse(q.as_deref(), Some(&body))).await
+}
+
+async fn run_labels(st: Arc<ApiState>, p: Params) -> Response {
+    let (mut sets, range) = match match_sets(&p, false).and_then(|s| Ok((s, metadata_range(&p)?))) {
+        Ok(v) => v,
+        Err(e) => return promql_failure(e),
+    };
+    if sets.is_empty() {
+        sets.push(Vec::new());
+    }
+    let mut out = BTreeSet::new();
+    for matchers in sets {
+        let q = SeriesQuery {
+            matchers,
+            range,
+            limit: st.config.max_series,
+        };
+        match st.store.label_names(&q).await {
+            Ok(s) => out.extend(s),
+            Err(e) => return store_failure(e),
+        }
+    }
+    success(json!(out.into_iter().collect::<Vec<_>>()))
+}
+
+async fn label_values(State(st): State<Arc<ApiState>>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Response {
+    let p = Params::parse(q.as_deref(), None);
+    if !kube_insight_core::labels::is_valid_label_name(&name) {
+        return failure(ErrorType::BadData, format!("invalid label name: {name:?}"));
+    }
+    let (mut sets, range) = match match_sets(&p, false).and_then(|s| Ok((s, metadata_range(&p)?))) {
+        Ok(v) => v,
+        Err(e) => return promql_failure(e),
+    };
+    if sets.is_empty() {
+        sets.push(Vec::new());
+    }
+    let mut out = BTreeSet::new();
+    for matchers in sets {
+        let q = SeriesQuery {
+            matchers,
+            range,
+            limit: st.config.max_series,
+        };
+        match st.store.label_values(&name, &q).await {
+            Ok(s) => out.extend(s),
+            Err(e) => return store_failure(e),
+        }
+    }
+    success(json!(out.into_iter().collect::<Vec<_>>()))
+}
+
+/// Metric metadata is not stored yet: an empty answer, as Prometheus gives
+/// for unknown metrics (Grafana then shows no help text).
+async fn metadata() -> Response {
+    success(json!({}))
+}
+
+async fn empty_list() -> Response {
+    success(json!([]))
+}
+
+async fn rules() -> Response {
+    success(json!({"groups": []}))
+}
+
+async fn alerts() -> Response {
+    success(json!({"alerts": []}))
+}
+
+/// Grafana reads this to pick the query features it may use; kube-insight
+/// implements the PromQL of Prometheus 2.42.
+async fn buildinfo() -> Response {
+    success(json!({
+        "version": "2.42.0",
+        "revision": concat!("kube-insight-", env!("CARGO_PKG_VERSION")),
+        "branch": "",
+        "buildUser": "kube-insight",
+        "buildDate": "",
+        "goVersion": "",
+    }))
+}

@@ -1,0 +1,112 @@
+//! The command line. Every `run` flag also reads a `KUBE_INSIGHT_*`
+//! environment variable (flag > env > default).
+
+use crate::config::{RunSettings, StoreSettings};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+const ABOUT: &str = "kube-insight: a Kubernetes observability stack — topology, metrics, logs, events, with time travel.";
+
+const LONG_ABOUT: &str = "\
+kube-insight: a Kubernetes observability stack — topology, metrics, logs, events, with time travel.
+
+One binary runs any subset of targets (like Loki's -target):
+  metrics   Prometheus remote write receiver (POST /ingest/prometheus/api/v1/write on the
+            ingest listener) and federation puller (GET $KUBE_INSIGHT_PROMETHEUS_URL/federate)
+  api       kube-insight API (/api/v1/...) and Prometheus-compatible API (/prometheus/api/v1/...)
+  topology, logs, events   (not built in this version)
+
+Three listeners: api (:8080), ingest (:8081), ops (:8082: /healthz, /readyz, /metrics).
+All loopback by default.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  # Everything on one machine, embedded store in ./data, federating from a Prometheus:
+  KUBE_INSIGHT_PROMETHEUS_URL=http://localhost:9090 kube-insight run
+
+  # Only the push endpoints, as the `ingest` role in Kubernetes:
+  kube-insight run --targets metrics --ingest-listen 0.0.0.0:8081 \\
+      --ingest-tokens-file /etc/kube-insight/tokens --store cassandra://cassandra:9042/kube_insight
+
+  # Point Prometheus at it (prometheus.yml):
+  remote_write:
+    - url: http://kube-insight:8081/ingest/prometheus/api/v1/write
+      authorization: { credentials_file: /etc/prometheus/kube-insight-token }
+
+  # Query it like Prometheus:
+  curl 'http://127.0.0.1:8080/prometheus/api/v1/query_range?query=up&start=...&end=...&step=15s'
+
+  kube-insight config          # the effective configuration, secrets masked
+  kube-insight schema apply    # create or migrate the store (run once, by a Job)";
+
+#[derive(Debug, Parser)]
+#[command(name = "kube-insight", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run targets (default: all) until SIGTERM or Ctrl-C.
+    Run(Box<RunSettings>),
+    /// Create, migrate or check the store's schema.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
+    /// Print the effective configuration (flags > env > defaults), secrets masked.
+    Config(Box<RunSettings>),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Create or migrate the schema; idempotent.
+    Apply(StoreSettings),
+    /// Check that the schema is at the version this build needs (exit 1 if not).
+    Check(StoreSettings),
+}
+
+pub fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Config(settings) => {
+            settings.validate()?;
+            crate::targets::parse(&settings.targets)?;
+            print!("{}", settings.render());
+            Ok(())
+        }
+        Command::Run(settings) => {
+            settings.validate()?;
+            runtime()?.block_on(crate::run::run(*settings))
+        }
+        Command::Schema(SchemaCommand::Apply(store)) => {
+            store.validate()?;
+            crate::run::init_logging("text");
+            runtime()?.block_on(async move {
+                let s = kube_insight_store::open(&store.store, store.options())
+                    .await
+                    .with_context(|| format!("opening the store {}", store.store))?;
+                let v = s.apply_schema().await.context("applying the schema")?;
+                println!("schema at version {v} in {}", store.store);
+                Ok(())
+            })
+        }
+        Command::Schema(SchemaCommand::Check(store)) => {
+            store.validate()?;
+            runtime()?.block_on(async move {
+                let s = kube_insight_store::open(&store.store, store.options())
+                    .await
+                    .with_context(|| format!("opening the store {}", store.store))?;
+                let v = s.check_schema().await?;
+                println!("schema at version {v}: ok");
+                Ok(())
+            })
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("kube-insight")
+        .build()
+        .context("starting the async runtime")
+}

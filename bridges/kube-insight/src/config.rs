@@ -1,0 +1,376 @@
+//! The effective configuration. Precedence, highest first: command-line flag,
+//! environment variable (`KUBE_INSIGHT_*`), built-in default. Every variable
+//! has a matching `--flag`; a bad value fails at start-up naming the variable.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use kube_insight_core::parse_duration;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Settings shared by every subcommand that touches the store.
+#[derive(Debug, Clone, Args)]
+pub struct StoreSettings {
+    /// Where data is kept: sqlite://PATH (embedded, one node) or
+    /// cassandra://HOST:9042,HOST:9042/KEYSPACE?dc=DC&consistency=local_quorum.
+    #[arg(long, env = "KUBE_INSIGHT_STORE", default_value = "sqlite://./data/insight.db")]
+    pub store: String,
+
+    /// How long metrics are kept.
+    #[arg(long, env = "KUBE_INSIGHT_RETENTION_METRICS", default_value = "14d", value_parser = duration)]
+    pub retention_metrics: Duration,
+    /// How long logs are kept.
+    #[arg(long, env = "KUBE_INSIGHT_RETENTION_LOGS", default_value = "7d", value_parser = duration)]
+    pub retention_logs: Duration,
+    /// How long events and object versions are kept.
+    #[arg(long, env = "KUBE_INSIGHT_RETENTION_EVENTS", default_value = "90d", value_parser = duration)]
+    pub retention_events: Duration,
+    /// How long topology snapshots are kept.
+    #[arg(long, env = "KUBE_INSIGHT_RETENTION_TOPOLOGY", default_value = "90d", value_parser = duration)]
+    pub retention_topology: Duration,
+
+    /// Cap on active metric series per cluster; new series beyond it are refused and counted.
+    #[arg(long, env = "KUBE_INSIGHT_MAX_SERIES", default_value_t = 500_000)]
+    pub max_series: usize,
+
+    /// Cassandra user name.
+    #[arg(long, env = "KUBE_INSIGHT_CASSANDRA_USERNAME")]
+    pub cassandra_username: Option<String>,
+    /// Cassandra password.
+    #[arg(long, env = "KUBE_INSIGHT_CASSANDRA_PASSWORD", hide_env_values = true)]
+    pub cassandra_password: Option<String>,
+    /// CA certificate (PEM) to verify Cassandra's TLS certificate; enables TLS.
+    #[arg(long, env = "KUBE_INSIGHT_CASSANDRA_CA_FILE")]
+    pub cassandra_ca_file: Option<PathBuf>,
+}
+
+impl StoreSettings {
+    pub fn options(&self) -> kube_insight_store::StoreOptions {
+        kube_insight_store::StoreOptions {
+            retention: kube_insight_store::Retention {
+                metrics: self.retention_metrics,
+                logs: self.retention_logs,
+                events: self.retention_events,
+                topology: self.retention_topology,
+            },
+            max_series_per_cluster: self.max_series,
+            ..Default::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        kube_insight_store::StoreUrl::parse(&self.store)
+            .with_context(|| "invalid KUBE_INSIGHT_STORE / --store")?;
+        if self.max_series == 0 {
+            bail!("invalid KUBE_INSIGHT_MAX_SERIES / --max-series 0: must be at least 1");
+        }
+        for (name, d) in [
+            ("KUBE_INSIGHT_RETENTION_METRICS", self.retention_metrics),
+            ("KUBE_INSIGHT_RETENTION_LOGS", self.retention_logs),
+            ("KUBE_INSIGHT_RETENTION_EVENTS", self.retention_events),
+            ("KUBE_INSIGHT_RETENTION_TOPOLOGY", self.retention_topology),
+        ] {
+            if d < Duration::from_secs(3600) {
+                bail!("invalid {name} {}: must be at least 1h", humantime::format_duration(d));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Settings of `kube-insight run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunSettings {
+    /// Comma list of targets to run: metrics, topology, logs, events, api, or all.
+    #[arg(long, env = "KUBE_INSIGHT_TARGETS", default_value = "all")]
+    pub targets: String,
+
+    /// Read API listener (kube-insight API and Prometheus-compatible API).
+    #[arg(long, env = "KUBE_INSIGHT_API_LISTEN", default_value = "127.0.0.1:8080")]
+    pub api_listen: SocketAddr,
+    /// Push endpoints listener (/ingest/*).
+    #[arg(long, env = "KUBE_INSIGHT_INGEST_LISTEN", default_value = "127.0.0.1:8081")]
+    pub ingest_listen: SocketAddr,
+    /// Operations listener (/metrics, /healthz, /readyz).
+    #[arg(long, env = "KUBE_INSIGHT_OPS_LISTEN", default_value = "127.0.0.1:8082")]
+    pub ops_listen: SocketAddr,
+
+    /// Name of the monitored cluster, recorded on every row (when pushes carry no token).
+    #[arg(long, env = "KUBE_INSIGHT_CLUSTER", default_value = "default")]
+    pub cluster: String,
+
+    #[command(flatten)]
+    pub store: StoreSettings,
+
+    /// Base URL of a Prometheus to federate from (pull fallback). Unset: the pull idles.
+    #[arg(long, env = "KUBE_INSIGHT_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+    /// match[] selectors for federation, newline or ';' separated.
+    #[arg(long, env = "KUBE_INSIGHT_METRICS_MATCH")]
+    pub metrics_match: Option<String>,
+    /// Federation pull interval.
+    #[arg(long, env = "KUBE_INSIGHT_METRICS_INTERVAL", default_value = "15s", value_parser = duration)]
+    pub metrics_interval: Duration,
+    /// Topology snapshot interval.
+    #[arg(long, env = "KUBE_INSIGHT_TOPOLOGY_INTERVAL", default_value = "15s", value_parser = duration)]
+    pub topology_interval: Duration,
+
+    /// kubeconfig for the monitored cluster (events watch); in-cluster config if unset.
+    #[arg(long, env = "KUBE_INSIGHT_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// File of `token cluster-name` lines; a push is accepted only with a listed token.
+    #[arg(long, env = "KUBE_INSIGHT_INGEST_TOKENS_FILE")]
+    pub ingest_tokens_file: Option<PathBuf>,
+    /// One ingest token for the cluster named by KUBE_INSIGHT_CLUSTER.
+    #[arg(long, env = "KUBE_INSIGHT_INGEST_TOKEN", hide_env_values = true)]
+    pub ingest_token: Option<String>,
+    /// Bearer token required on /api/* and /prometheus/*.
+    #[arg(long, env = "KUBE_INSIGHT_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Allow a non-loopback ingest listener without tokens.
+    #[arg(long, env = "KUBE_INSIGHT_INSECURE_NO_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub insecure_no_auth: bool,
+
+    /// TLS certificate (PEM) for the ingest and api listeners.
+    #[arg(long, env = "KUBE_INSIGHT_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "KUBE_INSIGHT_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA (PEM) for client certificates (mTLS) on the ingest listener.
+    #[arg(long, env = "KUBE_INSIGHT_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+
+    /// Largest push body in bytes (compressed, and again after gunzip).
+    #[arg(long, env = "KUBE_INSIGHT_INGEST_MAX_BODY_BYTES", default_value_t = 32 << 20)]
+    pub ingest_max_body_bytes: usize,
+    /// Push requests processed at once per endpoint; beyond, 429/503 with Retry-After.
+    #[arg(long, env = "KUBE_INSIGHT_INGEST_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub ingest_max_in_flight: usize,
+
+    /// Log format: text or json.
+    #[arg(long, env = "KUBE_INSIGHT_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// The default federation selectors: cAdvisor container series,
+/// kube-state-metrics pod and owner series, and Beyla flow counters.
+pub const DEFAULT_METRICS_MATCH: &[&str] = &[
+    r#"{__name__=~"container_(cpu_usage_seconds_total|memory_working_set_bytes|memory_rss|network_receive_bytes_total|network_transmit_bytes_total|fs_reads_bytes_total|fs_writes_bytes_total|cpu_cfs_throttled_periods_total|cpu_cfs_periods_total)"}"#,
+    r#"{__name__=~"kube_pod_(info|owner|status_phase|status_ready|container_status_restarts_total|container_info|container_resource_requests|container_resource_limits)"}"#,
+    r#"{__name__=~"kube_(replicaset|job)_owner"}"#,
+    r#"{__name__=~"kube_(deployment|statefulset|daemonset)_.*"}"#,
+    r#"{__name__=~"(beyla|obi)_network_flow_bytes_total"}"#,
+    r#"{__name__=~"traces_service_graph_.*"}"#,
+];
+
+impl RunSettings {
+    pub fn match_selectors(&self) -> Vec<String> {
+        match &self.metrics_match {
+            Some(m) if !m.trim().is_empty() => m
+                .split(['\n', ';'])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            _ => DEFAULT_METRICS_MATCH.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// Checks what clap cannot: cross-field rules and files.
+    pub fn validate(&self) -> Result<()> {
+        self.store.validate()?;
+        if !kube_insight_sources::auth::valid_cluster_name(&self.cluster) {
+            bail!("invalid KUBE_INSIGHT_CLUSTER {:?}: use letters, digits, '-', '_' or '.'", self.cluster);
+        }
+        if let Some(u) = &self.prometheus_url {
+            let parsed = reqwest::Url::parse(u)
+                .with_context(|| format!("invalid KUBE_INSIGHT_PROMETHEUS_URL {u:?}: expected http(s)://host:port"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("invalid KUBE_INSIGHT_PROMETHEUS_URL {u:?}: the scheme must be http or https");
+            }
+        }
+        if self.metrics_interval < Duration::from_secs(1) {
+            bail!("invalid KUBE_INSIGHT_METRICS_INTERVAL: must be at least 1s");
+        }
+        if self.topology_interval < Duration::from_secs(1) {
+            bail!("invalid KUBE_INSIGHT_TOPOLOGY_INTERVAL: must be at least 1s");
+        }
+        if self.ingest_tokens_file.is_some() && self.ingest_token.is_some() {
+            bail!("KUBE_INSIGHT_INGEST_TOKENS_FILE and KUBE_INSIGHT_INGEST_TOKEN are both set: use one");
+        }
+        if let Some(t) = &self.ingest_token {
+            if t.len() < 16 {
+                bail!("invalid KUBE_INSIGHT_INGEST_TOKEN: shorter than 16 characters; generate one with `openssl rand -hex 32`");
+            }
+        }
+        if let Some(t) = &self.api_token {
+            if t.len() < 16 {
+                bail!("invalid KUBE_INSIGHT_API_TOKEN: shorter than 16 characters; generate one with `openssl rand -hex 32`");
+            }
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) | (None, Some(_)) => {
+                bail!("KUBE_INSIGHT_TLS_CERT_FILE and KUBE_INSIGHT_TLS_KEY_FILE must be set together")
+            }
+            _ => {}
+        }
+        if self.tls_client_ca_file.is_some() {
+            bail!("KUBE_INSIGHT_TLS_CLIENT_CA_FILE (mTLS) is not supported in this version: terminate mTLS at an Ingress or service mesh, or unset it");
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("invalid KUBE_INSIGHT_LOG_FORMAT {:?}: expected text or json", self.log_format);
+        }
+        if self.ingest_max_in_flight == 0 || self.ingest_max_body_bytes < 1024 {
+            bail!("invalid KUBE_INSIGHT_INGEST_MAX_IN_FLIGHT / KUBE_INSIGHT_INGEST_MAX_BODY_BYTES: in-flight ≥ 1 and body ≥ 1024 bytes");
+        }
+        Ok(())
+    }
+
+    /// The ingest tokens. With none configured, only a loopback listener (or
+    /// an explicit KUBE_INSIGHT_INSECURE_NO_AUTH=true) may accept pushes.
+    pub fn tokens(&self) -> Result<kube_insight_sources::TokenMap> {
+        use kube_insight_sources::TokenMap;
+        let map = if let Some(path) = &self.ingest_tokens_file {
+            TokenMap::load_file(path, &self.cluster).context("invalid KUBE_INSIGHT_INGEST_TOKENS_FILE")?
+        } else if let Some(t) = &self.ingest_token {
+            let mut m = TokenMap::open(&self.cluster);
+            m.insert(t.clone(), self.cluster.clone());
+            m
+        } else {
+            TokenMap::open(&self.cluster)
+        };
+        if map.is_open() && !self.ingest_listen.ip().is_loopback() && !self.insecure_no_auth {
+            bail!(
+                "the ingest listener {} is not loopback and no ingest tokens are set: set KUBE_INSIGHT_INGEST_TOKENS_FILE or KUBE_INSIGHT_INGEST_TOKEN, or KUBE_INSIGHT_INSECURE_NO_AUTH=true to accept unauthenticated pushes",
+                self.ingest_listen
+            );
+        }
+        Ok(map)
+    }
+
+    /// The effective configuration as `KEY=value` lines, secrets masked.
+    pub fn render(&self) -> String {
+        let mask = |o: &Option<String>| match o {
+            Some(_) => "******".to_string(),
+            None => "(unset)".to_string(),
+        };
+        let opt_path = |o: &Option<PathBuf>| o.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(unset)".into());
+        let d = |d: Duration| humantime::format_duration(d).to_string();
+        let store_url = mask_url_password(&self.store.store);
+        let lines: Vec<(&str, String)> = vec![
+            ("KUBE_INSIGHT_TARGETS", self.targets.clone()),
+            ("KUBE_INSIGHT_API_LISTEN", self.api_listen.to_string()),
+            ("KUBE_INSIGHT_INGEST_LISTEN", self.ingest_listen.to_string()),
+            ("KUBE_INSIGHT_OPS_LISTEN", self.ops_listen.to_string()),
+            ("KUBE_INSIGHT_CLUSTER", self.cluster.clone()),
+            ("KUBE_INSIGHT_STORE", store_url),
+            ("KUBE_INSIGHT_PROMETHEUS_URL", self.prometheus_url.clone().unwrap_or_else(|| "(unset)".into())),
+            ("KUBE_INSIGHT_METRICS_MATCH", self.match_selectors().join(";")),
+            ("KUBE_INSIGHT_METRICS_INTERVAL", d(self.metrics_interval)),
+            ("KUBE_INSIGHT_TOPOLOGY_INTERVAL", d(self.topology_interval)),
+            ("KUBE_INSIGHT_KUBECONFIG", opt_path(&self.kubeconfig)),
+            ("KUBE_INSIGHT_INGEST_TOKENS_FILE", opt_path(&self.ingest_tokens_file)),
+            ("KUBE_INSIGHT_INGEST_TOKEN", mask(&self.ingest_token)),
+            ("KUBE_INSIGHT_API_TOKEN", mask(&self.api_token)),
+            ("KUBE_INSIGHT_INSECURE_NO_AUTH", self.insecure_no_auth.to_string()),
+            ("KUBE_INSIGHT_RETENTION_METRICS", d(self.store.retention_metrics)),
+            ("KUBE_INSIGHT_RETENTION_LOGS", d(self.store.retention_logs)),
+            ("KUBE_INSIGHT_RETENTION_EVENTS", d(self.store.retention_events)),
+            ("KUBE_INSIGHT_RETENTION_TOPOLOGY", d(self.store.retention_topology)),
+            ("KUBE_INSIGHT_MAX_SERIES", self.store.max_series.to_string()),
+            ("KUBE_INSIGHT_TLS_CERT_FILE", opt_path(&self.tls_cert_file)),
+            ("KUBE_INSIGHT_TLS_KEY_FILE", opt_path(&self.tls_key_file)),
+            ("KUBE_INSIGHT_TLS_CLIENT_CA_FILE", opt_path(&self.tls_client_ca_file)),
+            ("KUBE_INSIGHT_CASSANDRA_USERNAME", self.store.cassandra_username.clone().unwrap_or_else(|| "(unset)".into())),
+            ("KUBE_INSIGHT_CASSANDRA_PASSWORD", mask(&self.store.cassandra_password)),
+            ("KUBE_INSIGHT_CASSANDRA_CA_FILE", opt_path(&self.store.cassandra_ca_file)),
+            ("KUBE_INSIGHT_INGEST_MAX_BODY_BYTES", self.ingest_max_body_bytes.to_string()),
+            ("KUBE_INSIGHT_INGEST_MAX_IN_FLIGHT", self.ingest_max_in_flight.to_string()),
+            ("KUBE_INSIGHT_LOG_FORMAT", self.log_format.clone()),
+        ];
+        lines.into_iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+    }
+}
+
+/// Masks `user:password@` in a URL.
+fn mask_url_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((cred, host)) = rest.split_once('@') {
+            if let Some((user, _)) = cred.split_once(':') {
+                return format!("{scheme}://{user}:******@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        run: RunSettings,
+    }
+
+    fn parse(args: &[&str]) -> RunSettings {
+        let mut v = vec!["t"];
+        v.extend_from_slice(args);
+        T::try_parse_from(v).unwrap().run
+    }
+
+    #[test]
+    fn defaults_are_loopback_and_valid() {
+        let r = parse(&[]);
+        assert!(r.api_listen.ip().is_loopback());
+        assert_eq!(r.api_listen.port(), 8080);
+        r.validate().unwrap();
+        assert!(r.tokens().unwrap().is_open());
+    }
+
+    #[test]
+    fn public_ingest_without_tokens_refuses_to_start() {
+        let r = parse(&["--ingest-listen", "0.0.0.0:8081"]);
+        let e = r.tokens().unwrap_err().to_string();
+        assert!(e.contains("KUBE_INSIGHT_INSECURE_NO_AUTH"), "{e}");
+        let r = parse(&["--ingest-listen", "0.0.0.0:8081", "--insecure-no-auth", "true"]);
+        assert!(r.tokens().is_ok());
+        let r = parse(&["--ingest-listen", "0.0.0.0:8081", "--ingest-token", "0123456789abcdef01"]);
+        assert!(!r.tokens().unwrap().is_open());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = parse(&["--store", "mysql://x"]).validate().unwrap_err();
+        assert!(format!("{e:#}").contains("KUBE_INSIGHT_STORE"), "{e:#}");
+        let e = parse(&["--prometheus-url", "ftp://x"]).validate().unwrap_err();
+        assert!(e.to_string().contains("KUBE_INSIGHT_PROMETHEUS_URL"));
+        let e = parse(&["--retention-metrics", "10m"]).validate().unwrap_err();
+        assert!(e.to_string().contains("KUBE_INSIGHT_RETENTION_METRICS"));
+    }
+
+    #[test]
+    fn config_masks_secrets() {
+        let r = parse(&["--api-token", "supersecretsupersecret", "--store", "cassandra://u:pw@h:9042/ks"]);
+        let text = r.render();
+        assert!(!text.contains("supersecret"));
+        assert!(!text.contains(":pw@"));
+        assert!(text.contains("KUBE_INSIGHT_API_TOKEN=******"));
+    }
+
+    #[test]
+    fn match_selectors_split_on_newline_and_semicolon() {
+        let r = parse(&["--metrics-match", "up\n{job=\"x\"};  foo "]);
+        assert_eq!(r.match_selectors(), vec!["up", "{job=\"x\"}", "foo"]);
+        assert_eq!(parse(&[]).match_selectors().len(), DEFAULT_METRICS_MATCH.len());
+    }
+}

@@ -1,0 +1,307 @@
+//! `kube-insight run`: opens the store once, starts the selected targets on
+//! three listeners (ingest, api, ops), and shuts down gracefully on SIGTERM or
+//! Ctrl-C (listeners stop accepting, in-flight requests finish, the store
+//! flushes).
+
+use crate::config::RunSettings;
+use crate::targets::{self, Target};
+use anyhow::{Context, Result};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use kube_insight_sources::metrics::{FederateConfig, FederateSource, RemoteWriteSource};
+use kube_insight_sources::metrics::transform::LabelPolicy;
+use kube_insight_sources::{pull, push};
+use kube_insight_store::DynStore;
+use kube_insight_telemetry::{labels, Telemetry};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub fn init_logging(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KUBE_INSIGHT_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+struct OpsState {
+    store: DynStore,
+    telemetry: Arc<Telemetry>,
+    started: AtomicBool,
+}
+
+pub async fn run(settings: RunSettings) -> Result<()> {
+    init_logging(&settings.log_format);
+    let selected = targets::parse(&settings.targets)?;
+    let tokens = Arc::new(settings.tokens()?);
+    for t in &selected.not_built {
+        tracing::warn!(target_name = t.name(), "target {} is not built in this version and does not run: {}", t.name(), t.describe());
+    }
+    tracing::info!(
+        targets = %selected.run.iter().map(|t| t.name()).collect::<Vec<_>>().join(","),
+        store = %settings.store.store,
+        cluster = %settings.cluster,
+        "starting kube-insight {}",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let store = open_store(&settings).await?;
+    let telemetry = Arc::new(Telemetry::new());
+    for t in Target::ALL {
+        telemetry
+            .target_up
+            .get_or_create(&labels([("target", t.name())]))
+            .set(i64::from(selected.contains(t)));
+    }
+    let shutdown = CancellationToken::new();
+    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    let tls = tls_config(&settings).await?;
+
+    // ops: always.
+    let ops_state = Arc::new(OpsState {
+        store: store.clone(),
+        telemetry: telemetry.clone(),
+        started: AtomicBool::new(false),
+    });
+    let ops = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(ops_state.clone());
+    let ops_listener = bind(settings.ops_listen, "KUBE_INSIGHT_OPS_LISTEN").await?;
+    tasks.spawn(serve(ops_listener, ops, None, shutdown.clone(), "ops"));
+
+    // ingest: the push endpoints of the selected targets.
+    let label_policy = LabelPolicy::default();
+    if selected.contains(Target::Metrics) {
+        let limits = push::PushLimits {
+            max_body_bytes: settings.ingest_max_body_bytes,
+            max_in_flight: settings.ingest_max_in_flight,
+            retry_after_secs: 5,
+        };
+        let rw = Arc::new(RemoteWriteSource::new(store.clone(), label_policy.clone()));
+        let ingest = push::mount(Router::new(), rw, tokens.clone(), limits, telemetry.clone());
+        let ingest_listener = bind(settings.ingest_listen, "KUBE_INSIGHT_INGEST_LISTEN").await?;
+        tracing::info!(listen = %settings.ingest_listen, auth = if tokens.is_open() { "none (loopback or insecure)" } else { "bearer tokens" }, "ingest listening: POST /ingest/prometheus/api/v1/write");
+        tasks.spawn(serve(ingest_listener, ingest, tls.clone(), shutdown.clone(), "ingest"));
+
+        match &settings.prometheus_url {
+            Some(url) => {
+                let src = FederateSource::new(
+                    store.clone(),
+                    FederateConfig {
+                        base_url: url.clone(),
+                        matchers: settings.match_selectors(),
+                        cluster: settings.cluster.clone(),
+                        policy: label_policy.clone(),
+                        max_body_bytes: 512 << 20,
+                    },
+                )
+                .context("configuring federation from KUBE_INSIGHT_PROMETHEUS_URL")?;
+                tracing::info!(url = %url, interval = %humantime::format_duration(settings.metrics_interval), "federating from Prometheus");
+                let cfg = pull::PullConfig::every(settings.metrics_interval);
+                let (tel, stop) = (telemetry.clone(), shutdown.clone());
+                tasks.spawn(async move {
+                    pull::run(Arc::new(src), cfg, tel, stop).await;
+                    Ok(())
+                });
+            }
+            None => tracing::info!("KUBE_INSIGHT_PROMETHEUS_URL is unset: federation idles; remote write on the ingest listener needs none"),
+        }
+    }
+
+    // api.
+    if selected.contains(Target::Api) {
+        let api = kube_insight_api::router(
+            store.clone(),
+            telemetry.clone(),
+            kube_insight_api::ApiConfig {
+                token: settings.api_token.clone(),
+                ..Default::default()
+            },
+        );
+        let api_listener = bind(settings.api_listen, "KUBE_INSIGHT_API_LISTEN").await?;
+        tracing::info!(listen = %settings.api_listen, "api listening: /api/v1/*, /prometheus/api/v1/*");
+        tasks.spawn(serve(api_listener, api, tls.clone(), shutdown.clone(), "api"));
+    }
+
+    // Maintenance: compaction and retention, and store stats for /metrics.
+    {
+        let (store, tel, stop) = (store.clone(), telemetry.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            maintenance_loop(store, tel, stop).await;
+            Ok(())
+        });
+    }
+    ops_state.started.store(true, Ordering::SeqCst);
+
+    // Wait for a signal or a failed task.
+    let mut result = Ok(());
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutdown requested; finishing in-flight work"),
+        Some(r) = tasks.join_next() => {
+            result = match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("a task panicked: {e}")),
+            };
+            tracing::error!("a listener or task stopped unexpectedly; shutting down");
+        }
+    }
+    shutdown.cancel();
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(30), drain).await.is_err() {
+        tracing::warn!("tasks did not stop within 30s; continuing shutdown");
+    }
+    store.flush().await.context("flushing the store at shutdown")?;
+    tracing::info!("stopped");
+    result
+}
+
+async fn open_store(settings: &RunSettings) -> Result<DynStore> {
+    if let Ok(kube_insight_store::StoreUrl::Sqlite { path }) = kube_insight_store::StoreUrl::parse(&settings.store.store) {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating the store directory {} (KUBE_INSIGHT_STORE)", dir.display()))?;
+        }
+    }
+    let store = kube_insight_store::open(&settings.store.store, settings.store.options())
+        .await
+        .with_context(|| format!("opening the store {} (KUBE_INSIGHT_STORE)", settings.store.store))?;
+    let version = store.check_schema().await.context("checking the store schema")?;
+    tracing::info!(backend = store.backend(), schema_version = version, "store open");
+    Ok(store)
+}
+
+async fn bind(addr: SocketAddr, var: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({var}): is another process using it?"))
+}
+
+async fn tls_config(settings: &RunSettings) -> Result<Option<axum_server::tls_rustls::RustlsConfig>> {
+    match (&settings.tls_cert_file, &settings.tls_key_file) {
+        (Some(cert), Some(key)) => Ok(Some(
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| format!("loading KUBE_INSIGHT_TLS_CERT_FILE {} / KUBE_INSIGHT_TLS_KEY_FILE {}", cert.display(), key.display()))?,
+        )),
+        _ => Ok(None),
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    shutdown: CancellationToken,
+    name: &'static str,
+) -> Result<()> {
+    match tls {
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .with_context(|| format!("{name} listener failed")),
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                h.graceful_shutdown(Some(Duration::from_secs(25)));
+            });
+            let std_listener = listener.into_std().with_context(|| format!("{name} listener"))?;
+            axum_server::from_tcp_rustls(std_listener, tls)
+                .with_context(|| format!("{name} listener"))?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+                .with_context(|| format!("{name} listener failed"))
+        }
+    }
+}
+
+async fn maintenance_loop(store: DynStore, telemetry: Arc<Telemetry>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let stats = store.stats();
+        for (cluster, n) in &stats.active_series {
+            telemetry
+                .active_series
+                .get_or_create(&labels([("cluster", cluster)]))
+                .set(*n as i64);
+        }
+        telemetry.head_samples.set(stats.head_samples as i64);
+        match store.maintain(kube_insight_core::time::now_ms()).await {
+            Ok(r) => {
+                if failing {
+                    tracing::info!("store maintenance recovered");
+                    failing = false;
+                }
+                if r.chunks_written > 0 || r.rows_expired > 0 {
+                    tracing::info!(chunks_written = r.chunks_written, samples_compacted = r.samples_compacted, rows_expired = r.rows_expired, "store maintenance");
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::error!(error = %e, "store maintenance failed; retrying every minute");
+                    failing = true;
+                }
+            }
+        }
+    }
+}
+
+async fn readyz(State(st): State<Arc<OpsState>>) -> impl IntoResponse {
+    if !st.started.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_string());
+    }
+    match st.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store not reachable: {e}\n")),
+    }
+}
+
+async fn metrics(State(st): State<Arc<OpsState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        st.telemetry.render(),
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,82 @@
+//! The `kube-insight` binary's command line: help, config, and start-up
+//! errors that name the variable at fault.
+
+mod support;
+
+use std::process::Command;
+
+fn ki(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-insight"));
+    cmd.args(args).env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run kube-insight");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_teaches_targets_listeners_and_examples() {
+    let (code, out, _) = ki(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for needle in ["metrics", "api", "remote_write", "KUBE_INSIGHT_PROMETHEUS_URL", "schema apply", "Examples"] {
+        assert!(out.contains(needle), "--help lacks {needle:?}:\n{out}");
+    }
+    let (code, out, _) = ki(&["run", "--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("KUBE_INSIGHT_STORE") && out.contains("KUBE_INSIGHT_TARGETS"), "{out}");
+}
+
+#[test]
+fn config_prints_the_effective_configuration_with_secrets_masked() {
+    let (code, out, err) = ki(
+        &["config", "--cluster", "prod-eu"],
+        &[
+            ("KUBE_INSIGHT_API_TOKEN", "0123456789abcdef-secret"),
+            ("KUBE_INSIGHT_METRICS_INTERVAL", "30s"),
+            ("KUBE_INSIGHT_CLUSTER", "ignored-because-the-flag-wins"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("KUBE_INSIGHT_CLUSTER=prod-eu\n"), "{out}");
+    assert!(out.contains("KUBE_INSIGHT_METRICS_INTERVAL=30s\n"), "{out}");
+    assert!(out.contains("KUBE_INSIGHT_API_TOKEN=******\n"), "{out}");
+    assert!(!out.contains("secret"), "{out}");
+    assert!(out.contains("KUBE_INSIGHT_STORE=sqlite://./data/insight.db\n"), "{out}");
+}
+
+#[test]
+fn bad_values_fail_at_start_up_naming_the_variable() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("KUBE_INSIGHT_STORE", "postgres://x")], "KUBE_INSIGHT_STORE"),
+        (&[("KUBE_INSIGHT_METRICS_INTERVAL", "fast")], "KUBE_INSIGHT_METRICS_INTERVAL"),
+        (&[("KUBE_INSIGHT_TARGETS", "metrics,nope")], "KUBE_INSIGHT_TARGETS"),
+        (&[("KUBE_INSIGHT_TARGETS", "logs")], "not built"),
+        (&[("KUBE_INSIGHT_API_LISTEN", "localhost")], "KUBE_INSIGHT_API_LISTEN"),
+        (&[("KUBE_INSIGHT_INGEST_LISTEN", "0.0.0.0:0")], "KUBE_INSIGHT_INSECURE_NO_AUTH"),
+        (&[("KUBE_INSIGHT_PROMETHEUS_URL", "not a url")], "KUBE_INSIGHT_PROMETHEUS_URL"),
+    ];
+    for (env, needle) in cases {
+        let (code, _, err) = ki(&["run"], env);
+        assert_ne!(code, 0, "{env:?} should fail");
+        assert!(err.contains(needle), "{env:?}: error does not name {needle}: {err}");
+    }
+}
+
+#[test]
+fn schema_apply_creates_the_embedded_store_idempotently() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/x.db", dir.path().display());
+    for _ in 0..2 {
+        let (code, out, err) = ki(&["schema", "apply", "--store", &url], &[]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("schema at version"), "{out}");
+    }
+    let (code, out, err) = ki(&["schema", "check", "--store", &url], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok"), "{out}");
+}

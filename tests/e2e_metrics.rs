@@ -1,0 +1,227 @@
+//! End to end against a real Prometheus (Debian's `prometheus` and
+//! `prometheus-node-exporter`, on loopback ephemeral ports):
+//! - remote write from Prometheus into kube-insight, with kube-insight stopped
+//!   for a while in the middle: Prometheus' WAL replay must fill the gap;
+//! - federation: kube-insight pulls Prometheus' `/federate`.
+//!
+//! In both, series read back through kube-insight's Prometheus-compatible API
+//! are compared with Prometheus' own answer to the same query, timestamp by
+//! timestamp and value by value (kube-insight adds a `cluster` label to every
+//! series; it is ignored in the comparison).
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+const IGNORE: &[&str] = &["cluster"];
+
+fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Raw samples of `selector` in (start, end] from both sides, as a range-vector
+/// instant query.
+async fn raw(base: &str, prefix: &str, selector: &str, start: f64, end: f64) -> Vec<Series> {
+    let window = (end - start).floor() as i64;
+    let data = prom_api(
+        base,
+        &format!("{prefix}/api/v1/query"),
+        &[("query", format!("{selector}[{window}s]")), ("time", format!("{end:.3}"))],
+    )
+    .await;
+    assert_eq!(data["resultType"], "matrix", "{data}");
+    normalise(&data, IGNORE)
+}
+
+async fn range(base: &str, prefix: &str, query: &str, start: f64, end: f64, step: &str) -> Vec<Series> {
+    let data = prom_api(
+        base,
+        &format!("{prefix}/api/v1/query_range"),
+        &[
+            ("query", query.to_string()),
+            ("start", format!("{start:.3}")),
+            ("end", format!("{end:.3}")),
+            ("step", step.to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(data["resultType"], "matrix", "{data}");
+    normalise(&data, IGNORE)
+}
+
+fn assert_same(what: &str, ours: &[Series], theirs: &[Series]) {
+    assert!(!theirs.is_empty(), "{what}: Prometheus returned nothing; the test proves nothing");
+    let our_labels: Vec<_> = ours.iter().map(|s| &s.0).collect();
+    let their_labels: Vec<_> = theirs.iter().map(|s| &s.0).collect();
+    assert_eq!(our_labels, their_labels, "{what}: series differ");
+    for (o, t) in ours.iter().zip(theirs) {
+        assert_eq!(
+            o.1.len(),
+            t.1.len(),
+            "{what} {:?}: {} samples in kube-insight, {} in Prometheus",
+            o.0,
+            o.1.len(),
+            t.1.len()
+        );
+        for (a, b) in o.1.iter().zip(&t.1) {
+            assert!((a.0 - b.0).abs() < 1e-6, "{what} {:?}: timestamp {} vs {}", o.0, a.0, b.0);
+            assert_eq!(a.1, b.1, "{what} {:?} at {}: value {} vs {}", o.0, a.0, a.1, b.1);
+        }
+    }
+}
+
+/// The newest timestamp of `up{job=...}` that kube-insight has.
+async fn newest(ki: &KubeInsight, job: &str) -> Option<f64> {
+    let client = reqwest::Client::new();
+    let r = client
+        .get(format!("{}/prometheus/api/v1/query", ki.api))
+        .query(&[("query", format!("timestamp(up{{job=\"{job}\"}})")), ("time", format!("{:.3}", now_s()))])
+        .send()
+        .await
+        .ok()?;
+    let v: serde_json::Value = r.json().await.ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse::<f64>().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_write_from_real_prometheus_matches_and_wal_replay_fills_an_outage() {
+    let Some(prom_bin) = tool("prometheus", "apt-get install -y prometheus") else { return };
+    let Some(ne_bin) = tool("prometheus-node-exporter", "apt-get install -y prometheus-node-exporter") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ki_dir = dir.path().join("ki");
+    let prom_dir = dir.path().join("prom");
+    std::fs::create_dir_all(&ki_dir).unwrap();
+    std::fs::create_dir_all(&prom_dir).unwrap();
+
+    let env = [("KUBE_INSIGHT_TARGETS", "metrics,api".to_string())];
+    let mut ki = KubeInsight::start(&ki_dir, &env, None).await;
+    let ne = NodeExporter::start(&ne_bin, &ki_dir).await;
+    let config = format!(
+        r#"
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: prometheus
+    static_configs: [{{targets: ["127.0.0.1:{{PORT}}"]}}]
+  - job_name: node
+    static_configs: [{{targets: ["{ne}"]}}]
+remote_write:
+  - url: {ingest}/ingest/prometheus/api/v1/write
+    queue_config: {{batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 2s}}
+"#,
+        ne = ne.addr,
+        ingest = ki.ingest
+    );
+    let prom = Prometheus::start(&prom_bin, &prom_dir, &config).await;
+    let started = now_s();
+
+    // Data flows.
+    eventually("first samples in kube-insight", Duration::from_secs(60), || async {
+        newest(&ki, "node").await.filter(|t| *t > started)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // An outage: kube-insight stops; Prometheus keeps scraping into its WAL.
+    let ports = ki.ports;
+    ki.proc.stop();
+    let outage_start = now_s();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let outage_end = now_s();
+    let ki = KubeInsight::start(&ki_dir, &env, Some(ports)).await;
+
+    // Prometheus replays the outage and catches up.
+    let end = outage_end + 6.0;
+    eventually("Prometheus to catch up after the outage", Duration::from_secs(90), || async {
+        newest(&ki, "node").await.filter(|t| *t >= end + 1.0)
+    })
+    .await;
+    let start = started + 1.0;
+
+    // The outage is filled: no hole longer than a few scrape intervals.
+    let up = raw(&ki.api, "/prometheus", "up{job=\"node\"}", start, end).await;
+    assert_eq!(up.len(), 1, "{up:?}");
+    let ts: Vec<f64> = up[0].1.iter().map(|p| p.0).collect();
+    let in_outage = ts.iter().filter(|t| **t > outage_start && **t < outage_end).count();
+    assert!(in_outage >= 5, "only {in_outage} samples inside the {:.0}s outage: {ts:?}", outage_end - outage_start);
+    let max_gap = ts.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    assert!(max_gap < 3.5, "a {max_gap}s hole in the replayed samples");
+
+    // Raw samples, identical.
+    for sel in [
+        "up",
+        "node_cpu_seconds_total",
+        "node_memory_MemAvailable_bytes",
+        "prometheus_http_requests_total",
+        "scrape_duration_seconds",
+        "node_network_receive_bytes_total{device=\"lo\"}",
+    ] {
+        let ours = raw(&ki.api, "/prometheus", sel, start, end).await;
+        let theirs = raw(&prom.url, "", sel, start, end).await;
+        assert_same(&format!("raw {sel}"), &ours, &theirs);
+    }
+    // query_range answers, identical.
+    for q in ["up", "node_memory_MemAvailable_bytes", "node_load1", "prometheus_tsdb_head_series"] {
+        for step in ["1s", "7s"] {
+            let ours = range(&ki.api, "/prometheus", q, start, end, step).await;
+            let theirs = range(&prom.url, "", q, start, end, step).await;
+            assert_same(&format!("query_range {q} step {step}"), &ours, &theirs);
+        }
+    }
+    drop(prom);
+    drop(ne);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federation_from_real_prometheus_matches_its_answers() {
+    let Some(prom_bin) = tool("prometheus", "apt-get install -y prometheus") else { return };
+    let Some(ne_bin) = tool("prometheus-node-exporter", "apt-get install -y prometheus-node-exporter") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let prom_dir = dir.path().join("prom");
+    let ki_dir = dir.path().join("ki");
+    std::fs::create_dir_all(&ki_dir).unwrap();
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let ne = NodeExporter::start(&ne_bin, &ki_dir).await;
+    // Scrapes every 3 s, pulled every 1 s: every scraped sample is federated.
+    let config = format!(
+        r#"
+global:
+  scrape_interval: 3s
+scrape_configs:
+  - job_name: node
+    static_configs: [{{targets: ["{ne}"]}}]
+"#,
+        ne = ne.addr
+    );
+    let prom = Prometheus::start(&prom_bin, &prom_dir, &config).await;
+    let env = [
+        ("KUBE_INSIGHT_TARGETS", "metrics,api".to_string()),
+        ("KUBE_INSIGHT_PROMETHEUS_URL", prom.url.clone()),
+        ("KUBE_INSIGHT_METRICS_INTERVAL", "1s".to_string()),
+        ("KUBE_INSIGHT_METRICS_MATCH", "{job=\"node\"}".to_string()),
+    ];
+    let ki = KubeInsight::start(&ki_dir, &env, None).await;
+    let first = eventually("first federated samples", Duration::from_secs(60), || async { newest(&ki, "node").await }).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    // From the first federated sample on, both sides hold the same samples.
+    let start = first;
+    let end = now_s() - 2.0;
+    for sel in ["up{job=\"node\"}", "node_cpu_seconds_total", "node_memory_MemAvailable_bytes", "node_scrape_collector_success"] {
+        let ours = raw(&ki.api, "/prometheus", sel, start, end).await;
+        let theirs = raw(&prom.url, "", sel, start, end).await;
+        assert_same(&format!("raw {sel}"), &ours, &theirs);
+    }
+    for q in ["node_memory_MemAvailable_bytes", "node_load1", "up"] {
+        let ours = range(&ki.api, "/prometheus", q, start + 0.5, end, "1s").await;
+        let theirs = range(&prom.url, "", &format!("{q}{{job=\"node\"}}"), start + 0.5, end, "1s").await;
+        assert_same(&format!("query_range {q}"), &ours, &theirs);
+    }
+    // Re-sent samples (federation repeats the latest sample on every pull) are stored once.
+    let metrics = reqwest::get(format!("{}/metrics", ki.ops)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("kube_insight_pulls_total{component=\"prometheus_federate\",outcome=\"ok\"}"), "{metrics}");
+}
