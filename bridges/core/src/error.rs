@@ -4,7 +4,7 @@ use thiserror::Error;
 /// trailing period and name the input at fault.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum Error {
-    #[error("invalid time {input:?}: expected RFC 3339 (2024-05-31T16:08:37Z), epoch seconds (1717171717.5) or epoch milliseconds (1717171717000)")]
+    #[error("invalid time {input:?}: expected RFC 3339 (2024-05-31T16:08:37Z), epoch seconds (1717171717.5), epoch milliseconds (1717171717000), now or now-1h")]
     InvalidTime { input: String },
     #[error(
         "invalid duration {input:?}: expected a number with a unit such as 15s, 5m, 2h, 14d or 1w"

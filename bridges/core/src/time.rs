@@ -47,6 +47,15 @@ pub fn parse_time_ms(input: &str) -> Result<i64> {
     if s.is_empty() {
         return Err(bad());
     }
+    if let Some(rest) = s.strip_prefix("now") {
+        let now = now_ms();
+        return match rest.as_bytes().first() {
+            None => Ok(now),
+            Some(b'-') => parse_duration(&rest[1..]).map(|d| now - d.as_millis() as i64).map_err(|_| bad()),
+            Some(b'+') => parse_duration(&rest[1..]).map(|d| now + d.as_millis() as i64).map_err(|_| bad()),
+            _ => Err(bad()),
+        };
+    }
     if let Ok(i) = s.parse::<i64>() {
         let digits = s.trim_start_matches('-').len();
         return Ok(if digits >= 12 {
@@ -183,6 +192,10 @@ mod tests {
         assert_eq!(parse_time_ms("1717171717").unwrap(), 1_717_171_717_000);
         assert_eq!(parse_time_ms("1717171717.25").unwrap(), 1_717_171_717_250);
         assert_eq!(parse_time_ms("1717171717000").unwrap(), 1_717_171_717_000);
+        let now = now_ms();
+        assert!((parse_time_ms("now").unwrap() - now).abs() < 5_000);
+        assert!((parse_time_ms("now-1h").unwrap() - (now - 3_600_000)).abs() < 5_000);
+        assert!(parse_time_ms("now-soon").is_err());
         let e = parse_time_ms("yesterday").unwrap_err().to_string();
         assert!(e.contains("\"yesterday\""), "{e}");
     }

@@ -3,6 +3,9 @@
 //! same answer however the body is split into chunks, and the label-set
 //! semantics of the core types.
 
+// Test helpers may unwrap: a panic there is a failing test (as clippy.toml allows in #[test]).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "exposition/common.rs"]
 mod common;
 #[path = "exposition/corpus.rs"]

@@ -11,6 +11,9 @@
 //! case ([`corpus::Oracle`]) with the reason, and the test checks that the
 //! difference really happens, so a change on either side is noticed.
 
+// Test helpers may unwrap: a panic there is a failing test (as clippy.toml allows in #[test]).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "exposition/common.rs"]
 mod common;
 #[path = "exposition/corpus.rs"]

@@ -1,6 +1,9 @@
 //! The exposition parser on the shared fixtures (`shared/fixtures/`): exact
 //! counts, spot-checked values and labels, TYPE/HELP metadata, series.
 
+// Test helpers may unwrap: a panic there is a failing test (as clippy.toml allows in #[test]).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "exposition/common.rs"]
 mod common;
 

@@ -1,6 +1,9 @@
 //! Prometheus remote write 1.0 decoding: round trips, bit-exact stale
 //! markers, and each way a body can be bad.
 
+// Test helpers may unwrap: a panic there is a failing test (as clippy.toml allows in #[test]).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use kube_insight_core::{Labels, Sample, TimeSeries, STALE_NAN, STALE_NAN_BITS};
 use kube_insight_sources::prometheus::remote_write::{
     decode, decode_protobuf, decompress, encode, encode_request, proto, DecodeOptions,
