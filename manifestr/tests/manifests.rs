@@ -1,0 +1,444 @@
+//! The kube-insight manifests, checked end to end with the real binary:
+//! every chart is rendered with its defaults and with every example values
+//! file, compared with the golden files in `manifests/rendered/`, validated
+//! with `kubernetes-validate --strict` and `yamllint`, the custom resources
+//! against the vendored CRD schemas, and the workloads and RBAC against the
+//! project's rules.
+//!
+//! Regenerate the golden files after a template change:
+//!   UPDATE_GOLDEN=1 cargo test -p manifestr --test manifests
+//! kubernetes-validate and yamllint come from PyPI; without them the checks
+//! print "skipped", except under CI (env `CI` set), where they fail.
+
+// A test that cannot read its own fixtures should stop there, loudly.
+#![allow(clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_norway::Value;
+
+/// The Kubernetes version the manifests are validated against.
+const KUBERNETES_VERSION: &str = "1.35.0";
+
+const CHARTS: [&str; 2] = ["agents", "servers"];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("manifestr sits in the repository")
+        .to_path_buf()
+}
+
+/// One rendering: a chart with its defaults or with one example values file.
+struct Case {
+    chart: &'static str,
+    /// `default`, or the example's file stem.
+    name: String,
+    values: Option<PathBuf>,
+}
+
+fn cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for chart in CHARTS {
+        cases.push(Case {
+            chart,
+            name: "default".into(),
+            values: None,
+        });
+        let examples = repo().join("manifests").join(chart).join("examples");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&examples)
+            .expect("examples folder")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        files.sort();
+        for path in files {
+            let name = path
+                .file_stem()
+                .expect("stem")
+                .to_string_lossy()
+                .into_owned();
+            cases.push(Case {
+                chart,
+                name,
+                values: Some(path),
+            });
+        }
+    }
+    cases
+}
+
+fn render(case: &Case) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_manifestr"));
+    cmd.current_dir(repo())
+        .args(["render", &format!("manifests/{}", case.chart)]);
+    if let Some(values) = &case.values {
+        cmd.arg("-f").arg(values);
+    }
+    let out = cmd.output().expect("run manifestr");
+    assert!(
+        out.status.success(),
+        "rendering {} with {} failed:\n{}",
+        case.chart,
+        case.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn golden_path(case: &Case) -> PathBuf {
+    repo()
+        .join("manifests/rendered")
+        .join(case.chart)
+        .join(format!("{}.yaml", case.name))
+}
+
+fn documents(text: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(text)
+        .map(|d| serde::Deserialize::deserialize(d).expect("rendered YAML parses"))
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+/// A tool from PyPI on PATH; `None` (with a note) when it is missing
+/// outside CI, a failure under CI.
+fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is not installed: `pip install kubernetes-validate yamllint` and put it on PATH"
+        );
+        eprintln!("skipped: {name} not installed");
+    }
+    found
+}
+
+/// Every case rendered into a temporary folder, one file per case.
+fn rendered_files() -> (tempfile::TempDir, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = cases()
+        .iter()
+        .map(|case| {
+            let path = dir
+                .path()
+                .join(format!("{}-{}.yaml", case.chart, case.name));
+            std::fs::write(&path, render(case)).expect("write rendering");
+            path
+        })
+        .collect();
+    (dir, files)
+}
+
+#[test]
+fn golden_files_match() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut stale = Vec::new();
+    let mut expected = Vec::new();
+    for case in cases() {
+        let text = render(&case);
+        let path = golden_path(&case);
+        expected.push(path.clone());
+        if update {
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, &text).expect("write golden file");
+        } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            stale.push(path.display().to_string());
+        }
+    }
+    // A golden file without a case is left over from a removed example.
+    for chart in CHARTS {
+        let dir = repo().join("manifests/rendered").join(chart);
+        for entry in std::fs::read_dir(&dir).into_iter().flatten() {
+            let path = entry.expect("entry").path();
+            if !expected.contains(&path) {
+                if update {
+                    std::fs::remove_file(&path).expect("remove stale golden file");
+                } else {
+                    stale.push(format!("{} (no such example)", path.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "rendered manifests differ from the golden files:\n  {}\nreview the change, then run \
+         `UPDATE_GOLDEN=1 cargo test -p manifestr --test manifests`",
+        stale.join("\n  ")
+    );
+}
+
+#[test]
+fn kubernetes_validate_strict_accepts_every_rendering() {
+    let Some(kv) = tool("kubernetes-validate") else {
+        return;
+    };
+    let (_dir, files) = rendered_files();
+    let out = Command::new(kv)
+        .args([
+            "--strict",
+            "--quiet",
+            "--kubernetes-version",
+            KUBERNETES_VERSION,
+        ])
+        .args(&files)
+        .output()
+        .expect("run kubernetes-validate");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "kubernetes-validate --strict failed:\n{report}"
+    );
+    // Only the custom resources may lack a schema; they are checked below.
+    for line in report
+        .lines()
+        .filter(|l| l.contains("Couldn't find schema"))
+    {
+        assert!(
+            line.contains("K8ssandraCluster") || line.contains("CassandraDatacenter"),
+            "unexpected kind without a schema: {line}"
+        );
+    }
+}
+
+#[test]
+fn yamllint_accepts_every_rendering() {
+    let Some(yamllint) = tool("yamllint") else {
+        return;
+    };
+    let (_dir, files) = rendered_files();
+    let out = Command::new(yamllint)
+        .arg("--strict")
+        .arg("-c")
+        .arg(repo().join("manifests/.yamllint.yaml"))
+        .args(&files)
+        .output()
+        .expect("run yamllint");
+    assert!(
+        out.status.success(),
+        "yamllint failed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn custom_resources_match_the_vendored_crd_schemas() {
+    let schema = |file: &str| {
+        let path = repo().join("manifests/servers/crds").join(file);
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("schema file"))
+                .expect("schema is JSON");
+        jsonschema::validator_for(&json).expect("schema compiles")
+    };
+    let k8ssandra = schema("k8ssandracluster.schema.json");
+    let datacenter = schema("cassandradatacenter.schema.json");
+    let mut seen = std::collections::BTreeSet::new();
+    for case in cases() {
+        for doc in documents(&render(&case)) {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+            let validator = match kind.as_str() {
+                "K8ssandraCluster" => &k8ssandra,
+                "CassandraDatacenter" => &datacenter,
+                _ => continue,
+            };
+            let json = serde_json::to_value(&doc).expect("YAML to JSON");
+            let errors: Vec<String> = validator
+                .iter_errors(&json)
+                .map(|e| format!("{} at {}", e, e.instance_path()))
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{kind} of {} / {} does not match its CRD schema:\n  {}",
+                case.chart,
+                case.name,
+                errors.join("\n  ")
+            );
+            seen.insert(kind);
+        }
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["CassandraDatacenter", "K8ssandraCluster"],
+        "every custom resource kind is rendered by some example"
+    );
+}
+
+#[test]
+fn vendored_schemas_reject_a_broken_resource() {
+    let path = repo().join("manifests/servers/crds/k8ssandracluster.schema.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("schema")).expect("json");
+    let validator = jsonschema::validator_for(&json).expect("schema compiles");
+    let broken = serde_json::json!({
+        "apiVersion": "k8ssandra.io/v1alpha1",
+        "kind": "K8ssandraCluster",
+        "metadata": {"name": "x"},
+        "spec": {"cassandra": {"serverVersion": "4.1.8", "datacenter": []}}
+    });
+    assert!(
+        !validator.is_valid(&broken),
+        "a misspelled field must be rejected"
+    );
+}
+
+/// Collectors that truly need host privileges; each says why in a comment.
+const PRIVILEGED: [&str; 2] = ["beyla", "fluent-bit"];
+
+#[test]
+fn every_workload_is_pinned_limited_probed_and_locked_down() {
+    let mut problems = Vec::new();
+    for case in cases() {
+        for doc in documents(&render(&case)) {
+            let kind = doc["kind"].as_str().unwrap_or_default();
+            if !["Deployment", "StatefulSet", "DaemonSet", "Job"].contains(&kind) {
+                continue;
+            }
+            let name = doc["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let at = format!("{} / {}: {kind} {name}", case.chart, case.name);
+            let pod = &doc["spec"]["template"]["spec"];
+            let privileged_ok = PRIVILEGED.contains(&name.as_str());
+            let main = pod["containers"].as_sequence().cloned().unwrap_or_default();
+            let init = pod["initContainers"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default();
+            for (container, is_init) in main
+                .iter()
+                .map(|c| (c, false))
+                .chain(init.iter().map(|c| (c, true)))
+            {
+                let cname = container["name"].as_str().unwrap_or_default();
+                let image = container["image"].as_str().unwrap_or_default();
+                let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or_default();
+                if tag.is_empty() || tag == "latest" || tag.contains('/') {
+                    problems.push(format!("{at}/{cname}: image `{image}` is not pinned"));
+                }
+                for section in ["requests", "limits"] {
+                    for res in ["cpu", "memory"] {
+                        if container["resources"][section][res].is_null() {
+                            problems.push(format!("{at}/{cname}: no {section}.{res}"));
+                        }
+                    }
+                }
+                let sc = &container["securityContext"];
+                if sc["readOnlyRootFilesystem"] != Value::Bool(true) {
+                    problems.push(format!("{at}/{cname}: root filesystem is writable"));
+                }
+                if !privileged_ok {
+                    if sc["allowPrivilegeEscalation"] != Value::Bool(false) {
+                        problems.push(format!("{at}/{cname}: privilege escalation allowed"));
+                    }
+                    let non_root = sc["runAsNonRoot"] == Value::Bool(true)
+                        || pod["securityContext"]["runAsNonRoot"] == Value::Bool(true);
+                    if !non_root || sc["privileged"] == Value::Bool(true) {
+                        problems.push(format!("{at}/{cname}: may run as root or privileged"));
+                    }
+                }
+                if !is_init && kind != "Job" {
+                    for probe in ["livenessProbe", "readinessProbe"] {
+                        if container[probe].is_null() {
+                            problems.push(format!("{at}/{cname}: no {probe}"));
+                        }
+                    }
+                }
+            }
+            if !privileged_ok
+                && (pod["hostNetwork"] == Value::Bool(true) || pod["hostPID"] == Value::Bool(true))
+            {
+                problems.push(format!("{at}: uses host namespaces"));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "workload rules broken:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn rbac_is_least_privilege_and_never_touches_secrets() {
+    let mut problems = Vec::new();
+    for case in cases() {
+        for doc in documents(&render(&case)) {
+            let kind = doc["kind"].as_str().unwrap_or_default();
+            if kind != "ClusterRole" && kind != "Role" {
+                continue;
+            }
+            let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+            for rule in doc["rules"].as_sequence().into_iter().flatten() {
+                let list = |key: &str| -> Vec<String> {
+                    rule[key]
+                        .as_sequence()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                };
+                let resources = list("resources");
+                let verbs = list("verbs");
+                if resources.iter().any(|r| r == "secrets" || r == "*") {
+                    problems.push(format!(
+                        "{}/{}: {kind} {name} grants {resources:?}",
+                        case.chart, case.name
+                    ));
+                }
+                let writes = [
+                    "create",
+                    "update",
+                    "patch",
+                    "delete",
+                    "deletecollection",
+                    "*",
+                ];
+                let lease_update = resources == ["leases"] && !list("resourceNames").is_empty();
+                if verbs.iter().any(|v| writes.contains(&v.as_str())) && !lease_update {
+                    problems.push(format!(
+                        "{}/{}: {kind} {name} may write {resources:?}",
+                        case.chart, case.name
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "RBAC rules broken:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn every_object_carries_the_prune_labels() {
+    for case in cases() {
+        let instance = if case.chart == "agents" {
+            "kube-insight-agents"
+        } else {
+            "kube-insight"
+        };
+        for doc in documents(&render(&case)) {
+            let labels = &doc["metadata"]["labels"];
+            assert_eq!(
+                labels["app.kubernetes.io/instance"].as_str(),
+                Some(instance),
+                "{} / {}: {} {} lacks the instance label `kubectl apply --prune -l` selects on",
+                case.chart,
+                case.name,
+                doc["kind"].as_str().unwrap_or_default(),
+                doc["metadata"]["name"].as_str().unwrap_or_default()
+            );
+        }
+    }
+}
