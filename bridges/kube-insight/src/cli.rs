@@ -110,3 +110,20 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()
         .context("starting the async runtime")
 }
+
+/// Prints a command-line error. A bad value is usually set through the
+/// environment, so the error names the variable as well as the flag.
+pub fn usage_error(e: clap::Error) -> std::process::ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let code = e.exit_code();
+    let _ = e.print();
+    if matches!(e.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+        if let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) {
+            if let Some(flag) = arg.split_whitespace().next().and_then(|a| a.strip_prefix("--")) {
+                let var = format!("KUBE_INSIGHT_{}", flag.replace('-', "_").to_ascii_uppercase());
+                eprintln!("the value comes from --{flag} or from the environment variable {var}");
+            }
+        }
+    }
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(2))
+}

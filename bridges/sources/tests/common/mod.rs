@@ -11,7 +11,15 @@ use std::net::SocketAddr;
 pub async fn sqlite_store() -> (DynStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/t.db", dir.path().display());
-    let store = kube_insight_store::open(&url, StoreOptions::default()).await.unwrap();
+    // Fixtures carry timestamps from 2023–2024: keep everything.
+    let opts = StoreOptions {
+        retention: kube_insight_store::Retention {
+            metrics: std::time::Duration::from_secs(100 * 365 * 86_400),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let store = kube_insight_store::open(&url, opts).await.unwrap();
     (store, dir)
 }
 
