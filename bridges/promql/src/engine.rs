@@ -1,0 +1,544 @@
+//! The public engine: parse, plan the selections, fetch them through a
+//! [`Querier`], evaluate, shape the result.
+
+use crate::error::PromqlError;
+use crate::eval::{at_ms, offset_ms, selector_key, subquery_grid, Evaluator, Grid, Result, Val};
+use crate::querier::{Querier, SelectHints};
+use crate::result::{InstantSample, QueryResult, RangeSeries};
+use kube_insight_core::{MatchOp, Matcher, TimeRange, TimeSeries, METRIC_NAME};
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::token::{
+    T_ADD, T_AVG, T_BOTTOMK, T_COUNT, T_DIV, T_EQLC, T_GROUP, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS,
+    T_LTE, T_LUNLESS, T_MAX, T_MIN, T_MOD, T_MUL, T_NEQ, T_POW, T_QUANTILE, T_STDDEV, T_STDVAR,
+    T_SUB, T_SUM, T_TOPK,
+};
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{Expr, VectorSelector};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Which Prometheus release's boundary semantics to reproduce.
+///
+/// * `Prometheus2` (default; Debian 12 ships 2.42, which the differential test
+///   runs against): range-vector windows are closed, `[t - range, t]`, and the
+///   lookback of instant selectors is closed, `[t - 5m, t]`; `rate`'s
+///   zero-point clamp is applied before the 1.1× extrapolation threshold.
+/// * `Prometheus3`: windows and lookback are left-open, `(t - range, t]`; the
+///   threshold is applied before the zero-point clamp (Prometheus ≥ 3.0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compat {
+    #[default]
+    Prometheus2,
+    Prometheus3,
+}
+
+/// Engine limits and semantics.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample (Prometheus: 5m).
+    pub lookback_delta_ms: i64,
+    /// Most samples loaded from the store plus points held by evaluation
+    /// (Prometheus' `--query.max-samples`, default 50M).
+    pub max_samples: usize,
+    /// Most series selected by one query, all selectors together.
+    pub max_series: usize,
+    /// Upper bound of a query's run time (Prometheus' `--query.timeout`, 2m);
+    /// the `timeout` parameter can only shorten it.
+    pub timeout: Duration,
+    /// Subquery step when none is given (Prometheus' global evaluation interval, 1m).
+    pub default_subquery_step_ms: i64,
+    pub compat: Compat,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_delta_ms: 5 * 60 * 1000,
+            max_samples: 50_000_000,
+            max_series: 1_000_000,
+            timeout: Duration::from_secs(120),
+            default_subquery_step_ms: 60_000,
+            compat: Compat::Prometheus2,
+        }
+    }
+}
+
+/// A PromQL engine. Cheap to clone; holds no data.
+#[derive(Clone, Debug, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+struct Planned {
+    key: usize,
+    matchers: Vec<Matcher>,
+    range: TimeRange,
+    hints: SelectHints,
+}
+
+impl Engine {
+    pub fn new(opts: EngineOptions) -> Self {
+        Engine { opts }
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// `/api/v1/query`: evaluates `query` at `time_ms`. `timeout` (the
+    /// request's `timeout` parameter) shortens the engine's own timeout.
+    pub async fn query(
+        &self,
+        querier: &dyn Querier,
+        query: &str,
+        time_ms: i64,
+        timeout: Option<Duration>,
+    ) -> Result<QueryResult> {
+        let expr = parse(query)?;
+        let g = Grid::new(time_ms, time_ms, 0);
+        let val = self
+            .run(querier, query, &expr, g, time_ms, time_ms, timeout)
+            .await?;
+        Ok(match val {
+            Val::Scalar(v) => QueryResult::Scalar {
+                timestamp_ms: time_ms,
+                value: v.first().copied().unwrap_or(f64::NAN),
+            },
+            Val::Str(s) => QueryResult::String {
+                timestamp_ms: time_ms,
+                value: s,
+            },
+            Val::Vector(vs) => QueryResult::Vector(
+                vs.into_iter()
+                    .filter_map(|s| {
+                        s.vals.first().map(|v| InstantSample {
+                            labels: s.labels,
+                            timestamp_ms: time_ms,
+                            value: *v,
+                        })
+                    })
+                    .collect(),
+            ),
+            Val::Matrix(m) => QueryResult::Matrix(
+                m.into_iter()
+                    .map(|s| RangeSeries {
+                        labels: s.labels,
+                        points: s
+                            .points
+                            .into_iter()
+                            .map(|p| (p.timestamp_ms, p.value))
+                            .collect(),
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    /// `/api/v1/query_range`: evaluates `query` at `start_ms`, `start_ms + step_ms`, … ≤ `end_ms`.
+    /// Validate the parameters first with [`crate::params::parse_range_params`].
+    pub async fn query_range(
+        &self,
+        querier: &dyn Querier,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        timeout: Option<Duration>,
+    ) -> Result<QueryResult> {
+        if step_ms <= 0 {
+            return Err(PromqlError::param(
+                "step",
+                "zero or negative query resolution step widths are not accepted, try a positive integer",
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(PromqlError::param(
+                "end",
+                "end timestamp must not be before start time",
+            ));
+        }
+        let expr = parse(query)?;
+        match expr.value_type() {
+            ValueType::Vector | ValueType::Scalar => {}
+            t => {
+                return Err(PromqlError::BadData(format!(
+                    "invalid parameter \"query\": invalid expression type {:?} for range query, must be scalar or instant vector (query {query:?})",
+                    documented_type(t)
+                )))
+            }
+        }
+        let g = Grid::new(start_ms, end_ms, step_ms);
+        let val = self
+            .run(querier, query, &expr, g, start_ms, end_ms, timeout)
+            .await?;
+        let mut out = match val {
+            Val::Scalar(v) => vec![RangeSeries {
+                labels: Default::default(),
+                points: v
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, x)| (g.ts(i), x))
+                    .collect(),
+            }],
+            Val::Vector(vs) => vs
+                .into_iter()
+                .map(|s| RangeSeries {
+                    labels: s.labels,
+                    points: s
+                        .steps
+                        .iter()
+                        .zip(&s.vals)
+                        .map(|(st, x)| (g.ts(*st as usize), *x))
+                        .collect(),
+                })
+                .collect(),
+            _ => {
+                return Err(PromqlError::Internal(format!(
+                    "range query {query:?} evaluated to a non-numeric value"
+                )))
+            }
+        };
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(QueryResult::Matrix(out))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        querier: &dyn Querier,
+        query: &str,
+        expr: &Expr,
+        g: Grid,
+        query_start: i64,
+        query_end: i64,
+        timeout: Option<Duration>,
+    ) -> Result<Val> {
+        let started = Instant::now();
+        let timeout = match timeout {
+            Some(t) if t < self.opts.timeout => t,
+            _ => self.opts.timeout,
+        };
+        let timeout_ms = timeout.as_millis() as u64;
+        let deadline = started.checked_add(timeout);
+        validate(expr, query)?;
+        let mut planned = Vec::new();
+        plan(
+            expr,
+            &g,
+            None,
+            &self.opts,
+            query_start,
+            query_end,
+            &mut planned,
+        )?;
+        let futs = planned.iter().map(|p| {
+            let mut h = p.hints.clone();
+            h.max_series = self.opts.max_series;
+            h.max_samples = self.opts.max_samples;
+            async move { querier.select(&p.matchers, p.range, &h).await }
+        });
+        let joined = futures::future::join_all(futs);
+        let results = match deadline {
+            Some(d) => match tokio::time::timeout_at(d.into(), joined).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(PromqlError::Timeout {
+                        query: query.to_string(),
+                        phase: "query preparation",
+                        timeout_ms,
+                    })
+                }
+            },
+            None => joined.await,
+        };
+        let mut fetched: HashMap<usize, Vec<TimeSeries>> = HashMap::new();
+        let (mut nseries, mut nsamples) = (0usize, 0usize);
+        for (p, r) in planned.iter().zip(results) {
+            let mut series = r?;
+            nseries += series.len();
+            if nseries > self.opts.max_series {
+                return Err(PromqlError::TooManySeries {
+                    query: query.to_string(),
+                    selected: nseries,
+                    limit: self.opts.max_series,
+                });
+            }
+            nsamples += series.iter().map(|s| s.samples.len()).sum::<usize>();
+            if nsamples > self.opts.max_samples {
+                return Err(PromqlError::TooManySamples {
+                    query: query.to_string(),
+                    loaded: nsamples,
+                    limit: self.opts.max_samples,
+                });
+            }
+            sort_by_labels(&mut series);
+            series.dedup_by(|a, b| a.labels == b.labels);
+            for s in &mut series {
+                if !s
+                    .samples
+                    .windows(2)
+                    .all(|w| w[0].timestamp_ms <= w[1].timestamp_ms)
+                {
+                    s.samples.sort_by_key(|x| x.timestamp_ms);
+                }
+            }
+            fetched.insert(p.key, series);
+        }
+        let mut ev = Evaluator {
+            fetched,
+            opts: &self.opts,
+            query,
+            query_start,
+            query_end,
+            deadline,
+            timeout_ms,
+            points: 0,
+            checks: 0,
+        };
+        ev.eval(expr, &g)
+    }
+}
+
+/// Sorts series by label set (Prometheus' order) comparing one flat key per
+/// series (`name 0x00 value 0x00 …` orders exactly as the label sets do).
+fn sort_by_labels(series: &mut Vec<TimeSeries>) {
+    if series.windows(2).all(|w| w[0].labels <= w[1].labels) {
+        return;
+    }
+    let mut keyed: Vec<(Vec<u8>, TimeSeries)> = std::mem::take(series)
+        .into_iter()
+        .map(|s| {
+            let mut k = Vec::with_capacity(128);
+            for l in s.labels.iter() {
+                k.extend_from_slice(l.name.as_bytes());
+                k.push(0);
+                k.extend_from_slice(l.value.as_bytes());
+                k.push(0);
+            }
+            (k, s)
+        })
+        .collect();
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    *series = keyed.into_iter().map(|(_, s)| s).collect();
+}
+
+fn documented_type(t: ValueType) -> &'static str {
+    match t {
+        ValueType::Vector => "instant vector",
+        ValueType::Matrix => "range vector",
+        ValueType::Scalar => "scalar",
+        ValueType::String => "string",
+    }
+}
+
+/// Parses a query, mapping the parser's error to `bad_data`.
+pub fn parse(query: &str) -> Result<Expr> {
+    promql_parser::parser::parse(query).map_err(|reason| PromqlError::Parse {
+        query: query.to_string(),
+        reason: reason.trim_end_matches('.').to_string(),
+    })
+}
+
+const RANGE_FUNCS: &[&str] = &[
+    "rate",
+    "irate",
+    "increase",
+    "delta",
+    "idelta",
+    "avg_over_time",
+    "max_over_time",
+    "min_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "last_over_time",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "quantile_over_time",
+    "changes",
+    "resets",
+];
+
+const INSTANT_FUNCS: &[&str] = &[
+    "abs",
+    "ceil",
+    "floor",
+    "round",
+    "sqrt",
+    "exp",
+    "ln",
+    "log2",
+    "log10",
+    "sgn",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+    "time",
+    "vector",
+    "scalar",
+    "label_replace",
+    "label_join",
+    "histogram_quantile",
+];
+
+/// Rejects, before any data is read, every construct the evaluator does not implement.
+fn validate(e: &Expr, query: &str) -> Result<()> {
+    let unsupported = |what: String| PromqlError::Unsupported {
+        query: query.to_string(),
+        what,
+    };
+    match e {
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Ok(()),
+        Expr::Paren(p) => validate(&p.expr, query),
+        Expr::Unary(u) => validate(&u.expr, query),
+        Expr::VectorSelector(vs) => validate_selector(vs, query),
+        Expr::MatrixSelector(ms) => validate_selector(&ms.vs, query),
+        Expr::Subquery(sq) => validate(&sq.expr, query),
+        Expr::Aggregate(a) => {
+            match a.op.id() {
+                T_SUM | T_AVG | T_COUNT | T_MIN | T_MAX | T_GROUP | T_STDDEV | T_STDVAR
+                | T_TOPK | T_BOTTOMK | T_QUANTILE => {}
+                _ => return Err(unsupported(format!("aggregation {}", a.op))),
+            }
+            if let Some(p) = &a.param {
+                validate(p, query)?;
+            }
+            validate(&a.expr, query)
+        }
+        Expr::Binary(b) => {
+            match b.op.id() {
+                T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW | T_EQLC | T_NEQ | T_GTR | T_LSS
+                | T_GTE | T_LTE | T_LAND | T_LOR | T_LUNLESS => {}
+                _ => return Err(unsupported(format!("binary operator {}", b.op))),
+            }
+            if let Some(m) = &b.modifier {
+                if m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some() {
+                    return Err(unsupported("fill modifiers".into()));
+                }
+            }
+            validate(&b.lhs, query)?;
+            validate(&b.rhs, query)
+        }
+        Expr::Call(c) => {
+            let name = c.func.name;
+            if !RANGE_FUNCS.contains(&name) && !INSTANT_FUNCS.contains(&name) {
+                return Err(unsupported(format!("function {name}()")));
+            }
+            for a in &c.args.args {
+                validate(a, query)?;
+            }
+            Ok(())
+        }
+        Expr::Extension(_) => Err(unsupported("extension expressions".into())),
+    }
+}
+
+fn validate_selector(vs: &VectorSelector, query: &str) -> Result<()> {
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(PromqlError::Unsupported {
+            query: query.to_string(),
+            what: "\"or\" inside label matchers".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Core matchers of a selector (the metric name included).
+pub(crate) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Matcher>> {
+    let mut out = Vec::with_capacity(vs.matchers.matchers.len() + 1);
+    if let Some(n) = &vs.name {
+        out.push(Matcher::eq(METRIC_NAME, n.clone()));
+    }
+    for m in &vs.matchers.matchers {
+        let op = match m.op {
+            PMatchOp::Equal => MatchOp::Equal,
+            PMatchOp::NotEqual => MatchOp::NotEqual,
+            PMatchOp::Re(_) => MatchOp::RegexMatch,
+            PMatchOp::NotRe(_) => MatchOp::RegexNoMatch,
+        };
+        out.push(
+            Matcher::new(op, m.name.clone(), m.value.clone())
+                .map_err(|e| PromqlError::BadData(e.to_string()))?,
+        );
+    }
+    Ok(out)
+}
+
+fn plan(
+    e: &Expr,
+    g: &Grid,
+    func: Option<&str>,
+    opts: &EngineOptions,
+    qs: i64,
+    qe: i64,
+    out: &mut Vec<Planned>,
+) -> Result<()> {
+    let window = |vs: &VectorSelector| -> (i64, i64) {
+        let off = offset_ms(&vs.offset);
+        match at_ms(&vs.at, qs, qe) {
+            Some(a) => (a - off, a - off),
+            None => (g.start - off, g.end - off),
+        }
+    };
+    match e {
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => Ok(()),
+        Expr::Paren(p) => plan(&p.expr, g, func, opts, qs, qe, out),
+        Expr::Unary(u) => plan(&u.expr, g, func, opts, qs, qe, out),
+        Expr::VectorSelector(vs) => {
+            let (lo, hi) = window(vs);
+            out.push(Planned {
+                key: selector_key(vs),
+                matchers: selector_matchers(vs)?,
+                range: TimeRange {
+                    start_ms: lo.saturating_sub(opts.lookback_delta_ms),
+                    end_ms: hi,
+                },
+                hints: SelectHints {
+                    step_ms: g.interval,
+                    range_ms: 0,
+                    func: func.map(str::to_string),
+                    ..Default::default()
+                },
+            });
+            Ok(())
+        }
+        Expr::MatrixSelector(ms) => {
+            let (lo, hi) = window(&ms.vs);
+            let range = ms.range.as_millis() as i64;
+            out.push(Planned {
+                key: selector_key(&ms.vs),
+                matchers: selector_matchers(&ms.vs)?,
+                range: TimeRange {
+                    start_ms: lo.saturating_sub(range),
+                    end_ms: hi,
+                },
+                hints: SelectHints {
+                    step_ms: g.interval,
+                    range_ms: range,
+                    func: func.map(str::to_string),
+                    ..Default::default()
+                },
+            });
+            Ok(())
+        }
+        Expr::Subquery(sq) => {
+            let inner = subquery_grid(sq, g, qs, qe, opts.default_subquery_step_ms);
+            plan(&sq.expr, &inner, None, opts, qs, qe, out)
+        }
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                plan(p, g, None, opts, qs, qe, out)?;
+            }
+            plan(&a.expr, g, None, opts, qs, qe, out)
+        }
+        Expr::Binary(b) => {
+            plan(&b.lhs, g, None, opts, qs, qe, out)?;
+            plan(&b.rhs, g, None, opts, qs, qe, out)
+        }
+        Expr::Call(c) => {
+            for a in &c.args.args {
+                plan(a, g, Some(c.func.name), opts, qs, qe, out)?;
+            }
+            Ok(())
+        }
+    }
+}
