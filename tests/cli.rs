@@ -7,7 +7,9 @@ use std::process::Command;
 
 fn ki(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-insight"));
-    cmd.args(args).env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -23,12 +25,22 @@ fn ki(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 fn help_teaches_targets_listeners_and_examples() {
     let (code, out, _) = ki(&["--help"], &[]);
     assert_eq!(code, 0);
-    for needle in ["metrics", "api", "remote_write", "KUBE_INSIGHT_PROMETHEUS_URL", "schema apply", "Examples"] {
+    for needle in [
+        "metrics",
+        "api",
+        "remote_write",
+        "KUBE_INSIGHT_PROMETHEUS_URL",
+        "schema apply",
+        "Examples",
+    ] {
         assert!(out.contains(needle), "--help lacks {needle:?}:\n{out}");
     }
     let (code, out, _) = ki(&["run", "--help"], &[]);
     assert_eq!(code, 0);
-    assert!(out.contains("KUBE_INSIGHT_STORE") && out.contains("KUBE_INSIGHT_TARGETS"), "{out}");
+    assert!(
+        out.contains("KUBE_INSIGHT_STORE") && out.contains("KUBE_INSIGHT_TARGETS"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -46,24 +58,48 @@ fn config_prints_the_effective_configuration_with_secrets_masked() {
     assert!(out.contains("KUBE_INSIGHT_METRICS_INTERVAL=30s\n"), "{out}");
     assert!(out.contains("KUBE_INSIGHT_API_TOKEN=******\n"), "{out}");
     assert!(!out.contains("secret"), "{out}");
-    assert!(out.contains("KUBE_INSIGHT_STORE=sqlite://./data/insight.db\n"), "{out}");
+    assert!(
+        out.contains("KUBE_INSIGHT_STORE=sqlite://./data/insight.db\n"),
+        "{out}"
+    );
 }
 
 #[test]
 fn bad_values_fail_at_start_up_naming_the_variable() {
     let cases: &[(&[(&str, &str)], &str)] = &[
-        (&[("KUBE_INSIGHT_STORE", "postgres://x")], "KUBE_INSIGHT_STORE"),
-        (&[("KUBE_INSIGHT_METRICS_INTERVAL", "fast")], "KUBE_INSIGHT_METRICS_INTERVAL"),
-        (&[("KUBE_INSIGHT_TARGETS", "metrics,nope")], "KUBE_INSIGHT_TARGETS"),
+        (
+            &[("KUBE_INSIGHT_STORE", "postgres://x")],
+            "KUBE_INSIGHT_STORE",
+        ),
+        (
+            &[("KUBE_INSIGHT_METRICS_INTERVAL", "fast")],
+            "KUBE_INSIGHT_METRICS_INTERVAL",
+        ),
+        (
+            &[("KUBE_INSIGHT_TARGETS", "metrics,nope")],
+            "KUBE_INSIGHT_TARGETS",
+        ),
         (&[("KUBE_INSIGHT_TARGETS", "logs")], "not built"),
-        (&[("KUBE_INSIGHT_API_LISTEN", "localhost")], "KUBE_INSIGHT_API_LISTEN"),
-        (&[("KUBE_INSIGHT_INGEST_LISTEN", "0.0.0.0:0")], "KUBE_INSIGHT_INSECURE_NO_AUTH"),
-        (&[("KUBE_INSIGHT_PROMETHEUS_URL", "not a url")], "KUBE_INSIGHT_PROMETHEUS_URL"),
+        (
+            &[("KUBE_INSIGHT_API_LISTEN", "localhost")],
+            "KUBE_INSIGHT_API_LISTEN",
+        ),
+        (
+            &[("KUBE_INSIGHT_INGEST_LISTEN", "0.0.0.0:0")],
+            "KUBE_INSIGHT_INSECURE_NO_AUTH",
+        ),
+        (
+            &[("KUBE_INSIGHT_PROMETHEUS_URL", "not a url")],
+            "KUBE_INSIGHT_PROMETHEUS_URL",
+        ),
     ];
     for (env, needle) in cases {
         let (code, _, err) = ki(&["run"], env);
         assert_ne!(code, 0, "{env:?} should fail");
-        assert!(err.contains(needle), "{env:?}: error does not name {needle}: {err}");
+        assert!(
+            err.contains(needle),
+            "{env:?}: error does not name {needle}: {err}"
+        );
     }
 }
 

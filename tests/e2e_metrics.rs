@@ -30,14 +30,24 @@ async fn raw(base: &str, prefix: &str, selector: &str, start: f64, end: f64) -> 
     let data = prom_api(
         base,
         &format!("{prefix}/api/v1/query"),
-        &[("query", format!("{selector}[{window}s]")), ("time", format!("{end:.3}"))],
+        &[
+            ("query", format!("{selector}[{window}s]")),
+            ("time", format!("{end:.3}")),
+        ],
     )
     .await;
     assert_eq!(data["resultType"], "matrix", "{data}");
     normalise(&data, IGNORE)
 }
 
-async fn range(base: &str, prefix: &str, query: &str, start: f64, end: f64, step: &str) -> Vec<Series> {
+async fn range(
+    base: &str,
+    prefix: &str,
+    query: &str,
+    start: f64,
+    end: f64,
+    step: &str,
+) -> Vec<Series> {
     let data = prom_api(
         base,
         &format!("{prefix}/api/v1/query_range"),
@@ -54,7 +64,10 @@ async fn range(base: &str, prefix: &str, query: &str, start: f64, end: f64, step
 }
 
 fn assert_same(what: &str, ours: &[Series], theirs: &[Series]) {
-    assert!(!theirs.is_empty(), "{what}: Prometheus returned nothing; the test proves nothing");
+    assert!(
+        !theirs.is_empty(),
+        "{what}: Prometheus returned nothing; the test proves nothing"
+    );
     let our_labels: Vec<_> = ours.iter().map(|s| &s.0).collect();
     let their_labels: Vec<_> = theirs.iter().map(|s| &s.0).collect();
     assert_eq!(our_labels, their_labels, "{what}: series differ");
@@ -68,8 +81,18 @@ fn assert_same(what: &str, ours: &[Series], theirs: &[Series]) {
             t.1.len()
         );
         for (a, b) in o.1.iter().zip(&t.1) {
-            assert!((a.0 - b.0).abs() < 1e-6, "{what} {:?}: timestamp {} vs {}", o.0, a.0, b.0);
-            assert_eq!(a.1, b.1, "{what} {:?} at {}: value {} vs {}", o.0, a.0, a.1, b.1);
+            assert!(
+                (a.0 - b.0).abs() < 1e-6,
+                "{what} {:?}: timestamp {} vs {}",
+                o.0,
+                a.0,
+                b.0
+            );
+            assert_eq!(
+                a.1, b.1,
+                "{what} {:?} at {}: value {} vs {}",
+                o.0, a.0, a.1, b.1
+            );
         }
     }
 }
@@ -80,7 +103,10 @@ async fn newest(ki: &KubeInsight, job: &str) -> Option<f64> {
     let client = reqwest::Client::new();
     let r = client
         .get(format!("{}/prometheus/api/v1/query", ki.api))
-        .query(&[("query", format!("up{{job=\"{job}\"}}[10m]")), ("time", format!("{:.3}", now_s()))])
+        .query(&[
+            ("query", format!("up{{job=\"{job}\"}}[10m]")),
+            ("time", format!("{:.3}", now_s())),
+        ])
         .send()
         .await
         .ok()?;
@@ -90,8 +116,15 @@ async fn newest(ki: &KubeInsight, job: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_write_from_real_prometheus_matches_and_wal_replay_fills_an_outage() {
-    let Some(prom_bin) = tool("prometheus", "apt-get install -y prometheus") else { return };
-    let Some(ne_bin) = tool("prometheus-node-exporter", "apt-get install -y prometheus-node-exporter") else { return };
+    let Some(prom_bin) = tool("prometheus", "apt-get install -y prometheus") else {
+        return;
+    };
+    let Some(ne_bin) = tool(
+        "prometheus-node-exporter",
+        "apt-get install -y prometheus-node-exporter",
+    ) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let ki_dir = dir.path().join("ki");
     let prom_dir = dir.path().join("prom");
@@ -122,9 +155,11 @@ remote_write:
     let started = now_s();
 
     // Data flows.
-    eventually("first samples in kube-insight", Duration::from_secs(60), || async {
-        newest(&ki, "node").await.filter(|t| *t > started)
-    })
+    eventually(
+        "first samples in kube-insight",
+        Duration::from_secs(60),
+        || async { newest(&ki, "node").await.filter(|t| *t > started) },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
 
@@ -138,9 +173,11 @@ remote_write:
 
     // Prometheus replays the outage and catches up.
     let end = outage_end + 6.0;
-    eventually("Prometheus to catch up after the outage", Duration::from_secs(90), || async {
-        newest(&ki, "node").await.filter(|t| *t >= end + 1.0)
-    })
+    eventually(
+        "Prometheus to catch up after the outage",
+        Duration::from_secs(90),
+        || async { newest(&ki, "node").await.filter(|t| *t >= end + 1.0) },
+    )
     .await;
     let start = started + 1.0;
 
@@ -148,8 +185,15 @@ remote_write:
     let up = raw(&ki.api, "/prometheus", "up{job=\"node\"}", start, end).await;
     assert_eq!(up.len(), 1, "{up:?}");
     let ts: Vec<f64> = up[0].1.iter().map(|p| p.0).collect();
-    let in_outage = ts.iter().filter(|t| **t > outage_start && **t < outage_end).count();
-    assert!(in_outage >= 5, "only {in_outage} samples inside the {:.0}s outage: {ts:?}", outage_end - outage_start);
+    let in_outage = ts
+        .iter()
+        .filter(|t| **t > outage_start && **t < outage_end)
+        .count();
+    assert!(
+        in_outage >= 5,
+        "only {in_outage} samples inside the {:.0}s outage: {ts:?}",
+        outage_end - outage_start
+    );
     let max_gap = ts.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     assert!(max_gap < 3.5, "a {max_gap}s hole in the replayed samples");
 
@@ -167,7 +211,12 @@ remote_write:
         assert_same(&format!("raw {sel}"), &ours, &theirs);
     }
     // query_range answers, identical.
-    for q in ["up", "node_memory_MemAvailable_bytes", "node_load1", "prometheus_tsdb_head_series"] {
+    for q in [
+        "up",
+        "node_memory_MemAvailable_bytes",
+        "node_load1",
+        "prometheus_tsdb_head_series",
+    ] {
         for step in ["1s", "7s"] {
             let ours = range(&ki.api, "/prometheus", q, start, end, step).await;
             let theirs = range(&prom.url, "", q, start, end, step).await;
@@ -180,8 +229,15 @@ remote_write:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn federation_from_real_prometheus_matches_its_answers() {
-    let Some(prom_bin) = tool("prometheus", "apt-get install -y prometheus") else { return };
-    let Some(ne_bin) = tool("prometheus-node-exporter", "apt-get install -y prometheus-node-exporter") else { return };
+    let Some(prom_bin) = tool("prometheus", "apt-get install -y prometheus") else {
+        return;
+    };
+    let Some(ne_bin) = tool(
+        "prometheus-node-exporter",
+        "apt-get install -y prometheus-node-exporter",
+    ) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let prom_dir = dir.path().join("prom");
     let ki_dir = dir.path().join("ki");
@@ -207,22 +263,49 @@ scrape_configs:
         ("KUBE_INSIGHT_METRICS_MATCH", "{job=\"node\"}".to_string()),
     ];
     let ki = KubeInsight::start(&ki_dir, &env, None).await;
-    let first = eventually("first federated samples", Duration::from_secs(60), || async { newest(&ki, "node").await }).await;
+    let first = eventually(
+        "first federated samples",
+        Duration::from_secs(60),
+        || async { newest(&ki, "node").await },
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(20)).await;
     // From the first federated sample on, both sides hold the same samples.
     let start = first;
     let end = now_s() - 2.0;
-    for sel in ["up{job=\"node\"}", "node_cpu_seconds_total", "node_memory_MemAvailable_bytes", "node_scrape_collector_success"] {
+    for sel in [
+        "up{job=\"node\"}",
+        "node_cpu_seconds_total",
+        "node_memory_MemAvailable_bytes",
+        "node_scrape_collector_success",
+    ] {
         let ours = raw(&ki.api, "/prometheus", sel, start, end).await;
         let theirs = raw(&prom.url, "", sel, start, end).await;
         assert_same(&format!("raw {sel}"), &ours, &theirs);
     }
     for q in ["node_memory_MemAvailable_bytes", "node_load1", "up"] {
         let ours = range(&ki.api, "/prometheus", q, start + 0.5, end, "1s").await;
-        let theirs = range(&prom.url, "", &format!("{q}{{job=\"node\"}}"), start + 0.5, end, "1s").await;
+        let theirs = range(
+            &prom.url,
+            "",
+            &format!("{q}{{job=\"node\"}}"),
+            start + 0.5,
+            end,
+            "1s",
+        )
+        .await;
         assert_same(&format!("query_range {q}"), &ours, &theirs);
     }
     // Re-sent samples (federation repeats the latest sample on every pull) are stored once.
-    let metrics = reqwest::get(format!("{}/metrics", ki.ops)).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("kube_insight_pulls_total{component=\"prometheus_federate\",outcome=\"ok\"}"), "{metrics}");
+    let metrics = reqwest::get(format!("{}/metrics", ki.ops))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("kube_insight_pulls_total{component=\"prometheus_federate\",outcome=\"ok\"}"),
+        "{metrics}"
+    );
 }

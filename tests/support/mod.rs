@@ -56,7 +56,9 @@ impl Proc {
             .expect("log file");
         let err = file.try_clone().expect("log file");
         cmd.stdout(Stdio::from(file)).stderr(Stdio::from(err));
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
         Proc {
             name: name.to_string(),
             child: Some(child),
@@ -67,7 +69,10 @@ impl Proc {
     /// SIGTERM, then wait (SIGKILL after 20 s).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 match c.try_wait() {
@@ -85,7 +90,9 @@ impl Proc {
 
     /// Exit status after a stop, if it exited by itself.
     pub fn try_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn log_text(&self) -> String {
@@ -99,7 +106,11 @@ impl Drop for Proc {
         if std::thread::panicking() {
             let text = self.log_text();
             let tail: Vec<&str> = text.lines().rev().take(60).collect();
-            eprintln!("----- last lines of {} ({}) -----", self.name, self.log.display());
+            eprintln!(
+                "----- last lines of {} ({}) -----",
+                self.name,
+                self.log.display()
+            );
             for l in tail.into_iter().rev() {
                 eprintln!("{l}");
             }
@@ -154,14 +165,21 @@ pub struct KubeInsight {
 impl KubeInsight {
     /// Starts `kube-insight run` with the store in `dir`; `env` adds or
     /// overrides variables. Reuses `ports` when given (restart on the same ports).
-    pub async fn start(dir: &Path, env: &[(&str, String)], ports: Option<(u16, u16, u16)>) -> KubeInsight {
+    pub async fn start(
+        dir: &Path,
+        env: &[(&str, String)],
+        ports: Option<(u16, u16, u16)>,
+    ) -> KubeInsight {
         let (api, ingest, ops) = ports.unwrap_or_else(|| (free_port(), free_port(), free_port()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-insight"));
         cmd.arg("run")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("KUBE_INSIGHT_LOG", "info,kube_insight=debug")
-            .env("KUBE_INSIGHT_STORE", format!("sqlite://{}/insight.db", dir.display()))
+            .env(
+                "KUBE_INSIGHT_STORE",
+                format!("sqlite://{}/insight.db", dir.display()),
+            )
             .env("KUBE_INSIGHT_API_LISTEN", format!("127.0.0.1:{api}"))
             .env("KUBE_INSIGHT_INGEST_LISTEN", format!("127.0.0.1:{ingest}"))
             .env("KUBE_INSIGHT_OPS_LISTEN", format!("127.0.0.1:{ops}"));
@@ -194,10 +212,14 @@ impl Prometheus {
     pub async fn start(bin: &Path, dir: &Path, config: &str) -> Prometheus {
         let port = free_port();
         let cfg_path = dir.join("prometheus.yml");
-        std::fs::write(&cfg_path, config.replace("{PORT}", &port.to_string())).expect("write prometheus.yml");
+        std::fs::write(&cfg_path, config.replace("{PORT}", &port.to_string()))
+            .expect("write prometheus.yml");
         let mut cmd = Command::new(bin);
         cmd.arg(format!("--config.file={}", cfg_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--log.level=warn");
         let proc = Proc::spawn("prometheus", cmd, dir);
@@ -236,15 +258,24 @@ pub async fn prom_api(base: &str, path: &str, params: &[(&str, String)]) -> serd
         .await
         .unwrap_or_else(|e| panic!("GET {base}{path}: {e}"));
     let status = r.status();
-    let body: serde_json::Value = r.json().await.unwrap_or_else(|e| panic!("GET {base}{path}: body is not JSON: {e}"));
-    assert!(status.is_success(), "GET {base}{path} {params:?}: {status}: {body}");
+    let body: serde_json::Value = r
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {base}{path}: body is not JSON: {e}"));
+    assert!(
+        status.is_success(),
+        "GET {base}{path} {params:?}: {status}: {body}"
+    );
     assert_eq!(body["status"], "success", "{body}");
     body["data"].clone()
 }
 
 /// A result series: labels (without the ones named in `ignore`) and its
 /// [time, "value"] pairs.
-pub type Series = (std::collections::BTreeMap<String, String>, Vec<(f64, String)>);
+pub type Series = (
+    std::collections::BTreeMap<String, String>,
+    Vec<(f64, String)>,
+);
 
 /// Normalises a `matrix` (or `vector`) result for comparison.
 pub fn normalise(data: &serde_json::Value, ignore: &[&str]) -> Vec<Series> {
@@ -265,11 +296,19 @@ pub fn normalise(data: &serde_json::Value, ignore: &[&str]) -> Vec<Series> {
                 .unwrap_or_default();
             let points = if let Some(vals) = s["values"].as_array() {
                 vals.iter()
-                    .map(|p| (p[0].as_f64().unwrap_or(f64::NAN), p[1].as_str().unwrap_or_default().to_string()))
+                    .map(|p| {
+                        (
+                            p[0].as_f64().unwrap_or(f64::NAN),
+                            p[1].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
                     .collect()
             } else {
                 let p = &s["value"];
-                vec![(p[0].as_f64().unwrap_or(f64::NAN), p[1].as_str().unwrap_or_default().to_string())]
+                vec![(
+                    p[0].as_f64().unwrap_or(f64::NAN),
+                    p[1].as_str().unwrap_or_default().to_string(),
+                )]
             };
             (labels, points)
         })
