@@ -76,12 +76,20 @@ async fn guard(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Res
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         let ok = got.is_some_and(|g| ct_eq(g.as_bytes(), want.as_bytes()));
         if !ok {
-            let mut r = (StatusCode::UNAUTHORIZED, "missing or wrong bearer token (KUBE_INSIGHT_API_TOKEN)\n").into_response();
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            let mut r = (
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (KUBE_INSIGHT_API_TOKEN)\n",
+            )
+                .into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
         }
     }
@@ -93,7 +101,10 @@ async fn guard(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Res
         .observe(started.elapsed().as_secs_f64());
     st.telemetry
         .api_requests
-        .get_or_create(&labels([("endpoint", endpoint), ("code", resp.status().as_str())]))
+        .get_or_create(&labels([
+            ("endpoint", endpoint),
+            ("code", resp.status().as_str()),
+        ]))
         .inc();
     resp
 }

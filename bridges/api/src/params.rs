@@ -19,7 +19,11 @@ impl Params {
     }
 
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.get(k).and_then(|v| v.last()).map(String::as_str).filter(|s| !s.is_empty())
+        self.0
+            .get(k)
+            .and_then(|v| v.last())
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     pub fn all(&self, k: &str) -> &[String] {
@@ -46,7 +50,9 @@ impl Params {
             Some(s) => match s.parse::<usize>() {
                 Ok(0) => Ok(default),
                 Ok(n) => Ok(n.min(max)),
-                Err(_) => Err(format!("parameter {k}: {s:?} is not a non-negative integer")),
+                Err(_) => Err(format!(
+                    "parameter {k}: {s:?} is not a non-negative integer"
+                )),
             },
         }
     }
@@ -95,8 +101,14 @@ mod tests {
 
     #[test]
     fn decodes_repeated_keys_and_escapes() {
-        let p = Params::parse(Some("match%5B%5D=up&match[]=%7Bjob%3D%22x%22%7D&q=a+b&t=%"), None);
-        assert_eq!(p.all("match[]"), &["up".to_string(), "{job=\"x\"}".to_string()]);
+        let p = Params::parse(
+            Some("match%5B%5D=up&match[]=%7Bjob%3D%22x%22%7D&q=a+b&t=%"),
+            None,
+        );
+        assert_eq!(
+            p.all("match[]"),
+            &["up".to_string(), "{job=\"x\"}".to_string()]
+        );
         assert_eq!(p.get("q"), Some("a b"));
         assert_eq!(p.get("t"), Some("%"));
     }
@@ -112,9 +124,15 @@ mod tests {
     fn ranges_accept_every_time_form_and_name_bad_ones() {
         let p = Params::parse(Some("from=1717171717000&to=2024-05-31T16:08:38Z"), None);
         let r = p.range("from", "to").unwrap();
-        assert_eq!((r.start_ms, r.end_ms), (1_717_171_717_000, 1_717_171_718_000));
+        assert_eq!(
+            (r.start_ms, r.end_ms),
+            (1_717_171_717_000, 1_717_171_718_000)
+        );
         let p = Params::parse(Some("from=later"), None);
-        assert!(p.range("from", "to").unwrap_err().contains("parameter from"));
+        assert!(p
+            .range("from", "to")
+            .unwrap_err()
+            .contains("parameter from"));
         let p = Params::parse(Some("from=20&to=10"), None);
         assert!(p.range("from", "to").is_err());
     }

@@ -15,7 +15,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use kube_insight_core::{Matcher, TimeRange, TimeSeries};
 use kube_insight_promql::error::{ErrorType, PromqlError, QuerierError};
-use kube_insight_promql::params::{parse_duration_param, parse_match_selector, parse_range_params, parse_time_param};
+use kube_insight_promql::params::{
+    parse_duration_param, parse_match_selector, parse_range_params, parse_time_param,
+};
 use kube_insight_promql::querier::{Querier, SelectHints};
 use kube_insight_promql::{Engine, EngineOptions};
 use kube_insight_store::{DynStore, Error as StoreError, SelectQuery, SeriesQuery};
@@ -26,12 +28,18 @@ use std::sync::Arc;
 pub fn routes() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/prometheus/api/v1/query", get(query).post(query_post))
-        .route("/prometheus/api/v1/query_range", get(query_range).post(query_range_post))
+        .route(
+            "/prometheus/api/v1/query_range",
+            get(query_range).post(query_range_post),
+        )
         .route("/prometheus/api/v1/series", get(series).post(series_post))
         .route("/prometheus/api/v1/labels", get(labels).post(labels_post))
         .route("/prometheus/api/v1/label/{name}/values", get(label_values))
         .route("/prometheus/api/v1/metadata", get(metadata))
-        .route("/prometheus/api/v1/query_exemplars", get(empty_list).post(empty_list))
+        .route(
+            "/prometheus/api/v1/query_exemplars",
+            get(empty_list).post(empty_list),
+        )
         .route("/prometheus/api/v1/rules", get(rules))
         .route("/prometheus/api/v1/alerts", get(alerts))
         .route("/prometheus/api/v1/status/buildinfo", get(buildinfo))
@@ -44,12 +52,25 @@ pub struct StoreQuerier {
 
 #[async_trait]
 impl Querier for StoreQuerier {
-    async fn select(&self, matchers: &[Matcher], range: TimeRange, hints: &SelectHints) -> Result<Vec<TimeSeries>, QuerierError> {
+    async fn select(
+        &self,
+        matchers: &[Matcher],
+        range: TimeRange,
+        hints: &SelectHints,
+    ) -> Result<Vec<TimeSeries>, QuerierError> {
         let q = SelectQuery {
             matchers: matchers.to_vec(),
             range,
-            max_series: if hints.max_series == 0 { usize::MAX } else { hints.max_series },
-            max_samples: if hints.max_samples == 0 { usize::MAX } else { hints.max_samples },
+            max_series: if hints.max_series == 0 {
+                usize::MAX
+            } else {
+                hints.max_series
+            },
+            max_samples: if hints.max_samples == 0 {
+                usize::MAX
+            } else {
+                hints.max_samples
+            },
             resolution: Default::default(),
         };
         self.store.select(&q).await.map_err(|e| match e {
@@ -64,12 +85,17 @@ fn success(data: Value) -> Response {
 }
 
 fn failure(kind: ErrorType, msg: impl Into<String>) -> Response {
-    let status = StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let msg = msg.into();
     if status.is_server_error() {
         tracing::warn!(error_type = kind.as_str(), error = %msg, "prometheus api error");
     }
-    (status, Json(json!({"status": "error", "errorType": kind.as_str(), "error": msg}))).into_response()
+    (
+        status,
+        Json(json!({"status": "error", "errorType": kind.as_str(), "error": msg})),
+    )
+        .into_response()
 }
 
 fn promql_failure(e: PromqlError) -> Response {
@@ -79,7 +105,9 @@ fn promql_failure(e: PromqlError) -> Response {
 fn store_failure(e: StoreError) -> Response {
     match &e {
         StoreError::LimitExceeded { .. } => failure(ErrorType::Execution, e.to_string()),
-        StoreError::InvalidQuery(_) | StoreError::Core(_) => failure(ErrorType::BadData, e.to_string()),
+        StoreError::InvalidQuery(_) | StoreError::Core(_) => {
+            failure(ErrorType::BadData, e.to_string())
+        }
         _ if e.is_retryable() => failure(ErrorType::Timeout, e.to_string()),
         _ => failure(ErrorType::Internal, e.to_string()),
     }
@@ -95,14 +123,20 @@ fn engine(st: &ApiState) -> Engine {
 }
 
 fn timeout_param(p: &Params) -> Result<Option<std::time::Duration>, PromqlError> {
-    p.get("timeout").map(|t| parse_duration_param("timeout", t)).transpose()
+    p.get("timeout")
+        .map(|t| parse_duration_param("timeout", t))
+        .transpose()
 }
 
 async fn query(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Response {
     run_query(st, Params::parse(q.as_deref(), None)).await
 }
 
-async fn query_post(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+async fn query_post(
+    State(st): State<Arc<ApiState>>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
     run_query(st, Params::parse(q.as_deref(), Some(&body))).await
 }
 
@@ -121,7 +155,9 @@ async fn run_query(st: Arc<ApiState>, p: Params) -> Response {
         Ok(t) => t,
         Err(e) => return promql_failure(e),
     };
-    let querier = StoreQuerier { store: st.store.clone() };
+    let querier = StoreQuerier {
+        store: st.store.clone(),
+    };
     match engine(&st).query(&querier, expr, time, timeout).await {
         Ok(r) => result_response(&r),
         Err(e) => promql_failure(e),
@@ -132,7 +168,11 @@ async fn query_range(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> 
     run_query_range(st, Params::parse(q.as_deref(), None)).await
 }
 
-async fn query_range_post(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+async fn query_range_post(
+    State(st): State<Arc<ApiState>>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
     run_query_range(st, Params::parse(q.as_deref(), Some(&body))).await
 }
 
@@ -140,7 +180,11 @@ async fn run_query_range(st: Arc<ApiState>, p: Params) -> Response {
     let Some(expr) = p.get("query") else {
         return failure(ErrorType::BadData, "invalid parameter \"query\": missing");
     };
-    let (start, end, step) = match parse_range_params(p.get("start").unwrap_or(""), p.get("end").unwrap_or(""), p.get("step").unwrap_or("")) {
+    let (start, end, step) = match parse_range_params(
+        p.get("start").unwrap_or(""),
+        p.get("end").unwrap_or(""),
+        p.get("step").unwrap_or(""),
+    ) {
         Ok(v) => v,
         Err(e) => return promql_failure(e),
     };
@@ -148,8 +192,13 @@ async fn run_query_range(st: Arc<ApiState>, p: Params) -> Response {
         Ok(t) => t,
         Err(e) => return promql_failure(e),
     };
-    let querier = StoreQuerier { store: st.store.clone() };
-    match engine(&st).query_range(&querier, expr, start, end, step, timeout).await {
+    let querier = StoreQuerier {
+        store: st.store.clone(),
+    };
+    match engine(&st)
+        .query_range(&querier, expr, start, end, step, timeout)
+        .await
+    {
         Ok(r) => result_response(&r),
         Err(e) => promql_failure(e),
     }
@@ -170,8 +219,16 @@ fn result_response(r: &kube_insight_promql::QueryResult) -> Response {
 
 /// `start`/`end` of the metadata endpoints: all time when absent.
 fn metadata_range(p: &Params) -> Result<TimeRange, PromqlError> {
-    let start = p.get("start").map(|s| parse_time_param("start", s)).transpose()?.unwrap_or(i64::MIN / 4);
-    let end = p.get("end").map(|s| parse_time_param("end", s)).transpose()?.unwrap_or(i64::MAX / 4);
+    let start = p
+        .get("start")
+        .map(|s| parse_time_param("start", s))
+        .transpose()?
+        .unwrap_or(i64::MIN / 4);
+    let end = p
+        .get("end")
+        .map(|s| parse_time_param("end", s))
+        .transpose()?
+        .unwrap_or(i64::MAX / 4);
     TimeRange::new(start, end).map_err(|e| PromqlError::InvalidParam {
         param: "end".into(),
         reason: e.to_string(),
@@ -180,7 +237,11 @@ fn metadata_range(p: &Params) -> Result<TimeRange, PromqlError> {
 
 /// Each `match[]` as matchers (a union of selectors).
 fn match_sets(p: &Params, required: bool) -> Result<Vec<Vec<Matcher>>, PromqlError> {
-    let sets: Vec<Vec<Matcher>> = p.all("match[]").iter().map(|s| parse_match_selector(s)).collect::<Result<_, _>>()?;
+    let sets: Vec<Vec<Matcher>> = p
+        .all("match[]")
+        .iter()
+        .map(|s| parse_match_selector(s))
+        .collect::<Result<_, _>>()?;
     if required && sets.is_empty() {
         return Err(PromqlError::InvalidParam {
             param: "match[]".into(),
@@ -194,16 +255,33 @@ async fn series(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Respo
     run_series(st, Params::parse(q.as_deref(), None)).await
 }
 
-async fn series_post(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+async fn series_post(
+    State(st): State<Arc<ApiState>>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
     run_series(st, Params::parse(q.as_deref(), Some(&body))).await
 }
 
-async fn run_series(st: Arc<ApiState>, p: Params) -> Response {
-    let (sets, range) = match match_sets(&p, true).and_then(|s| Ok((s, metadata_range(&p)?))) {
-        Ok(v) => v,
-        Err(e) => return promql_failure(e),
-    };
-    let limit = p.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+/// Runs one store lookup per `match[]` selector (all series when none is
+/// given and none is required) and returns the sorted union.
+async fn union_over_selectors<T, F, Fut>(
+    st: &ApiState,
+    p: &Params,
+    required: bool,
+    lookup: F,
+) -> Result<Vec<T>, Response>
+where
+    T: Ord,
+    F: Fn(SeriesQuery) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, StoreError>>,
+{
+    let (mut sets, range) = match_sets(p, required)
+        .and_then(|s| Ok((s, metadata_range(p)?)))
+        .map_err(promql_failure)?;
+    if sets.is_empty() {
+        sets.push(Vec::new());
+    }
     let mut out = BTreeSet::new();
     for matchers in sets {
         let q = SeriesQuery {
@@ -211,74 +289,77 @@ async fn run_series(st: Arc<ApiState>, p: Params) -> Response {
             range,
             limit: st.config.max_series,
         };
-        match st.store.series(&q).await {
-            Ok(s) => out.extend(s),
-            Err(e) => return store_failure(e),
+        out.extend(lookup(q).await.map_err(store_failure)?);
+    }
+    Ok(out.into_iter().collect())
+}
+
+async fn run_series(st: Arc<ApiState>, p: Params) -> Response {
+    let store = st.store.clone();
+    match union_over_selectors(&st, &p, true, |q| {
+        let store = store.clone();
+        async move { store.series(&q).await }
+    })
+    .await
+    {
+        Ok(mut rows) => {
+            if let Some(l) = p
+                .get("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|l| *l > 0)
+            {
+                rows.truncate(l);
+            }
+            success(json!(rows))
         }
+        Err(r) => r,
     }
-    let mut rows: Vec<Value> = out.into_iter().map(|l| json!(l)).collect();
-    if let Some(l) = limit {
-        rows.truncate(l);
-    }
-    success(Value::Array(rows))
 }
 
 async fn labels(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Response {
     run_labels(st, Params::parse(q.as_deref(), None)).await
 }
 
-async fn labels_post(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery, body: Bytes) -> Response {
+async fn labels_post(
+    State(st): State<Arc<ApiState>>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
     run_labels(st, Params::parse(q.as_deref(), Some(&body))).await
 }
 
 async fn run_labels(st: Arc<ApiState>, p: Params) -> Response {
-    let (mut sets, range) = match match_sets(&p, false).and_then(|s| Ok((s, metadata_range(&p)?))) {
-        Ok(v) => v,
-        Err(e) => return promql_failure(e),
-    };
-    if sets.is_empty() {
-        sets.push(Vec::new());
+    let store = st.store.clone();
+    match union_over_selectors(&st, &p, false, |q| {
+        let store = store.clone();
+        async move { store.label_names(&q).await }
+    })
+    .await
+    {
+        Ok(names) => success(json!(names)),
+        Err(r) => r,
     }
-    let mut out = BTreeSet::new();
-    for matchers in sets {
-        let q = SeriesQuery {
-            matchers,
-            range,
-            limit: st.config.max_series,
-        };
-        match st.store.label_names(&q).await {
-            Ok(s) => out.extend(s),
-            Err(e) => return store_failure(e),
-        }
-    }
-    success(json!(out.into_iter().collect::<Vec<_>>()))
 }
 
-async fn label_values(State(st): State<Arc<ApiState>>, Path(name): Path<String>, RawQuery(q): RawQuery) -> Response {
+async fn label_values(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
     let p = Params::parse(q.as_deref(), None);
     if !kube_insight_core::labels::is_valid_label_name(&name) {
         return failure(ErrorType::BadData, format!("invalid label name: {name:?}"));
     }
-    let (mut sets, range) = match match_sets(&p, false).and_then(|s| Ok((s, metadata_range(&p)?))) {
-        Ok(v) => v,
-        Err(e) => return promql_failure(e),
-    };
-    if sets.is_empty() {
-        sets.push(Vec::new());
+    let store = st.store.clone();
+    match union_over_selectors(&st, &p, false, |q| {
+        let (store, name) = (store.clone(), name.clone());
+        async move { store.label_values(&name, &q).await }
+    })
+    .await
+    {
+        Ok(values) => success(json!(values)),
+        Err(r) => r,
     }
-    let mut out = BTreeSet::new();
-    for matchers in sets {
-        let q = SeriesQuery {
-            matchers,
-            range,
-            limit: st.config.max_series,
-        };
-        match st.store.label_values(&name, &q).await {
-            Ok(s) => out.extend(s),
-            Err(e) => return store_failure(e),
-        }
-    }
-    success(json!(out.into_iter().collect::<Vec<_>>()))
 }
 
 /// Metric metadata is not stored yet: an empty answer, as Prometheus gives

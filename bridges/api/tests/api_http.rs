@@ -24,11 +24,22 @@ async fn filled_store() -> (DynStore, tempfile::TempDir) {
         },
         ..Default::default()
     };
-    let store = kube_insight_store::open(&format!("sqlite://{}/a.db", dir.path().display()), opts).await.unwrap();
+    let store = kube_insight_store::open(&format!("sqlite://{}/a.db", dir.path().display()), opts)
+        .await
+        .unwrap();
     for (text, ts) in [(FEDERATE, 0), (KSM, KSM_TS)] {
         let (series, report) = parse_to_series(text, ts);
         assert!(report.is_clean(), "{:?}", report.errors);
-        ingest_series(&store, "prod", series, &LabelPolicy::default(), vec![], None).await.unwrap();
+        ingest_series(
+            &store,
+            "prod",
+            series,
+            &LabelPolicy::default(),
+            vec![],
+            None,
+        )
+        .await
+        .unwrap();
     }
     (store, dir)
 }
@@ -75,15 +86,28 @@ async fn entities_resolve_pods_to_their_deployment() {
     assert_eq!(api["namespace"], "shop");
     assert_eq!(api["workload_kind"], "Deployment");
     assert_eq!(api["workload"], "api");
-    assert!(api["first_seen"].as_str().unwrap().starts_with("2024-05-31T"));
+    assert!(api["first_seen"]
+        .as_str()
+        .unwrap()
+        .starts_with("2024-05-31T"));
     // A namespace filter narrows; a range with no data is empty.
     let (_, shop) = get(&format!("{base}/api/v1/entities?{RANGE}&namespace=shop")).await;
-    assert!(shop.as_array().unwrap().iter().all(|r| r["namespace"] == "shop"));
-    let (_, none) = get(&format!("{base}/api/v1/entities?from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z")).await;
+    assert!(shop
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["namespace"] == "shop"));
+    let (_, none) = get(&format!(
+        "{base}/api/v1/entities?from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z"
+    ))
+    .await;
     assert_eq!(none, Value::Array(vec![]));
     let (status, err) = get(&format!("{base}/api/v1/entities?from=soon")).await;
     assert_eq!(status, 400);
-    assert!(err["error"].as_str().unwrap().contains("parameter from"), "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("parameter from"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -91,23 +115,49 @@ async fn prometheus_metadata_endpoints_answer_like_prometheus() {
     let (store, _d) = filled_store().await;
     let base = serve(store, None).await;
     let range = "start=2024-05-31T00:00:00Z&end=2024-06-01T00:00:00Z";
-    let (status, body) = get(&format!("{base}/prometheus/api/v1/series?match[]=kube_pod_owner&{range}")).await;
+    let (status, body) = get(&format!(
+        "{base}/prometheus/api/v1/series?match[]=kube_pod_owner&{range}"
+    ))
+    .await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "success");
     let series = body["data"].as_array().unwrap();
-    assert_eq!(series.len(), 5, "3 from the federate fixture, 2 from KSM: {series:?}");
-    assert!(series.iter().all(|s| s["__name__"] == "kube_pod_owner" && s["cluster"] == "prod"));
+    assert_eq!(
+        series.len(),
+        5,
+        "3 from the federate fixture, 2 from KSM: {series:?}"
+    );
+    assert!(series
+        .iter()
+        .all(|s| s["__name__"] == "kube_pod_owner" && s["cluster"] == "prod"));
 
     let (_, body) = get(&format!("{base}/prometheus/api/v1/labels?{range}")).await;
-    let names: Vec<&str> = body["data"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    assert!(names.contains(&"namespace") && names.contains(&"__name__") && names.contains(&"cluster"), "{names:?}");
-    assert!(!names.contains(&"id"), "cAdvisor's id label is dropped: {names:?}");
+    let names: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        names.contains(&"namespace") && names.contains(&"__name__") && names.contains(&"cluster"),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"id"),
+        "cAdvisor's id label is dropped: {names:?}"
+    );
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(names, sorted);
 
-    let (_, body) = get(&format!("{base}/prometheus/api/v1/label/namespace/values?{range}")).await;
-    assert_eq!(body["data"], serde_json::json!(["default", "kube-system", "shop"]));
+    let (_, body) = get(&format!(
+        "{base}/prometheus/api/v1/label/namespace/values?{range}"
+    ))
+    .await;
+    assert_eq!(
+        body["data"],
+        serde_json::json!(["default", "kube-system", "shop"])
+    );
 
     // Errors: the Prometheus envelope and status codes.
     let (status, body) = get(&format!("{base}/prometheus/api/v1/series?{range}")).await;
@@ -117,9 +167,15 @@ async fn prometheus_metadata_endpoints_answer_like_prometheus() {
     let (status, body) = get(&format!("{base}/prometheus/api/v1/query?query=sum(")).await;
     assert_eq!(status, 400);
     assert_eq!(body["errorType"], "bad_data");
-    let (status, body) = get(&format!("{base}/prometheus/api/v1/query?query=holt_winters(up[5m],0.5,0.5)")).await;
+    let (status, body) = get(&format!(
+        "{base}/prometheus/api/v1/query?query=holt_winters(up[5m],0.5,0.5)"
+    ))
+    .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("holt_winters"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("holt_winters"),
+        "{body}"
+    );
     let (_, body) = get(&format!("{base}/prometheus/api/v1/status/buildinfo")).await;
     assert_eq!(body["status"], "success");
 }
@@ -136,8 +192,15 @@ async fn query_range_reads_the_stored_samples() {
     assert_eq!(status, 200, "{body}");
     let result = body["data"]["result"].as_array().unwrap();
     assert_eq!(result.len(), 1, "{body}");
-    assert_eq!(result[0]["values"][0], serde_json::json!([1717171712.345, "1234.567"]));
-    assert_eq!(result[0]["values"].as_array().unwrap().len(), 3, "lookback carries the sample for 5 minutes");
+    assert_eq!(
+        result[0]["values"][0],
+        serde_json::json!([1717171712.345, "1234.567"])
+    );
+    assert_eq!(
+        result[0]["values"].as_array().unwrap().len(),
+        3,
+        "lookback carries the sample for 5 minutes"
+    );
     let _ = TimeRange::all();
 }
 
@@ -146,9 +209,13 @@ async fn the_api_token_is_required_when_set() {
     let (store, _d) = filled_store().await;
     let token = "api-token-0123456789";
     let base = serve(store, Some(token)).await;
-    let r = reqwest::get(format!("{base}/api/v1/entities")).await.unwrap();
+    let r = reqwest::get(format!("{base}/api/v1/entities"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = reqwest::get(format!("{base}/prometheus/api/v1/labels")).await.unwrap();
+    let r = reqwest::get(format!("{base}/prometheus/api/v1/labels"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let r = reqwest::Client::new()
         .get(format!("{base}/api/v1/entities?{RANGE}"))
