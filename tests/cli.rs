@@ -1,6 +1,9 @@
 //! The `kube-insight` binary's command line: help, config, and start-up
 //! errors that name the variable at fault.
 
+// Tests and benches may unwrap: a panic is a failing run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::process::Command;
@@ -79,7 +82,14 @@ fn bad_values_fail_at_start_up_naming_the_variable() {
             &[("KUBE_INSIGHT_TARGETS", "metrics,nope")],
             "KUBE_INSIGHT_TARGETS",
         ),
-        (&[("KUBE_INSIGHT_TARGETS", "logs")], "not built"),
+        (
+            &[("KUBE_INSIGHT_EVENTS_KINDS", "v1/Secret")],
+            "KUBE_INSIGHT_EVENTS_KINDS",
+        ),
+        (
+            &[("KUBE_INSIGHT_KUBECONFIG", "/nonexistent/kubeconfig")],
+            "KUBE_INSIGHT_KUBECONFIG",
+        ),
         (
             &[("KUBE_INSIGHT_API_LISTEN", "localhost")],
             "KUBE_INSIGHT_API_LISTEN",

@@ -9,6 +9,9 @@
 //! timestamp and value by value (kube-insight adds a `cluster` label to every
 //! series; it is ignored in the comparison).
 
+// Tests and benches may unwrap: a panic is a failing run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;

@@ -1,8 +1,8 @@
 //! CLI tests: run the real binary on the fixtures and snapshot stdout, stderr
 //! and the exit code (insta_cmd), error cases included.
 
-// A test that cannot read its own fixtures should stop there, loudly.
-#![allow(clippy::expect_used)]
+// Tests and benches may unwrap: a panic is a failing run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

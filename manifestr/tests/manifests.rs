@@ -10,8 +10,8 @@
 //! kubernetes-validate and yamllint come from PyPI; without them the checks
 //! print "skipped", except under CI (env `CI` set), where they fail.
 
-// A test that cannot read its own fixtures should stop there, loudly.
-#![allow(clippy::expect_used)]
+// Tests and benches may unwrap: a panic is a failing run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

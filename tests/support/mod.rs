@@ -6,6 +6,8 @@
 //! passes, except under CI (`CI` set), where a missing tool fails the test:
 //! CI installs everything (`.ci/run`).
 
+// Tests and benches may unwrap: a panic is a failing run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::net::TcpListener;

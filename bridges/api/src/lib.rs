@@ -6,9 +6,12 @@
 //!
 //! Every query takes a time range; nothing answers only "now".
 
+pub mod events;
 pub mod kube;
+pub mod logs;
 pub mod params;
 pub mod prometheus;
+pub mod topology;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -61,9 +64,17 @@ pub fn router(store: DynStore, telemetry: Arc<Telemetry>, config: ApiConfig) -> 
         telemetry,
         config,
     });
+    let (log_store, event_store, topology_store) = (
+        state.store.logs(),
+        state.store.events(),
+        state.store.topology(),
+    );
     Router::new()
         .merge(kube::routes())
         .merge(prometheus::routes())
+        .merge(logs::routes(log_store))
+        .merge(events::routes(event_store))
+        .merge(topology::routes(topology_store))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -124,6 +135,15 @@ fn endpoint_label(path: &str) -> &'static str {
         "/prometheus/api/v1/metadata",
         "/prometheus/api/v1/status",
         "/api/v1/entities",
+        "/api/v1/logs/rate",
+        "/api/v1/logs",
+        "/api/v1/events",
+        "/api/v1/changes",
+        "/api/v1/objects",
+        "/api/v1/topology/nodes",
+        "/api/v1/topology/edges",
+        "/api/v1/topology/diff",
+        "/api/v1/topology",
     ];
     KNOWN
         .iter()

@@ -1,6 +1,9 @@
 //! The read API over real HTTP, on a store filled from the shared fixtures
 //! (federation and kube-state-metrics shapes).
 
+// Tests and benches may unwrap: a panic is a failing run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use kube_insight_core::TimeRange;
 use kube_insight_sources::metrics::ingest_series;
 use kube_insight_sources::metrics::transform::LabelPolicy;

@@ -6,14 +6,20 @@
 
 pub mod entity;
 pub mod error;
+pub mod event;
 pub mod labels;
+pub mod log;
 pub mod matcher;
 pub mod sample;
 pub mod time;
+pub mod topology;
 
 pub use entity::{Entity, EntityKey, Workload};
 pub use error::{Error, Result};
 pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME};
+pub use log::{
+    extract_level, Level, LineFilter, LogRecord, LogStreamKey, LogStreamMeta, StdStream,
+};
 pub use matcher::{MatchOp, Matcher};
 pub use sample::{is_stale_nan, Sample, TimeSeries, STALE_NAN, STALE_NAN_BITS};
 pub use time::{parse_duration, parse_time_ms, TimeRange};

@@ -51,8 +51,12 @@ pub fn parse_time_ms(input: &str) -> Result<i64> {
         let now = now_ms();
         return match rest.as_bytes().first() {
             None => Ok(now),
-            Some(b'-') => parse_duration(&rest[1..]).map(|d| now - d.as_millis() as i64).map_err(|_| bad()),
-            Some(b'+') => parse_duration(&rest[1..]).map(|d| now + d.as_millis() as i64).map_err(|_| bad()),
+            Some(b'-') => parse_duration(&rest[1..])
+                .map(|d| now - d.as_millis() as i64)
+                .map_err(|_| bad()),
+            Some(b'+') => parse_duration(&rest[1..])
+                .map(|d| now + d.as_millis() as i64)
+                .map_err(|_| bad()),
             _ => Err(bad()),
         };
     }

@@ -13,6 +13,9 @@
 //! active series, freshness (2xx → queryable), and bytes/sample vs Prometheus'
 //! TSDB (`promtool tsdb create-blocks-from openmetrics`) on the same samples.
 
+// Tests and benches may unwrap: a panic is a failing run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use axum::Router;
 use kube_insight_core::{Labels, Matcher, Sample, TimeRange, TimeSeries};
 use kube_insight_sources::metrics::transform::LabelPolicy;
@@ -28,7 +31,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 const T0: i64 = 1_750_000_000_000 / 7_200_000 * 7_200_000; // aligned to a 2 h window
@@ -67,8 +73,16 @@ impl Workload {
         let ns = format!("team-{}", pod % 40);
         let deploy = format!("svc-{}", pod / 8 % 2000);
         let pod_name = format!("{deploy}-7c9d8f6b5-{pod:05x}");
-        let node = format!("ip-10-0-{}-{}.eu-west-1.compute.internal", pod % 7, pod % 250);
-        let image = format!("registry.example.com/{ns}/{deploy}:1.{}.{}", pod % 5, pod % 3);
+        let node = format!(
+            "ip-10-0-{}-{}.eu-west-1.compute.internal",
+            pod % 7,
+            pod % 250
+        );
+        let image = format!(
+            "registry.example.com/{ns}/{deploy}:1.{}.{}",
+            pod % 5,
+            pod % 3
+        );
         let cadvisor = |name: &str, extra: &[(&str, &str)]| {
             let mut l = vec![
                 ("__name__", name.to_string()),
@@ -103,16 +117,59 @@ impl Workload {
             Labels::from_pairs(l)
         };
         vec![
-            (cadvisor("container_cpu_usage_seconds_total", &[("cpu", "total")]), true),
+            (
+                cadvisor("container_cpu_usage_seconds_total", &[("cpu", "total")]),
+                true,
+            ),
             (cadvisor("container_memory_working_set_bytes", &[]), false),
             (cadvisor("container_memory_rss", &[]), false),
-            (cadvisor("container_network_receive_bytes_total", &[("interface", "eth0")]), true),
-            (cadvisor("container_network_transmit_bytes_total", &[("interface", "eth0")]), true),
-            (cadvisor("container_fs_writes_bytes_total", &[("device", "/dev/nvme0n1")]), true),
-            (cadvisor("container_cpu_cfs_throttled_periods_total", &[]), true),
-            (ksm("kube_pod_owner", &[("owner_kind", "ReplicaSet".into()), ("owner_name", format!("{deploy}-7c9d8f6b5")), ("owner_is_controller", "true".into())]), false),
-            (ksm("kube_pod_status_phase", &[("phase", "Running".into())]), false),
-            (ksm("kube_pod_container_status_restarts_total", &[("container", "app".into())]), true),
+            (
+                cadvisor(
+                    "container_network_receive_bytes_total",
+                    &[("interface", "eth0")],
+                ),
+                true,
+            ),
+            (
+                cadvisor(
+                    "container_network_transmit_bytes_total",
+                    &[("interface", "eth0")],
+                ),
+                true,
+            ),
+            (
+                cadvisor(
+                    "container_fs_writes_bytes_total",
+                    &[("device", "/dev/nvme0n1")],
+                ),
+                true,
+            ),
+            (
+                cadvisor("container_cpu_cfs_throttled_periods_total", &[]),
+                true,
+            ),
+            (
+                ksm(
+                    "kube_pod_owner",
+                    &[
+                        ("owner_kind", "ReplicaSet".into()),
+                        ("owner_name", format!("{deploy}-7c9d8f6b5")),
+                        ("owner_is_controller", "true".into()),
+                    ],
+                ),
+                false,
+            ),
+            (
+                ksm("kube_pod_status_phase", &[("phase", "Running".into())]),
+                false,
+            ),
+            (
+                ksm(
+                    "kube_pod_container_status_restarts_total",
+                    &[("container", "app".into())],
+                ),
+                true,
+            ),
         ]
     }
 
@@ -155,7 +212,10 @@ impl Workload {
                 base + ((r % 4096) as f64) * 4096.0
             };
             self.values[i] = v;
-            out.push(TimeSeries::new(self.series[i].0.clone(), vec![Sample::new(t, v)]));
+            out.push(TimeSeries::new(
+                self.series[i].0.clone(),
+                vec![Sample::new(t, v)],
+            ));
         }
         out
     }
@@ -203,7 +263,11 @@ impl Report {
     fn print(&self) {
         let mut f = self.fresh_ms.clone();
         f.sort_by(|a, b| a.total_cmp(b));
-        let pct = |p: f64| f.get(((f.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(f64::NAN);
+        let pct = |p: f64| {
+            f.get(((f.len() as f64 - 1.0) * p) as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
         println!(
             "{}: {} samples in {:.1}s = {:.0} samples/s; {:.2} bytes/sample on disk after compaction; peak RSS {} MiB ({} MiB before start) = {:.0} B per active series ({}); freshness 2xx→queryable p50 {:.2} ms p99 {:.2} ms max {:.2} ms (n={})",
             self.mode,
@@ -233,11 +297,16 @@ async fn open(dir: &std::path::Path) -> DynStore {
         },
         ..Default::default()
     };
-    kube_insight_store::open(&url, opts).await.expect("open store")
+    kube_insight_store::open(&url, opts)
+        .await
+        .expect("open store")
 }
 
 async fn latest_ts(store: &DynStore, labels: &Labels) -> Option<i64> {
-    let matchers: Vec<Matcher> = labels.iter().map(|l| Matcher::eq(l.name.clone(), l.value.clone())).collect();
+    let matchers: Vec<Matcher> = labels
+        .iter()
+        .map(|l| Matcher::eq(l.name.clone(), l.value.clone()))
+        .collect();
     let r = store
         .select(&SelectQuery {
             matchers,
@@ -248,7 +317,9 @@ async fn latest_ts(store: &DynStore, labels: &Labels) -> Option<i64> {
         })
         .await
         .ok()?;
-    r.first().and_then(|s| s.samples.last()).map(|s| s.timestamp_ms)
+    r.first()
+        .and_then(|s| s.samples.last())
+        .map(|s| s.timestamp_ms)
 }
 
 async fn compact_and_measure(store: &DynStore, dir: &std::path::Path, end: i64) -> u64 {
@@ -257,18 +328,35 @@ async fn compact_and_measure(store: &DynStore, dir: &std::path::Path, end: i64) 
     dir_bytes(dir)
 }
 
-async fn bench_remote_write(series: usize, hours: f64, interval_s: i64, churn: f64, senders: usize) -> Report {
+async fn bench_remote_write(
+    series: usize,
+    hours: f64,
+    interval_s: i64,
+    churn: f64,
+    senders: usize,
+) -> Report {
     let dir = tempfile::tempdir().expect("tempdir");
     let base_rss = rss_kib("VmRSS:");
     let store = open(dir.path()).await;
     let tel = Arc::new(Telemetry::new());
-    let src = Arc::new(RemoteWriteSource::new(store.clone(), LabelPolicy::default()));
+    let src = Arc::new(RemoteWriteSource::new(
+        store.clone(),
+        LabelPolicy::default(),
+    ));
     let limits = PushLimits {
         max_in_flight: senders * 2,
         ..Default::default()
     };
-    let app = mount(Router::new(), src, Arc::new(TokenMap::open("bench")), limits, tel);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app = mount(
+        Router::new(),
+        src,
+        Arc::new(TokenMap::open("bench")),
+        limits,
+        tel,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -302,13 +390,21 @@ async fn bench_remote_write(series: usize, hours: f64, interval_s: i64, churn: f
     let started = Instant::now();
     let mut tasks = Vec::new();
     for sid in 0..senders {
-        let (rx, sent, fresh, url, store) = (rx.clone(), sent.clone(), fresh.clone(), url.clone(), store.clone());
+        let (rx, sent, fresh, url, store) = (
+            rx.clone(),
+            sent.clone(),
+            fresh.clone(),
+            url.clone(),
+            store.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             let mut n = 0u64;
             loop {
                 let item = rx.lock().await.recv().await;
-                let Some((body, samples, probe, t)) = item else { break };
+                let Some((body, samples, probe, t)) = item else {
+                    break;
+                };
                 loop {
                     let r = client
                         .post(&url)
@@ -321,7 +417,11 @@ async fn bench_remote_write(series: usize, hours: f64, interval_s: i64, churn: f
                     if r.status().is_success() {
                         break;
                     }
-                    assert!(r.status().as_u16() == 503 || r.status().as_u16() == 429, "status {}", r.status());
+                    assert!(
+                        r.status().as_u16() == 503 || r.status().as_u16() == 429,
+                        "status {}",
+                        r.status()
+                    );
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 let acked = Instant::now();
@@ -335,7 +435,10 @@ async fn bench_remote_write(series: usize, hours: f64, interval_s: i64, churn: f
                         }
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
-                    fresh.lock().expect("lock").push(acked.elapsed().as_secs_f64() * 1000.0);
+                    fresh
+                        .lock()
+                        .expect("lock")
+                        .push(acked.elapsed().as_secs_f64() * 1000.0);
                 }
             }
         }));
@@ -375,7 +478,9 @@ async fn bench_federate(series: usize, hours: f64, interval_s: i64, churn: f64) 
             async move { (*b).clone() }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -404,7 +509,7 @@ async fn bench_federate(series: usize, hours: f64, interval_s: i64, churn: f64) 
         }
         let mut text = String::with_capacity(series * 250);
         for s in w.scrape(t) {
-            text.push_str(&s.labels.metric_name().to_string());
+            text.push_str(s.labels.metric_name());
             text.push('{');
             let mut first = true;
             for l in s.labels.iter().filter(|l| l.name != "__name__") {
@@ -447,7 +552,9 @@ async fn bench_federate(series: usize, hours: f64, interval_s: i64, churn: f64) 
 /// (promtool), bytes per sample side by side.
 async fn bench_vs_prometheus(series: usize, hours: f64, interval_s: i64) {
     let Ok(promtool) = which("promtool") else {
-        println!("prometheus ratio: skipped, promtool not installed (apt-get install -y prometheus)");
+        println!(
+            "prometheus ratio: skipped, promtool not installed (apt-get install -y prometheus)"
+        );
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -478,7 +585,12 @@ async fn bench_vs_prometheus(series: usize, hours: f64, interval_s: i64) {
         }
     }
     let mut order: Vec<usize> = (0..series).collect();
-    order.sort_by(|a, b| w.series[*a].0.metric_name().cmp(w.series[*b].0.metric_name()));
+    order.sort_by(|a, b| {
+        w.series[*a]
+            .0
+            .metric_name()
+            .cmp(w.series[*b].0.metric_name())
+    });
     let mut last_family = String::new();
     for i in order {
         let labels = &w.series[i].0;
@@ -487,9 +599,20 @@ async fn bench_vs_prometheus(series: usize, hours: f64, interval_s: i64) {
             writeln!(om, "# TYPE {name} gauge").expect("write");
             last_family = name.to_string();
         }
-        let ls: Vec<String> = labels.iter().filter(|l| l.name != "__name__").map(|l| format!("{}=\"{}\"", l.name, l.value)).collect();
+        let ls: Vec<String> = labels
+            .iter()
+            .filter(|l| l.name != "__name__")
+            .map(|l| format!("{}=\"{}\"", l.name, l.value))
+            .collect();
         for s in &per_series[i] {
-            writeln!(om, "{name}{{{}}} {} {}", ls.join(","), s.value, s.timestamp_ms as f64 / 1000.0).expect("write");
+            writeln!(
+                om,
+                "{name}{{{}}} {} {}",
+                ls.join(","),
+                s.value,
+                s.timestamp_ms as f64 / 1000.0
+            )
+            .expect("write");
         }
     }
     writeln!(om, "# EOF").expect("write");
@@ -516,7 +639,11 @@ async fn bench_vs_prometheus(series: usize, hours: f64, interval_s: i64) {
 
 fn which(name: &str) -> Result<std::path::PathBuf, ()> {
     std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|p| p.is_file()))
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
         .ok_or(())
 }
 
@@ -532,7 +659,10 @@ fn main() {
     let mode: String = env("BENCH_MODE", "both".to_string());
     let senders: usize = env("BENCH_SENDERS", 4);
     let prom_series: usize = env("BENCH_PROMTOOL_SERIES", 5_000);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     println!(
         "workload: {series} active series (cAdvisor + KSM shapes, ~12 labels), {hours} h at {interval} s, {:.0}% churn/h; {} cores",
         churn * 100.0,
@@ -540,7 +670,9 @@ fn main() {
     );
     rt.block_on(async {
         if mode == "remote_write" || mode == "both" {
-            bench_remote_write(series, hours, interval, churn, senders).await.print();
+            bench_remote_write(series, hours, interval, churn, senders)
+                .await
+                .print();
         }
         if mode == "federate" || mode == "both" {
             bench_federate(series, hours, interval, churn).await.print();

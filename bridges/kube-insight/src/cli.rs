@@ -14,7 +14,11 @@ One binary runs any subset of targets (like Loki's -target):
   metrics   Prometheus remote write receiver (POST /ingest/prometheus/api/v1/write on the
             ingest listener) and federation puller (GET $KUBE_INSIGHT_PROMETHEUS_URL/federate)
   api       kube-insight API (/api/v1/...) and Prometheus-compatible API (/prometheus/api/v1/...)
-  topology, logs, events   (not built in this version)
+  logs      Fluent Bit receiver (POST /ingest/fluent-bit) and log search (/api/v1/logs)
+  events    Kubernetes events and object history from a watch of the monitored cluster's
+            API server, and kube-eventer's webhook (POST /ingest/kube-eventer)
+  topology  the service graph from Beyla flow and service-graph metrics, saved every
+            KUBE_INSIGHT_TOPOLOGY_INTERVAL for time travel (/api/v1/topology?at=T)
 
 Three listeners: api (:8080), ingest (:8081), ops (:8082: /healthz, /readyz, /metrics).
 All loopback by default.";
@@ -36,6 +40,9 @@ Examples:
   # Query it like Prometheus:
   curl 'http://127.0.0.1:8080/prometheus/api/v1/query_range?query=up&start=...&end=...&step=15s'
 
+  kube-insight get deploy/api -n shop --at 2024-05-31T16:00:00Z -o yaml
+  kube-insight diff deploy/api -n shop --from now-2h --to now
+  kube-insight topology --at now --format dot | dot -Tpng > graph.png
   kube-insight config          # the effective configuration, secrets masked
   kube-insight schema apply    # create or migrate the store (run once, by a Job)";
 
@@ -55,6 +62,12 @@ pub enum Command {
     Schema(SchemaCommand),
     /// Print the effective configuration (flags > env > defaults), secrets masked.
     Config(Box<RunSettings>),
+    /// Show an object as it was at a time: `get deploy/api -n shop --at 2024-05-31T16:00:00Z -o yaml`.
+    Get(Box<crate::events_cmd::GetArgs>),
+    /// What changed in an object between two times: `diff deploy/api -n shop --from T1 --to T2`.
+    Diff(Box<crate::events_cmd::DiffArgs>),
+    /// The service graph at a time (`--format table|json|dot`), or `topology diff --from T1 --to T2`.
+    Topology(Box<crate::topology_cmd::TopologyArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +89,13 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Run(settings) => {
             settings.validate()?;
             runtime()?.block_on(crate::run::run(*settings))
+        }
+        Command::Get(args) => runtime()?.block_on(crate::events_cmd::run_get(*args)),
+        Command::Diff(args) => runtime()?.block_on(crate::events_cmd::run_diff(*args)),
+        Command::Topology(args) => {
+            let out = runtime()?.block_on(crate::topology_cmd::run(*args))?;
+            print!("{out}");
+            Ok(())
         }
         Command::Schema(SchemaCommand::Apply(store)) => {
             store.validate()?;
@@ -117,10 +137,20 @@ pub fn usage_error(e: clap::Error) -> std::process::ExitCode {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     let code = e.exit_code();
     let _ = e.print();
-    if matches!(e.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+    if matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
         if let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) {
-            if let Some(flag) = arg.split_whitespace().next().and_then(|a| a.strip_prefix("--")) {
-                let var = format!("KUBE_INSIGHT_{}", flag.replace('-', "_").to_ascii_uppercase());
+            if let Some(flag) = arg
+                .split_whitespace()
+                .next()
+                .and_then(|a| a.strip_prefix("--"))
+            {
+                let var = format!(
+                    "KUBE_INSIGHT_{}",
+                    flag.replace('-', "_").to_ascii_uppercase()
+                );
                 eprintln!("the value comes from --{flag} or from the environment variable {var}");
             }
         }

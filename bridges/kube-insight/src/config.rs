@@ -18,7 +18,11 @@ fn duration(s: &str) -> Result<Duration, String> {
 pub struct StoreSettings {
     /// Where data is kept: sqlite://PATH (embedded, one node) or
     /// cassandra://HOST:9042,HOST:9042/KEYSPACE?dc=DC&consistency=local_quorum.
-    #[arg(long, env = "KUBE_INSIGHT_STORE", default_value = "sqlite://./data/insight.db")]
+    #[arg(
+        long,
+        env = "KUBE_INSIGHT_STORE",
+        default_value = "sqlite://./data/insight.db"
+    )]
     pub store: String,
 
     /// How long metrics are kept.
@@ -76,7 +80,10 @@ impl StoreSettings {
             ("KUBE_INSIGHT_RETENTION_TOPOLOGY", self.retention_topology),
         ] {
             if d < Duration::from_secs(3600) {
-                bail!("invalid {name} {}: must be at least 1h", humantime::format_duration(d));
+                bail!(
+                    "invalid {name} {}: must be at least 1h",
+                    humantime::format_duration(d)
+                );
             }
         }
         Ok(())
@@ -91,13 +98,25 @@ pub struct RunSettings {
     pub targets: String,
 
     /// Read API listener (kube-insight API and Prometheus-compatible API).
-    #[arg(long, env = "KUBE_INSIGHT_API_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "KUBE_INSIGHT_API_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub api_listen: SocketAddr,
     /// Push endpoints listener (/ingest/*).
-    #[arg(long, env = "KUBE_INSIGHT_INGEST_LISTEN", default_value = "127.0.0.1:8081")]
+    #[arg(
+        long,
+        env = "KUBE_INSIGHT_INGEST_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
     pub ingest_listen: SocketAddr,
     /// Operations listener (/metrics, /healthz, /readyz).
-    #[arg(long, env = "KUBE_INSIGHT_OPS_LISTEN", default_value = "127.0.0.1:8082")]
+    #[arg(
+        long,
+        env = "KUBE_INSIGHT_OPS_LISTEN",
+        default_value = "127.0.0.1:8082"
+    )]
     pub ops_listen: SocketAddr,
 
     /// Name of the monitored cluster, recorded on every row (when pushes carry no token).
@@ -119,6 +138,12 @@ pub struct RunSettings {
     /// Topology snapshot interval.
     #[arg(long, env = "KUBE_INSIGHT_TOPOLOGY_INTERVAL", default_value = "15s", value_parser = duration)]
     pub topology_interval: Duration,
+    /// How far back each topology snapshot looks for traffic (default: 4 × the interval, at least 2m).
+    #[arg(long, env = "KUBE_INSIGHT_TOPOLOGY_WINDOW", value_parser = duration)]
+    pub topology_window: Option<Duration>,
+
+    #[command(flatten)]
+    pub events: crate::events_cmd::EventsSettings,
 
     /// kubeconfig for the monitored cluster (events watch); in-cluster config if unset.
     #[arg(long, env = "KUBE_INSIGHT_KUBECONFIG")]
@@ -179,21 +204,31 @@ impl RunSettings {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
                 .collect(),
-            _ => DEFAULT_METRICS_MATCH.iter().map(|s| s.to_string()).collect(),
+            _ => DEFAULT_METRICS_MATCH
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 
     /// Checks what clap cannot: cross-field rules and files.
     pub fn validate(&self) -> Result<()> {
         self.store.validate()?;
+        self.events.validate()?;
         if !kube_insight_sources::auth::valid_cluster_name(&self.cluster) {
-            bail!("invalid KUBE_INSIGHT_CLUSTER {:?}: use letters, digits, '-', '_' or '.'", self.cluster);
+            bail!(
+                "invalid KUBE_INSIGHT_CLUSTER {:?}: use letters, digits, '-', '_' or '.'",
+                self.cluster
+            );
         }
         if let Some(u) = &self.prometheus_url {
-            let parsed = reqwest::Url::parse(u)
-                .with_context(|| format!("invalid KUBE_INSIGHT_PROMETHEUS_URL {u:?}: expected http(s)://host:port"))?;
+            let parsed = reqwest::Url::parse(u).with_context(|| {
+                format!("invalid KUBE_INSIGHT_PROMETHEUS_URL {u:?}: expected http(s)://host:port")
+            })?;
             if !matches!(parsed.scheme(), "http" | "https") {
-                bail!("invalid KUBE_INSIGHT_PROMETHEUS_URL {u:?}: the scheme must be http or https");
+                bail!(
+                    "invalid KUBE_INSIGHT_PROMETHEUS_URL {u:?}: the scheme must be http or https"
+                );
             }
         }
         if self.metrics_interval < Duration::from_secs(1) {
@@ -201,6 +236,11 @@ impl RunSettings {
         }
         if self.topology_interval < Duration::from_secs(1) {
             bail!("invalid KUBE_INSIGHT_TOPOLOGY_INTERVAL: must be at least 1s");
+        }
+        if let Some(k) = &self.kubeconfig {
+            if !k.is_file() {
+                bail!("invalid KUBE_INSIGHT_KUBECONFIG {}: no such file; point it at the monitored cluster's kubeconfig, or unset it to use the in-cluster configuration", k.display());
+            }
         }
         if self.ingest_tokens_file.is_some() && self.ingest_token.is_some() {
             bail!("KUBE_INSIGHT_INGEST_TOKENS_FILE and KUBE_INSIGHT_INGEST_TOKEN are both set: use one");
@@ -217,7 +257,9 @@ impl RunSettings {
         }
         match (&self.tls_cert_file, &self.tls_key_file) {
             (Some(_), None) | (None, Some(_)) => {
-                bail!("KUBE_INSIGHT_TLS_CERT_FILE and KUBE_INSIGHT_TLS_KEY_FILE must be set together")
+                bail!(
+                    "KUBE_INSIGHT_TLS_CERT_FILE and KUBE_INSIGHT_TLS_KEY_FILE must be set together"
+                )
             }
             _ => {}
         }
@@ -225,7 +267,10 @@ impl RunSettings {
             bail!("KUBE_INSIGHT_TLS_CLIENT_CA_FILE (mTLS) is not supported in this version: terminate mTLS at an Ingress or service mesh, or unset it");
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            bail!("invalid KUBE_INSIGHT_LOG_FORMAT {:?}: expected text or json", self.log_format);
+            bail!(
+                "invalid KUBE_INSIGHT_LOG_FORMAT {:?}: expected text or json",
+                self.log_format
+            );
         }
         if self.ingest_max_in_flight == 0 || self.ingest_max_body_bytes < 1024 {
             bail!("invalid KUBE_INSIGHT_INGEST_MAX_IN_FLIGHT / KUBE_INSIGHT_INGEST_MAX_BODY_BYTES: in-flight ≥ 1 and body ≥ 1024 bytes");
@@ -238,7 +283,8 @@ impl RunSettings {
     pub fn tokens(&self) -> Result<kube_insight_sources::TokenMap> {
         use kube_insight_sources::TokenMap;
         let map = if let Some(path) = &self.ingest_tokens_file {
-            TokenMap::load_file(path, &self.cluster).context("invalid KUBE_INSIGHT_INGEST_TOKENS_FILE")?
+            TokenMap::load_file(path, &self.cluster)
+                .context("invalid KUBE_INSIGHT_INGEST_TOKENS_FILE")?
         } else if let Some(t) = &self.ingest_token {
             let mut m = TokenMap::open(&self.cluster);
             m.insert(t.clone(), self.cluster.clone());
@@ -261,7 +307,11 @@ impl RunSettings {
             Some(_) => "******".to_string(),
             None => "(unset)".to_string(),
         };
-        let opt_path = |o: &Option<PathBuf>| o.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(unset)".into());
+        let opt_path = |o: &Option<PathBuf>| {
+            o.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(unset)".into())
+        };
         let d = |d: Duration| humantime::format_duration(d).to_string();
         let store_url = mask_url_password(&self.store.store);
         let lines: Vec<(&str, String)> = vec![
@@ -271,31 +321,88 @@ impl RunSettings {
             ("KUBE_INSIGHT_OPS_LISTEN", self.ops_listen.to_string()),
             ("KUBE_INSIGHT_CLUSTER", self.cluster.clone()),
             ("KUBE_INSIGHT_STORE", store_url),
-            ("KUBE_INSIGHT_PROMETHEUS_URL", self.prometheus_url.clone().unwrap_or_else(|| "(unset)".into())),
-            ("KUBE_INSIGHT_METRICS_MATCH", self.match_selectors().join(";")),
+            (
+                "KUBE_INSIGHT_PROMETHEUS_URL",
+                self.prometheus_url
+                    .clone()
+                    .unwrap_or_else(|| "(unset)".into()),
+            ),
+            (
+                "KUBE_INSIGHT_METRICS_MATCH",
+                self.match_selectors().join(";"),
+            ),
             ("KUBE_INSIGHT_METRICS_INTERVAL", d(self.metrics_interval)),
             ("KUBE_INSIGHT_TOPOLOGY_INTERVAL", d(self.topology_interval)),
+            (
+                "KUBE_INSIGHT_TOPOLOGY_WINDOW",
+                self.topology_window
+                    .map(d)
+                    .unwrap_or_else(|| "(4 × interval, at least 2m)".into()),
+            ),
             ("KUBE_INSIGHT_KUBECONFIG", opt_path(&self.kubeconfig)),
-            ("KUBE_INSIGHT_INGEST_TOKENS_FILE", opt_path(&self.ingest_tokens_file)),
+            (
+                "KUBE_INSIGHT_EVENTS_KINDS",
+                self.events.events_kinds.clone(),
+            ),
+            (
+                "KUBE_INSIGHT_INGEST_TOKENS_FILE",
+                opt_path(&self.ingest_tokens_file),
+            ),
             ("KUBE_INSIGHT_INGEST_TOKEN", mask(&self.ingest_token)),
             ("KUBE_INSIGHT_API_TOKEN", mask(&self.api_token)),
-            ("KUBE_INSIGHT_INSECURE_NO_AUTH", self.insecure_no_auth.to_string()),
-            ("KUBE_INSIGHT_RETENTION_METRICS", d(self.store.retention_metrics)),
+            (
+                "KUBE_INSIGHT_INSECURE_NO_AUTH",
+                self.insecure_no_auth.to_string(),
+            ),
+            (
+                "KUBE_INSIGHT_RETENTION_METRICS",
+                d(self.store.retention_metrics),
+            ),
             ("KUBE_INSIGHT_RETENTION_LOGS", d(self.store.retention_logs)),
-            ("KUBE_INSIGHT_RETENTION_EVENTS", d(self.store.retention_events)),
-            ("KUBE_INSIGHT_RETENTION_TOPOLOGY", d(self.store.retention_topology)),
+            (
+                "KUBE_INSIGHT_RETENTION_EVENTS",
+                d(self.store.retention_events),
+            ),
+            (
+                "KUBE_INSIGHT_RETENTION_TOPOLOGY",
+                d(self.store.retention_topology),
+            ),
             ("KUBE_INSIGHT_MAX_SERIES", self.store.max_series.to_string()),
             ("KUBE_INSIGHT_TLS_CERT_FILE", opt_path(&self.tls_cert_file)),
             ("KUBE_INSIGHT_TLS_KEY_FILE", opt_path(&self.tls_key_file)),
-            ("KUBE_INSIGHT_TLS_CLIENT_CA_FILE", opt_path(&self.tls_client_ca_file)),
-            ("KUBE_INSIGHT_CASSANDRA_USERNAME", self.store.cassandra_username.clone().unwrap_or_else(|| "(unset)".into())),
-            ("KUBE_INSIGHT_CASSANDRA_PASSWORD", mask(&self.store.cassandra_password)),
-            ("KUBE_INSIGHT_CASSANDRA_CA_FILE", opt_path(&self.store.cassandra_ca_file)),
-            ("KUBE_INSIGHT_INGEST_MAX_BODY_BYTES", self.ingest_max_body_bytes.to_string()),
-            ("KUBE_INSIGHT_INGEST_MAX_IN_FLIGHT", self.ingest_max_in_flight.to_string()),
+            (
+                "KUBE_INSIGHT_TLS_CLIENT_CA_FILE",
+                opt_path(&self.tls_client_ca_file),
+            ),
+            (
+                "KUBE_INSIGHT_CASSANDRA_USERNAME",
+                self.store
+                    .cassandra_username
+                    .clone()
+                    .unwrap_or_else(|| "(unset)".into()),
+            ),
+            (
+                "KUBE_INSIGHT_CASSANDRA_PASSWORD",
+                mask(&self.store.cassandra_password),
+            ),
+            (
+                "KUBE_INSIGHT_CASSANDRA_CA_FILE",
+                opt_path(&self.store.cassandra_ca_file),
+            ),
+            (
+                "KUBE_INSIGHT_INGEST_MAX_BODY_BYTES",
+                self.ingest_max_body_bytes.to_string(),
+            ),
+            (
+                "KUBE_INSIGHT_INGEST_MAX_IN_FLIGHT",
+                self.ingest_max_in_flight.to_string(),
+            ),
             ("KUBE_INSIGHT_LOG_FORMAT", self.log_format.clone()),
         ];
-        lines.into_iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+        lines
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect()
     }
 }
 
@@ -342,9 +449,19 @@ mod tests {
         let r = parse(&["--ingest-listen", "0.0.0.0:8081"]);
         let e = r.tokens().unwrap_err().to_string();
         assert!(e.contains("KUBE_INSIGHT_INSECURE_NO_AUTH"), "{e}");
-        let r = parse(&["--ingest-listen", "0.0.0.0:8081", "--insecure-no-auth", "true"]);
+        let r = parse(&[
+            "--ingest-listen",
+            "0.0.0.0:8081",
+            "--insecure-no-auth",
+            "true",
+        ]);
         assert!(r.tokens().is_ok());
-        let r = parse(&["--ingest-listen", "0.0.0.0:8081", "--ingest-token", "0123456789abcdef01"]);
+        let r = parse(&[
+            "--ingest-listen",
+            "0.0.0.0:8081",
+            "--ingest-token",
+            "0123456789abcdef01",
+        ]);
         assert!(!r.tokens().unwrap().is_open());
     }
 
@@ -352,15 +469,24 @@ mod tests {
     fn bad_values_name_the_variable() {
         let e = parse(&["--store", "mysql://x"]).validate().unwrap_err();
         assert!(format!("{e:#}").contains("KUBE_INSIGHT_STORE"), "{e:#}");
-        let e = parse(&["--prometheus-url", "ftp://x"]).validate().unwrap_err();
+        let e = parse(&["--prometheus-url", "ftp://x"])
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("KUBE_INSIGHT_PROMETHEUS_URL"));
-        let e = parse(&["--retention-metrics", "10m"]).validate().unwrap_err();
+        let e = parse(&["--retention-metrics", "10m"])
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("KUBE_INSIGHT_RETENTION_METRICS"));
     }
 
     #[test]
     fn config_masks_secrets() {
-        let r = parse(&["--api-token", "supersecretsupersecret", "--store", "cassandra://u:pw@h:9042/ks"]);
+        let r = parse(&[
+            "--api-token",
+            "supersecretsupersecret",
+            "--store",
+            "cassandra://u:pw@h:9042/ks",
+        ]);
         let text = r.render();
         assert!(!text.contains("supersecret"));
         assert!(!text.contains(":pw@"));
@@ -371,6 +497,9 @@ mod tests {
     fn match_selectors_split_on_newline_and_semicolon() {
         let r = parse(&["--metrics-match", "up\n{job=\"x\"};  foo "]);
         assert_eq!(r.match_selectors(), vec!["up", "{job=\"x\"}", "foo"]);
-        assert_eq!(parse(&[]).match_selectors().len(), DEFAULT_METRICS_MATCH.len());
+        assert_eq!(
+            parse(&[]).match_selectors().len(),
+            DEFAULT_METRICS_MATCH.len()
+        );
     }
 }

@@ -2,8 +2,10 @@
 
 mod cli;
 mod config;
+mod events_cmd;
 mod run;
 mod targets;
+mod topology_cmd;
 
 use clap::Parser;
 

@@ -11,8 +11,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use kube_insight_sources::metrics::{FederateConfig, FederateSource, RemoteWriteSource};
 use kube_insight_sources::metrics::transform::LabelPolicy;
+use kube_insight_sources::metrics::{FederateConfig, FederateSource, RemoteWriteSource};
 use kube_insight_sources::{pull, push};
 use kube_insight_store::DynStore;
 use kube_insight_telemetry::{labels, Telemetry};
@@ -28,7 +28,9 @@ pub fn init_logging(format: &str) {
     let filter = EnvFilter::try_from_env("KUBE_INSIGHT_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder.json().flatten_event(true).try_init()
     } else {
@@ -47,7 +49,12 @@ pub async fn run(settings: RunSettings) -> Result<()> {
     let selected = targets::parse(&settings.targets)?;
     let tokens = Arc::new(settings.tokens()?);
     for t in &selected.not_built {
-        tracing::warn!(target_name = t.name(), "target {} is not built in this version and does not run: {}", t.name(), t.describe());
+        tracing::warn!(
+            target_name = t.name(),
+            "target {} is not built in this version and does not run: {}",
+            t.name(),
+            t.describe()
+        );
     }
     tracing::info!(
         targets = %selected.run.iter().map(|t| t.name()).collect::<Vec<_>>().join(","),
@@ -83,20 +90,65 @@ pub async fn run(settings: RunSettings) -> Result<()> {
     let ops_listener = bind(settings.ops_listen, "KUBE_INSIGHT_OPS_LISTEN").await?;
     tasks.spawn(serve(ops_listener, ops, None, shutdown.clone(), "ops"));
 
-    // ingest: the push endpoints of the selected targets.
+    // ingest: the push endpoints of the selected targets, on one listener.
     let label_policy = LabelPolicy::default();
+    let limits = push::PushLimits {
+        max_body_bytes: settings.ingest_max_body_bytes,
+        max_in_flight: settings.ingest_max_in_flight,
+        retry_after_secs: 5,
+    };
+    let mut ingest = Router::new();
+    let mut endpoints: Vec<&str> = Vec::new();
     if selected.contains(Target::Metrics) {
-        let limits = push::PushLimits {
-            max_body_bytes: settings.ingest_max_body_bytes,
-            max_in_flight: settings.ingest_max_in_flight,
-            retry_after_secs: 5,
-        };
         let rw = Arc::new(RemoteWriteSource::new(store.clone(), label_policy.clone()));
-        let ingest = push::mount(Router::new(), rw, tokens.clone(), limits, telemetry.clone());
+        endpoints.push("POST /ingest/prometheus/api/v1/write");
+        ingest = push::mount(
+            ingest,
+            rw,
+            tokens.clone(),
+            limits.clone(),
+            telemetry.clone(),
+        );
+    }
+    if selected.contains(Target::Logs) {
+        let fb = Arc::new(kube_insight_sources::fluent_bit::FluentBitSource::new(
+            store.logs(),
+        ));
+        endpoints.push("POST /ingest/fluent-bit");
+        ingest = push::mount(
+            ingest,
+            fb,
+            tokens.clone(),
+            limits.clone(),
+            telemetry.clone(),
+        );
+    }
+    if selected.contains(Target::Events) {
+        let src = Arc::new(kube_insight_sources::kube_eventer::KubeEventerSource::new(
+            store.events(),
+        ));
+        endpoints.push("POST /ingest/kube-eventer");
+        ingest = push::mount(
+            ingest,
+            src,
+            tokens.clone(),
+            limits.clone(),
+            telemetry.clone(),
+        );
+    }
+    if !endpoints.is_empty() {
         let ingest_listener = bind(settings.ingest_listen, "KUBE_INSIGHT_INGEST_LISTEN").await?;
-        tracing::info!(listen = %settings.ingest_listen, auth = if tokens.is_open() { "none (loopback or insecure)" } else { "bearer tokens" }, "ingest listening: POST /ingest/prometheus/api/v1/write");
-        tasks.spawn(serve(ingest_listener, ingest, tls.clone(), shutdown.clone(), "ingest"));
+        tracing::info!(listen = %settings.ingest_listen, auth = if tokens.is_open() { "none (loopback or insecure)" } else { "bearer tokens" }, endpoints = %endpoints.join(", "), "ingest listening");
+        tasks.spawn(serve(
+            ingest_listener,
+            ingest,
+            tls.clone(),
+            shutdown.clone(),
+            "ingest",
+        ));
+    }
 
+    if selected.contains(Target::Metrics) {
         match &settings.prometheus_url {
             Some(url) => {
                 let src = FederateSource::new(
@@ -122,6 +174,43 @@ pub async fn run(settings: RunSettings) -> Result<()> {
         }
     }
 
+    // events: the watch of the monitored cluster's API server.
+    if selected.contains(Target::Events) {
+        let h = crate::events_cmd::start_events_target(
+            &settings.cluster,
+            settings.kubeconfig.clone(),
+            &settings.events,
+            store.events(),
+            telemetry.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        tasks.spawn(async move {
+            let _ = h.await;
+            Ok(())
+        });
+    }
+
+    // topology: snapshots derived from the stored flow and service-graph series.
+    if selected.contains(Target::Topology) {
+        let mut cfg = kube_insight_sources::topology::TopologyConfig::new(
+            settings.cluster.clone(),
+            settings.topology_interval,
+        );
+        if let Some(w) = settings.topology_window {
+            cfg.window = w;
+        }
+        crate::topology_cmd::start_topology_target(
+            &mut tasks,
+            store.clone(),
+            store.topology(),
+            cfg,
+            settings.topology_interval,
+            telemetry.clone(),
+            shutdown.clone(),
+        );
+    }
+
     // api.
     if selected.contains(Target::Api) {
         let api = kube_insight_api::router(
@@ -134,7 +223,13 @@ pub async fn run(settings: RunSettings) -> Result<()> {
         );
         let api_listener = bind(settings.api_listen, "KUBE_INSIGHT_API_LISTEN").await?;
         tracing::info!(listen = %settings.api_listen, "api listening: /api/v1/*, /prometheus/api/v1/*");
-        tasks.spawn(serve(api_listener, api, tls.clone(), shutdown.clone(), "api"));
+        tasks.spawn(serve(
+            api_listener,
+            api,
+            tls.clone(),
+            shutdown.clone(),
+            "api",
+        ));
     }
 
     // Maintenance: compaction and retention, and store stats for /metrics.
@@ -162,25 +257,50 @@ pub async fn run(settings: RunSettings) -> Result<()> {
     }
     shutdown.cancel();
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(30), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("tasks did not stop within 30s; continuing shutdown");
     }
-    store.flush().await.context("flushing the store at shutdown")?;
+    store
+        .flush()
+        .await
+        .context("flushing the store at shutdown")?;
     tracing::info!("stopped");
     result
 }
 
 async fn open_store(settings: &RunSettings) -> Result<DynStore> {
-    if let Ok(kube_insight_store::StoreUrl::Sqlite { path }) = kube_insight_store::StoreUrl::parse(&settings.store.store) {
+    if let Ok(kube_insight_store::StoreUrl::Sqlite { path }) =
+        kube_insight_store::StoreUrl::parse(&settings.store.store)
+    {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating the store directory {} (KUBE_INSIGHT_STORE)", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!(
+                    "creating the store directory {} (KUBE_INSIGHT_STORE)",
+                    dir.display()
+                )
+            })?;
         }
     }
     let store = kube_insight_store::open(&settings.store.store, settings.store.options())
         .await
-        .with_context(|| format!("opening the store {} (KUBE_INSIGHT_STORE)", settings.store.store))?;
-    let version = store.check_schema().await.context("checking the store schema")?;
-    tracing::info!(backend = store.backend(), schema_version = version, "store open");
+        .with_context(|| {
+            format!(
+                "opening the store {} (KUBE_INSIGHT_STORE)",
+                settings.store.store
+            )
+        })?;
+    let version = store
+        .check_schema()
+        .await
+        .context("checking the store schema")?;
+    tracing::info!(
+        backend = store.backend(),
+        schema_version = version,
+        "store open"
+    );
     Ok(store)
 }
 
@@ -190,12 +310,20 @@ async fn bind(addr: SocketAddr, var: &str) -> Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {addr} ({var}): is another process using it?"))
 }
 
-async fn tls_config(settings: &RunSettings) -> Result<Option<axum_server::tls_rustls::RustlsConfig>> {
+async fn tls_config(
+    settings: &RunSettings,
+) -> Result<Option<axum_server::tls_rustls::RustlsConfig>> {
     match (&settings.tls_cert_file, &settings.tls_key_file) {
         (Some(cert), Some(key)) => Ok(Some(
             axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                 .await
-                .with_context(|| format!("loading KUBE_INSIGHT_TLS_CERT_FILE {} / KUBE_INSIGHT_TLS_KEY_FILE {}", cert.display(), key.display()))?,
+                .with_context(|| {
+                    format!(
+                        "loading KUBE_INSIGHT_TLS_CERT_FILE {} / KUBE_INSIGHT_TLS_KEY_FILE {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?,
         )),
         _ => Ok(None),
     }
@@ -220,7 +348,9 @@ async fn serve(
                 shutdown.cancelled().await;
                 h.graceful_shutdown(Some(Duration::from_secs(25)));
             });
-            let std_listener = listener.into_std().with_context(|| format!("{name} listener"))?;
+            let std_listener = listener
+                .into_std()
+                .with_context(|| format!("{name} listener"))?;
             axum_server::from_tcp_rustls(std_listener, tls)
                 .with_context(|| format!("{name} listener"))?
                 .handle(handle)
@@ -255,7 +385,12 @@ async fn maintenance_loop(store: DynStore, telemetry: Arc<Telemetry>, shutdown: 
                     failing = false;
                 }
                 if r.chunks_written > 0 || r.rows_expired > 0 {
-                    tracing::info!(chunks_written = r.chunks_written, samples_compacted = r.samples_compacted, rows_expired = r.rows_expired, "store maintenance");
+                    tracing::info!(
+                        chunks_written = r.chunks_written,
+                        samples_compacted = r.samples_compacted,
+                        rows_expired = r.rows_expired,
+                        "store maintenance"
+                    );
                 }
             }
             Err(e) => {
@@ -274,13 +409,19 @@ async fn readyz(State(st): State<Arc<OpsState>>) -> impl IntoResponse {
     }
     match st.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store not reachable: {e}\n")),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store not reachable: {e}\n"),
+        ),
     }
 }
 
 async fn metrics(State(st): State<Arc<OpsState>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         st.telemetry.render(),
     )
 }

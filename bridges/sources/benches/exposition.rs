@@ -5,6 +5,9 @@
 //! `cargo bench -p kube-insight-sources --bench exposition`
 //! (the target is ≥ 150 MB/s per core for `parse`).
 
+// Tests and benches may unwrap: a panic is a failing run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kube_insight_sources::prometheus::exposition::{parse, parse_to_series, SampleRef};
 use std::hint::black_box;

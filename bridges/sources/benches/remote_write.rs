@@ -3,6 +3,9 @@
 //!
 //! `cargo bench -p kube-insight-sources --bench remote_write`
 
+// Tests and benches may unwrap: a panic is a failing run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kube_insight_core::{Labels, Sample, TimeSeries};
 use kube_insight_sources::prometheus::remote_write::{decode, encode, DecodeOptions};

@@ -76,7 +76,11 @@ impl TokenMap {
 
     /// Parses a tokens file: one `token cluster-name` per line; `#` comments
     /// and blank lines ignored.
-    pub fn parse_file_contents(path: &str, text: &str, default_cluster: &str) -> Result<Self, AuthError> {
+    pub fn parse_file_contents(
+        path: &str,
+        text: &str,
+        default_cluster: &str,
+    ) -> Result<Self, AuthError> {
         let mut m = TokenMap::open(default_cluster);
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
@@ -89,11 +93,14 @@ impl TokenMap {
                 reason: reason.to_string(),
             };
             let mut parts = line.split_whitespace();
-            let (Some(token), Some(cluster), None) = (parts.next(), parts.next(), parts.next()) else {
+            let (Some(token), Some(cluster), None) = (parts.next(), parts.next(), parts.next())
+            else {
                 return Err(bad("expected `token cluster-name`"));
             };
             if token.len() < 16 {
-                return Err(bad("token is shorter than 16 characters; generate one with `openssl rand -hex 32`"));
+                return Err(bad(
+                    "token is shorter than 16 characters; generate one with `openssl rand -hex 32`",
+                ));
             }
             if !valid_cluster_name(cluster) {
                 return Err(bad("cluster name must be letters, digits, '-', '_' or '.'"));
@@ -143,7 +150,10 @@ impl TokenMap {
 
 /// The token of an `Authorization: Bearer …` header.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = v.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -159,8 +169,7 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn valid_cluster_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
@@ -183,20 +192,39 @@ mod tests {
             "default",
         )
         .unwrap();
-        assert_eq!(m.cluster_for(&headers("Bearer 0123456789abcdef0")).unwrap(), "prod-eu");
-        assert_eq!(m.cluster_for(&headers("bearer fedcba98765432100")).unwrap(), "staging");
-        assert_eq!(m.cluster_for(&headers("Bearer nope")), Err(AuthError::Unknown));
+        assert_eq!(
+            m.cluster_for(&headers("Bearer 0123456789abcdef0")).unwrap(),
+            "prod-eu"
+        );
+        assert_eq!(
+            m.cluster_for(&headers("bearer fedcba98765432100")).unwrap(),
+            "staging"
+        );
+        assert_eq!(
+            m.cluster_for(&headers("Bearer nope")),
+            Err(AuthError::Unknown)
+        );
         assert_eq!(m.cluster_for(&HeaderMap::new()), Err(AuthError::Missing));
-        assert_eq!(m.cluster_for(&headers("Basic abc")), Err(AuthError::Missing));
+        assert_eq!(
+            m.cluster_for(&headers("Basic abc")),
+            Err(AuthError::Missing)
+        );
     }
 
     #[test]
     fn token_file_errors_name_the_line() {
         let e = TokenMap::parse_file_contents("/etc/t", "short c\n", "d").unwrap_err();
-        assert!(e.to_string().starts_with("tokens file /etc/t: line 1:"), "{e}");
+        assert!(
+            e.to_string().starts_with("tokens file /etc/t: line 1:"),
+            "{e}"
+        );
         let e = TokenMap::parse_file_contents("/etc/t", "0123456789abcdef0\n", "d").unwrap_err();
-        assert!(e.to_string().contains("expected `token cluster-name`"), "{e}");
-        let e = TokenMap::parse_file_contents("/etc/t", "0123456789abcdef0 bad/name\n", "d").unwrap_err();
+        assert!(
+            e.to_string().contains("expected `token cluster-name`"),
+            "{e}"
+        );
+        let e = TokenMap::parse_file_contents("/etc/t", "0123456789abcdef0 bad/name\n", "d")
+            .unwrap_err();
         assert!(e.to_string().contains("cluster name"), "{e}");
         assert!(TokenMap::parse_file_contents("/etc/t", "# only comments\n", "d").is_err());
     }

@@ -14,9 +14,13 @@
 //! `prometheus_federate` (pull).
 
 pub mod auth;
+pub mod fluent_bit;
+pub mod kube_eventer;
+pub mod kube_watch;
 pub mod metrics;
 pub mod prometheus;
 pub mod pull;
 pub mod push;
+pub mod topology;
 
 pub use auth::{AuthError, TokenMap};

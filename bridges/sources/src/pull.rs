@@ -44,7 +44,11 @@ pub enum PullError {
     #[error("cannot reach {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("{url} answered HTTP {status}: {body}")]
-    Http { url: String, status: u16, body: String },
+    Http {
+        url: String,
+        status: u16,
+        body: String,
+    },
     #[error("{url} did not answer within {timeout:?}")]
     Timeout { url: String, timeout: Duration },
     #[error("reading the body from {url}: {reason}")]
@@ -124,7 +128,11 @@ pub async fn run(
     let target = source.target();
     let mut failures: u32 = 0;
     let mut last_state: Option<&'static str> = None;
-    tracing::info!(component = name, interval_s = cfg.interval.as_secs_f64(), "pull loop started");
+    tracing::info!(
+        component = name,
+        interval_s = cfg.interval.as_secs_f64(),
+        "pull loop started"
+    );
     loop {
         let started = tokio::time::Instant::now();
         let outcome = tokio::select! {
@@ -153,19 +161,38 @@ pub async fn run(
                     rejected += n;
                     telemetry
                         .records_rejected
-                        .get_or_create(&labels([("target", target), ("component", name), ("reason", reason)]))
+                        .get_or_create(&labels([
+                            ("target", target),
+                            ("component", name),
+                            ("reason", reason),
+                        ]))
                         .inc_by(*n);
                 }
                 if last_state != Some("ok") {
                     if failures > 0 {
-                        tracing::info!(component = name, failures, accepted = summary.accepted, "pull recovered");
+                        tracing::info!(
+                            component = name,
+                            failures,
+                            accepted = summary.accepted,
+                            "pull recovered"
+                        );
                     } else {
-                        tracing::info!(component = name, accepted = summary.accepted, "first pull succeeded");
+                        tracing::info!(
+                            component = name,
+                            accepted = summary.accepted,
+                            "first pull succeeded"
+                        );
                     }
                     last_state = Some("ok");
                 }
                 if rejected > 0 {
-                    tracing::warn!(component = name, accepted = summary.accepted, rejected, note = summary.note.as_deref().unwrap_or(""), "pull skipped malformed records");
+                    tracing::warn!(
+                        component = name,
+                        accepted = summary.accepted,
+                        rejected,
+                        note = summary.note.as_deref().unwrap_or(""),
+                        "pull skipped malformed records"
+                    );
                 }
                 failures = 0;
                 cfg.interval.saturating_sub(started.elapsed())
@@ -261,6 +288,9 @@ mod tests {
         assert!(pulls >= 6, "pulls={pulls}");
         let text = tel.render();
         assert!(text.contains("outcome=\"http_error\""), "{text}");
-        assert!(text.contains("kube_insight_records_in_total{target=\"test\",component=\"flaky\"}"), "{text}");
+        assert!(
+            text.contains("kube_insight_records_in_total{target=\"test\",component=\"flaky\"}"),
+            "{text}"
+        );
     }
 }

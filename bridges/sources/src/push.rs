@@ -151,13 +151,20 @@ async fn handle(State(st): State<Arc<MountState>>, req: Request) -> Response {
     let Ok(_slot) = st.slots.try_acquire() else {
         st.telemetry
             .records_rejected
-            .get_or_create(&labels([("target", st.source.target()), ("component", component), ("reason", "queue_full")]))
+            .get_or_create(&labels([
+                ("target", st.source.target()),
+                ("component", component),
+                ("reason", "queue_full"),
+            ]))
             .inc();
         tracing::debug!(component, "push queue full; asking the sender to retry");
         return reply(
             &st,
             st.source.overload_status(),
-            format!("{component}: too many requests in flight ({}); retry later", st.limits.max_in_flight),
+            format!(
+                "{component}: too many requests in flight ({}); retry later",
+                st.limits.max_in_flight
+            ),
         );
     };
     let depth = st
@@ -193,16 +200,28 @@ async fn handle(State(st): State<Arc<MountState>>, req: Request) -> Response {
         .and_then(|v| v.parse::<usize>().ok())
     {
         if len > limit {
-            return reply(&st, StatusCode::PAYLOAD_TOO_LARGE, too_large(component, limit));
+            return reply(
+                &st,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                too_large(component, limit),
+            );
         }
     }
     let raw = match read_limited(body, limit).await {
         Ok(b) => b,
         Err(ReadError::TooLarge) => {
-            return reply(&st, StatusCode::PAYLOAD_TOO_LARGE, too_large(component, limit))
+            return reply(
+                &st,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                too_large(component, limit),
+            )
         }
         Err(ReadError::Broken(e)) => {
-            return reply(&st, StatusCode::BAD_REQUEST, format!("{component}: reading the body: {e}"))
+            return reply(
+                &st,
+                StatusCode::BAD_REQUEST,
+                format!("{component}: reading the body: {e}"),
+            )
         }
     };
 
@@ -262,7 +281,11 @@ async fn handle(State(st): State<Arc<MountState>>, req: Request) -> Response {
             for (reason, n) in &out.rejected {
                 st.telemetry
                     .records_rejected
-                    .get_or_create(&labels([("target", target), ("component", component), ("reason", reason)]))
+                    .get_or_create(&labels([
+                        ("target", target),
+                        ("component", component),
+                        ("reason", reason),
+                    ]))
                     .inc_by(*n);
             }
             let rejected: u64 = out.rejected.iter().map(|(_, n)| n).sum();
@@ -275,7 +298,9 @@ async fn handle(State(st): State<Arc<MountState>>, req: Request) -> Response {
                 return reply(&st, status, format!("{component}: {msg}"));
             }
             let msg = match out.note {
-                Some(n) if rejected > 0 => format!("stored {} records, skipped {rejected}: {n}\n", out.accepted),
+                Some(n) if rejected > 0 => {
+                    format!("stored {} records, skipped {rejected}: {n}\n", out.accepted)
+                }
                 _ => String::new(),
             };
             if msg.is_empty() {
@@ -287,16 +312,34 @@ async fn handle(State(st): State<Arc<MountState>>, req: Request) -> Response {
         Err(PushError::BadRequest(m)) => {
             st.telemetry
                 .records_rejected
-                .get_or_create(&labels([("target", target), ("component", component), ("reason", "bad_request")]))
+                .get_or_create(&labels([
+                    ("target", target),
+                    ("component", component),
+                    ("reason", "bad_request"),
+                ]))
                 .inc();
             tracing::warn!(component, %cluster, error = %m, "push refused: unreadable body");
             reply(&st, StatusCode::BAD_REQUEST, format!("{component}: {m}"))
         }
-        Err(PushError::Unsupported(m)) => reply(&st, StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{component}: {m}")),
+        Err(PushError::Unsupported(m)) => reply(
+            &st,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("{component}: {m}"),
+        ),
         Err(PushError::Store(e)) => {
             st.telemetry
                 .store_errors
-                .get_or_create(&labels([("signal", target), ("kind", if e.is_retryable() { "retryable" } else { "fatal" })]))
+                .get_or_create(&labels([
+                    ("signal", target),
+                    (
+                        "kind",
+                        if e.is_retryable() {
+                            "retryable"
+                        } else {
+                            "fatal"
+                        },
+                    ),
+                ]))
                 .inc();
             if e.is_retryable() {
                 tracing::warn!(component, %cluster, error = %e, "store cannot take the push now; sender will retry");
@@ -309,7 +352,11 @@ async fn handle(State(st): State<Arc<MountState>>, req: Request) -> Response {
                 tracing::error!(component, %cluster, error = %e, "store write failed");
                 // 500 is retried by Prometheus and Fluent Bit too: nothing is lost
                 // while the operator fixes the store.
-                reply(&st, StatusCode::INTERNAL_SERVER_ERROR, format!("{component}: {e}"))
+                reply(
+                    &st,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("{component}: {e}"),
+                )
             }
         }
     }

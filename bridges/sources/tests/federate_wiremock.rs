@@ -2,6 +2,9 @@
 //! real SQLite store: normal pulls, errors, timeouts, truncated bodies and
 //! malformed lines.
 
+// Tests and benches may unwrap: a panic is a failing run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;
@@ -35,7 +38,11 @@ async fn pulls_the_fixture_with_every_match_and_stores_it_once_per_timestamp() {
     Mock::given(method("GET"))
         .and(path("/federate"))
         .and(query_param("match[]", "kube_pod_owner"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(FIXTURE).insert_header("content-type", "text/plain; version=0.0.4"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string(FIXTURE)
+                .insert_header("content-type", "text/plain; version=0.0.4"),
+        )
         .expect(2)
         .mount(&server)
         .await;
@@ -53,7 +60,11 @@ async fn pulls_the_fixture_with_every_match_and_stores_it_once_per_timestamp() {
         assert_eq!(s.samples.len(), 1, "stored once: {:?}", s.labels);
         assert_eq!(s.labels.get("cluster"), Some("prod"));
         assert_eq!(s.labels.get("id"), None, "cAdvisor's id label is dropped");
-        assert_eq!(s.labels.get("name"), None, "cAdvisor's name label is dropped");
+        assert_eq!(
+            s.labels.get("name"),
+            None,
+            "cAdvisor's name label is dropped"
+        );
     }
     // A recording rule name with colons survives.
     let rule_names: Vec<String> = FIXTURE
@@ -79,26 +90,48 @@ async fn one_bad_line_among_a_thousand_good_ones_loses_only_itself() {
         }
     }
     let server = MockServer::start().await;
-    Mock::given(method("GET")).and(path("/federate")).respond_with(ResponseTemplate::new(200).set_body_string(body)).mount(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/federate"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(body))
+        .mount(&server)
+        .await;
     let (store, _dir) = sqlite_store().await;
-    let summary = source(store.clone(), &server.uri()).pull_once(Duration::from_secs(5)).await.unwrap();
+    let summary = source(store.clone(), &server.uri())
+        .pull_once(Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(summary.accepted, 999);
     assert_eq!(summary.rejected, vec![("malformed_line", 1)]);
-    assert!(summary.note.unwrap().contains("line 502"), "the note names the line");
+    assert!(
+        summary.note.unwrap().contains("line 502"),
+        "the note names the line"
+    );
     assert_eq!(read(&store, "test_metric").await.len(), 999);
 }
 
 #[tokio::test]
 async fn a_body_cut_mid_line_keeps_the_complete_lines_only() {
-    let body = "a_metric{x=\"1\"} 1 1700000000000\na_metric{x=\"2\"} 2 1700000000000\na_metric{x=\"3\"} 3";
+    let body =
+        "a_metric{x=\"1\"} 1 1700000000000\na_metric{x=\"2\"} 2 1700000000000\na_metric{x=\"3\"} 3";
     let server = MockServer::start().await;
-    Mock::given(method("GET")).and(path("/federate")).respond_with(ResponseTemplate::new(200).set_body_string(body)).mount(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/federate"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(body))
+        .mount(&server)
+        .await;
     let (store, _dir) = sqlite_store().await;
-    let summary = source(store.clone(), &server.uri()).pull_once(Duration::from_secs(5)).await.unwrap();
+    let summary = source(store.clone(), &server.uri())
+        .pull_once(Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(summary.accepted, 2);
     let got = read(&store, "a_metric").await;
     let xs: Vec<&str> = got.iter().filter_map(|s| s.labels.get("x")).collect();
-    assert_eq!(xs, vec!["1", "2"], "the cut line is never stored half-parsed");
+    assert_eq!(
+        xs,
+        vec!["1", "2"],
+        "the cut line is never stored half-parsed"
+    );
 }
 
 #[tokio::test]
@@ -111,14 +144,18 @@ async fn a_connection_closed_before_the_end_of_the_body_stores_nothing() {
             let mut buf = [0u8; 4096];
             let _ = sock.read(&mut buf).await;
             let part = "cut_metric{x=\"1\"} 1 1700000000000\ncut_metric{x=\"2\"} 2 1700000000000\n";
-            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 10000\r\n\r\n";
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 10000\r\n\r\n";
             let _ = sock.write_all(head.as_bytes()).await;
             let _ = sock.write_all(part.as_bytes()).await;
             let _ = sock.shutdown().await;
         }
     });
     let (store, _dir) = sqlite_store().await;
-    let err = source(store.clone(), &format!("http://{addr}")).pull_once(Duration::from_secs(5)).await.unwrap_err();
+    let err = source(store.clone(), &format!("http://{addr}"))
+        .pull_once(Duration::from_secs(5))
+        .await
+        .unwrap_err();
     assert!(matches!(err, PullError::Body { .. }), "{err:?}");
     assert!(read(&store, "cut_metric").await.is_empty());
 }
@@ -134,7 +171,11 @@ async fn http_errors_and_timeouts_are_classified_and_store_nothing() {
         .await;
     Mock::given(method("GET"))
         .and(path("/federate"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("late_metric 1 1700000000000\n").set_delay(Duration::from_secs(3)))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string("late_metric 1 1700000000000\n")
+                .set_delay(Duration::from_secs(3)),
+        )
         .mount(&server)
         .await;
     let (store, _dir) = sqlite_store().await;
@@ -151,5 +192,11 @@ async fn http_errors_and_timeouts_are_classified_and_store_nothing() {
     assert!(read(&store, "late_metric").await.is_empty());
     // Unreachable.
     let dead = source(store.clone(), "http://127.0.0.1:9");
-    assert_eq!(dead.pull_once(Duration::from_secs(2)).await.unwrap_err().kind(), "unreachable");
+    assert_eq!(
+        dead.pull_once(Duration::from_secs(2))
+            .await
+            .unwrap_err()
+            .kind(),
+        "unreachable"
+    );
 }

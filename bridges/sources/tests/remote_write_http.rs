@@ -2,6 +2,9 @@
 //! store: snappy protobuf built here, the status codes Prometheus relies on,
 //! and idempotent retries.
 
+// Tests and benches may unwrap: a panic is a failing run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use axum::Router;
@@ -16,15 +19,30 @@ use std::sync::Arc;
 
 const TOKEN_A: &str = "token-of-cluster-a-0001";
 
-async fn server(limits: PushLimits) -> (String, kube_insight_store::DynStore, tempfile::TempDir, Arc<Telemetry>) {
+async fn server(
+    limits: PushLimits,
+) -> (
+    String,
+    kube_insight_store::DynStore,
+    tempfile::TempDir,
+    Arc<Telemetry>,
+) {
     let (store, dir) = sqlite_store().await;
     let mut tokens = TokenMap::open("default");
     tokens.insert(TOKEN_A, "cluster-a");
     let tel = Arc::new(Telemetry::new());
-    let src = Arc::new(RemoteWriteSource::new(store.clone(), LabelPolicy::default()));
+    let src = Arc::new(RemoteWriteSource::new(
+        store.clone(),
+        LabelPolicy::default(),
+    ));
     let app = mount(Router::new(), src, Arc::new(tokens), limits, tel.clone());
     let addr = serve(app).await;
-    (format!("http://{addr}/ingest/prometheus/api/v1/write"), store, dir, tel)
+    (
+        format!("http://{addr}/ingest/prometheus/api/v1/write"),
+        store,
+        dir,
+        tel,
+    )
 }
 
 fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
@@ -43,7 +61,11 @@ async fn stores_samples_with_the_tokens_cluster_and_is_idempotent_on_retry() {
     let client = reqwest::Client::new();
     let body = encode(
         &[
-            series("http_requests_total", &[("job", "api"), ("cluster", "spoofed")], &[(1000, 1.0), (2000, 2.0)]),
+            series(
+                "http_requests_total",
+                &[("job", "api"), ("cluster", "spoofed")],
+                &[(1000, 1.0), (2000, 2.0)],
+            ),
             series("up", &[("job", "api")], &[(1000, 1.0)]),
         ],
         &[],
@@ -56,7 +78,11 @@ async fn stores_samples_with_the_tokens_cluster_and_is_idempotent_on_retry() {
     }
     let got = read(&store, "http_requests_total").await;
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].labels.get("cluster"), Some("cluster-a"), "the cluster comes from the token");
+    assert_eq!(
+        got[0].labels.get("cluster"),
+        Some("cluster-a"),
+        "the cluster comes from the token"
+    );
     assert_eq!(got[0].labels.get("exported_cluster"), Some("spoofed"));
     let ts: Vec<i64> = got[0].samples.iter().map(|s| s.timestamp_ms).collect();
     assert_eq!(ts, vec![1000, 2000], "a retried batch is stored once");
@@ -66,7 +92,10 @@ async fn stores_samples_with_the_tokens_cluster_and_is_idempotent_on_retry() {
 async fn corrupt_bodies_are_400_and_store_nothing() {
     let (url, store, _dir, _) = server(PushLimits::default()).await;
     let client = reqwest::Client::new();
-    let r = post(&client, &url, b"definitely not snappy".to_vec()).send().await.unwrap();
+    let r = post(&client, &url, b"definitely not snappy".to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("snappy"));
     // Valid snappy around garbage protobuf.
@@ -82,7 +111,13 @@ async fn missing_or_wrong_token_is_401() {
     let (url, _store, _dir, _) = server(PushLimits::default()).await;
     let body = encode(&[series("up", &[], &[(1, 1.0)])], &[]).unwrap();
     let client = reqwest::Client::new();
-    let r = client.post(&url).header("content-encoding", "snappy").body(body.clone()).send().await.unwrap();
+    let r = client
+        .post(&url)
+        .header("content-encoding", "snappy")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let r = client
         .post(&url)
@@ -126,7 +161,11 @@ async fn a_full_queue_answers_503_with_retry_after_and_the_retry_is_stored_once(
     });
     tx.send(Ok(slow_body[..1].to_vec())).await.unwrap();
     // Wait until the slow request is being processed.
-    let body = encode(&[series("busy", &[("k", "v")], &[(1000, 1.0), (2000, 2.0)])], &[]).unwrap();
+    let body = encode(
+        &[series("busy", &[("k", "v")], &[(1000, 1.0), (2000, 2.0)])],
+        &[],
+    )
+    .unwrap();
     let mut pushed_back = None;
     for _ in 0..100 {
         let r = post(&client, &url, body.clone()).send().await.unwrap();
@@ -138,7 +177,10 @@ async fn a_full_queue_answers_503_with_retry_after_and_the_retry_is_stored_once(
     }
     let r = pushed_back.expect("the queue never filled");
     assert_eq!(r.headers()["retry-after"], "2");
-    assert!(read(&store, "busy").await.is_empty(), "a 503 stored nothing");
+    assert!(
+        read(&store, "busy").await.is_empty(),
+        "a 503 stored nothing"
+    );
 
     // The slow sender finishes; the slot frees up; the retry lands, twice even.
     tx.send(Ok(slow_body[1..].to_vec())).await.unwrap();

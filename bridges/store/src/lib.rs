@@ -8,23 +8,45 @@
 //! The trait is split by signal ([`MetricStore`], …) so each signal's
 //! contract reads on its own; [`Store`] is the whole.
 
+pub mod chunk;
 pub mod error;
+pub mod events;
+pub mod logs;
 pub mod metrics;
 pub mod options;
 pub mod sqlite;
+pub mod topology;
 pub mod url;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance_events;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance_logs;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance_topology;
 
 use async_trait::async_trait;
 use std::sync::Arc;
 
 pub use error::{Error, Result};
+pub use events::{
+    ChangeQuery, ChangeRow, EventQuery, EventStore, EventWriteOutcome, LiveObject, ObjectAt,
+    ObjectWrite, ObjectWriteOutcome, WatchCheckpoint,
+};
+pub use logs::{
+    LogBatch, LogCursor, LogMaintenance, LogPage, LogQuery, LogRatePoint, LogRateQuery, LogRow,
+    LogSelector, LogStore, LogStreamBatch, LogWriteOutcome,
+};
 pub use metrics::{
     EntityQuery, MetricBatch, MetricStore, Resolution, SelectQuery, SeriesQuery, WriteOutcome,
 };
 pub use options::{Retention, StoreOptions};
+pub use topology::{
+    DependencyChange, DependencyChangeKind, DependencyQuery, DynTopologyStore, GraphAt,
+    SaveOutcome, StatsAt, TopologyCluster, TopologyMaintenance, TopologyStore,
+};
 pub use url::StoreUrl;
 
 /// What one maintenance pass did (compaction and retention).
@@ -73,6 +95,15 @@ pub trait Store: MetricStore + Send + Sync + 'static {
     async fn flush(&self) -> Result<()>;
 
     fn stats(&self) -> StoreStats;
+
+    /// The logs signal of this backend (same database or cluster).
+    fn logs(&self) -> Arc<dyn LogStore>;
+
+    /// Events and object history.
+    fn events(&self) -> Arc<dyn EventStore>;
+
+    /// Topology snapshots.
+    fn topology(&self) -> Arc<dyn TopologyStore>;
 }
 
 pub type DynStore = Arc<dyn Store>;
@@ -80,11 +111,7 @@ pub type DynStore = Arc<dyn Store>;
 /// Opens the store named by a URL (`KUBE_INSIGHT_STORE`).
 pub async fn open(url: &str, options: StoreOptions) -> Result<DynStore> {
     match StoreUrl::parse(url)? {
-        StoreUrl::Sqlite { path } => {
-            // Placeholder until the sqlite backend implements Store.
-            let _ = sqlite::SqliteStore::open(&path, options).await?;
-            Err(Error::Unavailable("sqlite backend not built yet".into()))
-        }
+        StoreUrl::Sqlite { path } => Ok(Arc::new(sqlite::SqliteStore::open(&path, options).await?)),
         StoreUrl::Cassandra { .. } => Err(Error::InvalidUrl {
             url: url.to_string(),
             reason: "the cassandra backend is not built yet; use sqlite:///path/insight.db".into(),

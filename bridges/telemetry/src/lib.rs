@@ -72,22 +72,62 @@ impl Telemetry {
             target_up: Family::default(),
             registry: Mutex::new(Registry::default()),
         };
-        r.register("records_in", "Records accepted, by target and component", t.records_in.clone());
+        r.register(
+            "records_in",
+            "Records accepted, by target and component",
+            t.records_in.clone(),
+        );
         r.register(
             "records_rejected",
             "Records refused or skipped, by target, component and reason",
             t.records_rejected.clone(),
         );
-        r.register("push_requests", "Push requests answered, by component and status code", t.push_requests.clone());
-        r.register("queue_depth", "Push requests in flight per component (bounded)", t.queue_depth.clone());
+        r.register(
+            "push_requests",
+            "Push requests answered, by component and status code",
+            t.push_requests.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Push requests in flight per component (bounded)",
+            t.queue_depth.clone(),
+        );
         r.register("pulls", "Pulls by component and outcome", t.pulls.clone());
-        r.register("store_write_seconds", "Store write latency by signal", t.store_write_seconds.clone());
-        r.register("store_errors", "Store errors by signal and kind", t.store_errors.clone());
-        r.register("active_series", "Active metric series per cluster", t.active_series.clone());
-        r.register("head_samples", "Samples in the metrics head, not yet in chunks", t.head_samples.clone());
-        r.register("api_requests", "Read API requests by endpoint and status", t.api_requests.clone());
-        r.register("api_seconds", "Read API latency by endpoint", t.api_seconds.clone());
-        r.register("target_up", "1 for each target this process runs", t.target_up.clone());
+        r.register(
+            "store_write_seconds",
+            "Store write latency by signal",
+            t.store_write_seconds.clone(),
+        );
+        r.register(
+            "store_errors",
+            "Store errors by signal and kind",
+            t.store_errors.clone(),
+        );
+        r.register(
+            "active_series",
+            "Active metric series per cluster",
+            t.active_series.clone(),
+        );
+        r.register(
+            "head_samples",
+            "Samples in the metrics head, not yet in chunks",
+            t.head_samples.clone(),
+        );
+        r.register(
+            "api_requests",
+            "Read API requests by endpoint and status",
+            t.api_requests.clone(),
+        );
+        r.register(
+            "api_seconds",
+            "Read API latency by endpoint",
+            t.api_seconds.clone(),
+        );
+        r.register(
+            "target_up",
+            "1 for each target this process runs",
+            t.target_up.clone(),
+        );
         if let Ok(mut g) = t.registry.lock() {
             *g = r;
         }
@@ -118,7 +158,10 @@ mod tests {
     fn renders_registered_families() {
         let t = Telemetry::new();
         t.records_in
-            .get_or_create(&labels([("target", "metrics"), ("component", "prometheus_federate")]))
+            .get_or_create(&labels([
+                ("target", "metrics"),
+                ("component", "prometheus_federate"),
+            ]))
             .inc_by(3);
         let text = t.render();
         assert!(

@@ -210,7 +210,18 @@ pub fn compare(prom: &Value, ours: &Value) -> Result<(), String> {
             let index = |v: &Value| -> Result<BTreeMap<String, Value>, String> {
                 let mut m = BTreeMap::new();
                 for e in v["result"].as_array().cloned().unwrap_or_default() {
-                    let k = e["metric"].to_string();
+                    // Canonical key: label names sorted, whatever the JSON map's order.
+                    let k = serde_json::to_string(
+                        &e["metric"]
+                            .as_object()
+                            .map(|m| {
+                                m.iter()
+                                    .map(|(k, v)| (k.clone(), v.clone()))
+                                    .collect::<BTreeMap<String, Value>>()
+                            })
+                            .unwrap_or_default(),
+                    )
+                    .unwrap_or_default();
                     if m.insert(k.clone(), e[key].clone()).is_some() {
                         return Err(format!("duplicate series {k}"));
                     }

@@ -52,9 +52,11 @@ impl FederateSource {
             return Err(FederateConfigError::NoMatchers);
         }
         let base = cfg.base_url.trim_end_matches('/');
-        let mut url = reqwest::Url::parse(&format!("{base}/federate")).map_err(|e| FederateConfigError::Url {
-            url: cfg.base_url.clone(),
-            reason: e.to_string(),
+        let mut url = reqwest::Url::parse(&format!("{base}/federate")).map_err(|e| {
+            FederateConfigError::Url {
+                url: cfg.base_url.clone(),
+                reason: e.to_string(),
+            }
         })?;
         {
             let mut q = url.query_pairs_mut();
@@ -100,7 +102,8 @@ impl FederateSource {
                 body: body.trim().to_string(),
             });
         }
-        let mut buf = Vec::with_capacity(resp.content_length().unwrap_or(1 << 20).min(64 << 20) as usize);
+        let mut buf =
+            Vec::with_capacity(resp.content_length().unwrap_or(1 << 20).min(64 << 20) as usize);
         while let Some(chunk) = resp
             .chunk()
             .await
@@ -141,7 +144,15 @@ impl PullSource for FederateSource {
             rejected.push(("malformed_line", report.errors_total as u64));
         }
         let note = report.errors.first().map(|e| e.to_string());
-        let summary = ingest_series(&self.store, &self.cfg.cluster, series, &self.cfg.policy, rejected, note).await?;
+        let summary = ingest_series(
+            &self.store,
+            &self.cfg.cluster,
+            series,
+            &self.cfg.policy,
+            rejected,
+            note,
+        )
+        .await?;
         Ok(PullSummary {
             accepted: summary.outcome.samples_written + summary.outcome.samples_duplicate,
             rejected: summary.rejected,

@@ -10,8 +10,8 @@ pub mod transform;
 pub use federate::{FederateConfig, FederateSource};
 pub use remote_write::RemoteWriteSource;
 
-use kube_insight_store::{DynStore, MetricBatch, WriteOutcome};
 use kube_insight_core::TimeSeries;
+use kube_insight_store::{DynStore, MetricBatch, WriteOutcome};
 use transform::{LabelPolicy, Transformed};
 
 /// What one ingest (push or pull) of samples did, in the shape both the push

@@ -51,13 +51,22 @@ impl PushSource for RemoteWriteSource {
     }
 
     async fn ingest(&self, req: PushRequest) -> Result<PushOutcome, PushError> {
-        let batch = decode(&req.body, &self.decode).map_err(|e| PushError::BadRequest(e.to_string()))?;
+        let batch =
+            decode(&req.body, &self.decode).map_err(|e| PushError::BadRequest(e.to_string()))?;
         let mut rejected = Vec::new();
         if batch.invalid_total > 0 {
             rejected.push(("invalid_series", batch.invalid_samples as u64));
         }
         let note = batch.invalid.first().map(|e| e.to_string());
-        let summary = ingest_series(&self.store, &req.cluster, batch.series, &self.policy, rejected, note).await?;
+        let summary = ingest_series(
+            &self.store,
+            &req.cluster,
+            batch.series,
+            &self.policy,
+            rejected,
+            note,
+        )
+        .await?;
         let refuse = (summary.outcome.series_rejected_limit > 0).then(|| {
             (
                 StatusCode::BAD_REQUEST,

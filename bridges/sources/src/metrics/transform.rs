@@ -73,10 +73,9 @@ pub fn apply(cluster: &str, input: Vec<TimeSeries>, policy: &LabelPolicy) -> Tra
             reject(&mut out, "too_many_labels", &labels);
             continue;
         }
-        if labels
-            .iter()
-            .any(|l| l.name.len() > policy.max_label_bytes || l.value.len() > policy.max_label_bytes)
-        {
+        if labels.iter().any(|l| {
+            l.name.len() > policy.max_label_bytes || l.value.len() > policy.max_label_bytes
+        }) {
             reject(&mut out, "label_too_long", &labels);
             continue;
         }
@@ -108,7 +107,12 @@ pub fn apply(cluster: &str, input: Vec<TimeSeries>, policy: &LabelPolicy) -> Tra
         }
     }
     for s in &mut out.series {
-        if merged_any || !s.samples.windows(2).all(|w| w[0].timestamp_ms < w[1].timestamp_ms) {
+        if merged_any
+            || !s
+                .samples
+                .windows(2)
+                .all(|w| w[0].timestamp_ms < w[1].timestamp_ms)
+        {
             sort_dedup(&mut s.samples);
         }
     }
@@ -147,20 +151,37 @@ mod tests {
     #[test]
     fn drops_cadvisor_restart_labels_and_merges_what_became_identical() {
         let a = ts(
-            &[("__name__", "container_cpu_usage_seconds_total"), ("id", "/a"), ("name", "x"), ("pod", "p")],
+            &[
+                ("__name__", "container_cpu_usage_seconds_total"),
+                ("id", "/a"),
+                ("name", "x"),
+                ("pod", "p"),
+            ],
             &[(1000, 1.0), (2000, 2.0)],
         );
         let b = ts(
-            &[("__name__", "container_cpu_usage_seconds_total"), ("id", "/b"), ("name", "y"), ("pod", "p")],
+            &[
+                ("__name__", "container_cpu_usage_seconds_total"),
+                ("id", "/b"),
+                ("name", "y"),
+                ("pod", "p"),
+            ],
             &[(2000, 9.0), (3000, 3.0)],
         );
-        let other = ts(&[("__name__", "process_x"), ("id", "keep"), ("name", "keep")], &[(1, 1.0)]);
+        let other = ts(
+            &[("__name__", "process_x"), ("id", "keep"), ("name", "keep")],
+            &[(1, 1.0)],
+        );
         let out = apply("c", vec![a, b, other], &LabelPolicy::default());
         assert_eq!(out.series.len(), 2);
         let cpu = &out.series[0];
         assert_eq!(cpu.labels.get("id"), None);
         assert_eq!(cpu.labels.get("name"), None);
-        let got: Vec<(i64, f64)> = cpu.samples.iter().map(|s| (s.timestamp_ms, s.value)).collect();
+        let got: Vec<(i64, f64)> = cpu
+            .samples
+            .iter()
+            .map(|s| (s.timestamp_ms, s.value))
+            .collect();
         assert_eq!(got, vec![(1000, 1.0), (2000, 2.0), (3000, 3.0)]);
         assert_eq!(out.series[1].labels.get("id"), Some("keep"));
     }
@@ -175,7 +196,10 @@ mod tests {
             "c",
             vec![
                 ts(&[("job", "x")], &[(1, 1.0)]),
-                ts(&[("__name__", "a"), ("b", "1"), ("c", "1"), ("d", "1")], &[(1, 1.0)]),
+                ts(
+                    &[("__name__", "a"), ("b", "1"), ("c", "1"), ("d", "1")],
+                    &[(1, 1.0)],
+                ),
                 ts(&[("__name__", "a"), ("bad-name", "1")], &[(1, 1.0)]),
                 ts(&[("__name__", "ok")], &[(1, 1.0)]),
                 ts(&[("__name__", "empty")], &[]),
@@ -185,7 +209,11 @@ mod tests {
         assert_eq!(out.series.len(), 1);
         assert_eq!(
             out.rejected,
-            vec![("no_metric_name", 1), ("too_many_labels", 1), ("invalid_label_name", 1)]
+            vec![
+                ("no_metric_name", 1),
+                ("too_many_labels", 1),
+                ("invalid_label_name", 1)
+            ]
         );
         assert!(out.note.unwrap().starts_with("no_metric_name"));
     }

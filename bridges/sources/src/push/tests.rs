@@ -39,7 +39,13 @@ impl PushSource for Probe {
 }
 
 fn router(probe: Arc<Probe>, tokens: TokenMap, limits: PushLimits) -> Router {
-    mount(Router::new(), probe, Arc::new(tokens), limits, Arc::new(Telemetry::new()))
+    mount(
+        Router::new(),
+        probe,
+        Arc::new(tokens),
+        limits,
+        Arc::new(Telemetry::new()),
+    )
 }
 
 fn tokens() -> TokenMap {
@@ -64,10 +70,18 @@ fn post(body: impl Into<Body>, auth: Option<&str>, encoding: Option<&str>) -> Ht
 async fn cluster_comes_from_the_token() {
     let probe = Arc::new(Probe::default());
     let app = router(probe.clone(), tokens(), PushLimits::default());
-    let r = app.clone().oneshot(post("x", Some("token-for-cluster-b"), None)).await.unwrap();
+    let r = app
+        .clone()
+        .oneshot(post("x", Some("token-for-cluster-b"), None))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(probe.got.lock().unwrap()[0].0, "b");
-    let r = app.clone().oneshot(post("x", Some("wrong"), None)).await.unwrap();
+    let r = app
+        .clone()
+        .oneshot(post("x", Some("wrong"), None))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = app.oneshot(post("x", None, None)).await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
@@ -82,13 +96,20 @@ async fn oversize_bodies_get_413_declared_or_streamed() {
         ..Default::default()
     };
     let app = router(probe.clone(), TokenMap::open("d"), limits);
-    let r = app.clone().oneshot(post(vec![b'x'; 101], None, None)).await.unwrap();
+    let r = app
+        .clone()
+        .oneshot(post(vec![b'x'; 101], None, None))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // A gzip bomb: small on the wire, large inflated.
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     std::io::Write::write_all(&mut enc, &[b'a'; 1000]).unwrap();
     let gz = enc.finish().unwrap();
-    assert!(gz.len() < 100, "the compressed body itself must fit the limit");
+    assert!(
+        gz.len() < 100,
+        "the compressed body itself must fit the limit"
+    );
     let r = app.oneshot(post(gz, None, Some("gzip"))).await.unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert!(probe.got.lock().unwrap().is_empty());
@@ -101,10 +122,18 @@ async fn gzip_is_undone_and_corrupt_gzip_is_400() {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut enc, b"hello").unwrap();
     let gz = enc.finish().unwrap();
-    let r = app.clone().oneshot(post(gz.clone(), None, Some("gzip"))).await.unwrap();
+    let r = app
+        .clone()
+        .oneshot(post(gz.clone(), None, Some("gzip")))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(probe.got.lock().unwrap()[0].1, b"hello");
-    let r = app.clone().oneshot(post(gz[..gz.len() / 2].to_vec(), None, Some("gzip"))).await.unwrap();
+    let r = app
+        .clone()
+        .oneshot(post(gz[..gz.len() / 2].to_vec(), None, Some("gzip")))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let r = app.oneshot(post("x", None, Some("br"))).await.unwrap();
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
@@ -133,7 +162,10 @@ async fn a_full_queue_pushes_back_with_retry_after() {
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.headers()["retry-after"], "7");
     gate.notify_one();
-    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        first.await.unwrap().unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
     // The slot is free again: the retry is accepted.
     gate.notify_one();
     let r = app.oneshot(post("2", None, None)).await.unwrap();

@@ -1,6 +1,8 @@
 //! Helpers for the sources' HTTP tests: a real SQLite store in a temp dir and
 //! a real HTTP server on a loopback ephemeral port.
 
+// Tests and benches may unwrap: a panic is a failing run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use axum::Router;

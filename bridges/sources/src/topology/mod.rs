@@ -1,0 +1,208 @@
+//! The `topology` target: every `KUBE_INSIGHT_TOPOLOGY_INTERVAL`, read the
+//! last window of flow, service-graph, owner and cAdvisor series from the
+//! metric store (they arrive through the `metrics` target: remote write or
+//! federation), derive the graph with [`kube_insight_core::topology::derive`]
+//! and save it with [`kube_insight_store::TopologyStore::save_snapshot`].
+//! It runs in the shared pull loop ([`crate::pull`]): a failing read or
+//! save backs off and is logged once per state change.
+
+use crate::pull::{PullError, PullSource, PullSummary};
+use async_trait::async_trait;
+use kube_insight_core::time::now_ms;
+use kube_insight_core::topology::{derive, INPUT_METRICS};
+use kube_insight_core::{Matcher, TimeRange, TimeSeries};
+use kube_insight_store::{DynStore, DynTopologyStore, Resolution, SelectQuery};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct TopologyConfig {
+    /// The cluster whose series are read and whose topology is saved
+    /// (`KUBE_INSIGHT_CLUSTER`).
+    pub cluster: String,
+    /// How far back each snapshot looks (traffic "in the window").
+    pub window: Duration,
+    /// Per metric name: more series than this fails the snapshot (bounded reads).
+    pub max_series: usize,
+    /// Per metric name: more samples than this fails the snapshot.
+    pub max_samples: usize,
+}
+
+impl TopologyConfig {
+    /// The default window for an interval: four intervals, at least 2 min
+    /// (two scrapes of a Prometheus at its default 1 min interval).
+    pub fn default_window(interval: Duration) -> Duration {
+        (interval * 4).max(Duration::from_secs(120))
+    }
+
+    pub fn new(cluster: impl Into<String>, interval: Duration) -> Self {
+        TopologyConfig {
+            cluster: cluster.into(),
+            window: Self::default_window(interval),
+            max_series: 500_000,
+            max_samples: 50_000_000,
+        }
+    }
+}
+
+/// One topology snapshot per pull.
+pub struct TopologySource {
+    metrics: DynStore,
+    topology: DynTopologyStore,
+    cfg: TopologyConfig,
+}
+
+impl TopologySource {
+    pub fn new(metrics: DynStore, topology: DynTopologyStore, cfg: TopologyConfig) -> Self {
+        TopologySource {
+            metrics,
+            topology,
+            cfg,
+        }
+    }
+
+    /// The input series of the window ending at `at_ms`, one select per
+    /// metric name (each bounded on its own).
+    pub async fn read_window(
+        &self,
+        at_ms: i64,
+    ) -> Result<Vec<TimeSeries>, kube_insight_store::Error> {
+        let start =
+            at_ms.saturating_sub(i64::try_from(self.cfg.window.as_millis()).unwrap_or(i64::MAX));
+        let range = TimeRange::new(start, at_ms)?;
+        let mut out = Vec::new();
+        for name in INPUT_METRICS {
+            let q = SelectQuery {
+                matchers: vec![
+                    Matcher::eq("__name__", name),
+                    Matcher::eq("cluster", self.cfg.cluster.clone()),
+                ],
+                range,
+                max_series: self.cfg.max_series,
+                max_samples: self.cfg.max_samples,
+                resolution: Resolution::Raw,
+            };
+            out.extend(self.metrics.select(&q).await?);
+        }
+        Ok(out)
+    }
+
+    /// Derives and saves the snapshot at `at_ms`.
+    pub async fn snapshot_at(&self, at_ms: i64) -> Result<PullSummary, PullError> {
+        let series = self.read_window(at_ms).await?;
+        let n_series = series.len();
+        let snap = tokio::task::spawn_blocking(move || derive(&series))
+            .await
+            .map_err(|e| PullError::Decode {
+                url: "topology".into(),
+                reason: format!("deriving the graph failed: {e}"),
+            })?;
+        let (nodes, edges) = (snap.graph.nodes.len(), snap.graph.edges.len());
+        let out = self
+            .topology
+            .save_snapshot(&self.cfg.cluster, at_ms, snap)
+            .await?;
+        if out.structure_changed || out.dependency_changes > 0 {
+            tracing::info!(
+                cluster = %self.cfg.cluster,
+                nodes,
+                edges,
+                dependency_changes = out.dependency_changes,
+                keyframe = out.keyframe,
+                "topology changed"
+            );
+        } else {
+            tracing::debug!(cluster = %self.cfg.cluster, series = n_series, nodes, edges, "topology unchanged");
+        }
+        Ok(PullSummary {
+            accepted: (nodes + edges) as u64,
+            ..Default::default()
+        })
+    }
+}
+
+#[async_trait]
+impl PullSource for TopologySource {
+    fn name(&self) -> &'static str {
+        "topology_snapshot"
+    }
+
+    fn target(&self) -> &'static str {
+        "topology"
+    }
+
+    async fn pull_once(&self, _timeout: Duration) -> Result<PullSummary, PullError> {
+        self.snapshot_at(now_ms()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use kube_insight_core::{Labels, Sample};
+    use kube_insight_store::sqlite::topology::SqliteTopologyStore;
+    use kube_insight_store::sqlite::SqliteStore;
+    use kube_insight_store::{MetricBatch, StoreOptions, TopologyStore};
+    use std::sync::Arc;
+
+    fn flow(cluster: &str, src: &str, dst: &str, t: i64, v: f64) -> TimeSeries {
+        TimeSeries::new(
+            Labels::from_pairs([
+                ("__name__", "beyla_network_flow_bytes_total"),
+                ("cluster", cluster),
+                ("k8s_src_namespace", "shop"),
+                ("k8s_src_owner_name", src),
+                ("k8s_src_owner_type", "Deployment"),
+                ("k8s_dst_namespace", "shop"),
+                ("k8s_dst_owner_name", dst),
+                ("k8s_dst_owner_type", "Deployment"),
+            ]),
+            vec![Sample::new(t, v)],
+        )
+    }
+
+    #[tokio::test]
+    async fn snapshots_come_from_the_window_of_stored_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("insight.db");
+        let metrics: DynStore = Arc::new(
+            SqliteStore::open(&path, StoreOptions::default())
+                .await
+                .unwrap(),
+        );
+        let topo = Arc::new(
+            SqliteTopologyStore::open(&path, StoreOptions::default())
+                .await
+                .unwrap(),
+        );
+        let now = now_ms() / 1000 * 1000;
+        let mut series = Vec::new();
+        for k in 0..5 {
+            let t = now - 60_000 + k * 15_000;
+            series.push(flow("prod", "web", "api", t, 1000.0 * k as f64));
+            // Idle: the same value all along.
+            series.push(flow("prod", "api", "db", t, 50.0));
+            // Another cluster's series are not this cluster's topology.
+            series.push(flow("other", "x", "y", t, 1000.0 * k as f64));
+        }
+        metrics
+            .write_samples(MetricBatch {
+                cluster: "prod".into(),
+                series,
+            })
+            .await
+            .unwrap();
+        let mut cfg = TopologyConfig::new("prod", Duration::from_secs(15));
+        cfg.window = Duration::from_secs(90);
+        let src = TopologySource::new(metrics, topo.clone(), cfg);
+        let s = src.snapshot_at(now).await.unwrap();
+        assert_eq!(s.accepted, 3, "two workloads and one edge");
+        let g = topo.graph_at("prod", now).await.unwrap().unwrap();
+        let edges: Vec<&str> = g.graph.edges.keys().map(String::as_str).collect();
+        assert_eq!(edges, ["shop/api--shop/web"]);
+        let st = topo.stats_at("prod", now).await.unwrap().unwrap();
+        let b = st.stats.edges["shop/api--shop/web"].bytes_per_s.unwrap();
+        assert!((b - 4000.0 / 60.0).abs() < 1.0, "{b}");
+        assert!(topo.graph_at("other", now).await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,909 @@
+//! Topology in the embedded SQLite store ([`SqliteTopologyStore`]).
+//!
+//! # Layout (tables prefixed `topo_`, in the same file as the other signals)
+//! ```sql
+//! topo_clusters(cluster PRIMARY KEY, first_ms, last_ms)       -- coverage
+//! topo_keyframes(cluster, t_ms, data)  PK (cluster, t_ms)      -- whole graphs
+//! topo_deltas(cluster, t_ms, data)     PK (cluster, t_ms)      -- changes, only when the graph changed
+//! topo_stats(cluster, minute_ms, keyframe, data) PK (cluster, minute_ms)
+//! topo_dependency_changes(cluster, t_ms, change, source, target, directed)  -- edge id derived
+//! ```
+//! Blobs use the shared codecs of [`crate::topology`].
+//!
+//! # Writes
+//! Saves come from one target loop per cluster, every interval: one
+//! connection owned by the store, one `IMMEDIATE` transaction per save,
+//! committed (`synchronous = FULL`) before `Ok`. The writer keeps the last
+//! graph and stats chain of each cluster in memory to compute deltas; after
+//! a restart it rebuilds the graph from the store and starts a new stats
+//! chain.
+//!
+//! # Reads
+//! The graph at T is the newest keyframe ≤ T plus the deltas after it up to
+//! T; the keyframe policy ([`SqliteTopologyConfig`]) bounds that work. The
+//! latest state, and a few decoded keyframes and stats minutes, are cached.
+
+use crate::error::{Error, Result};
+use crate::topology::{
+    chain_stats, decode_delta, decode_graph, decode_stats_into, dependency_changes_of,
+    encode_delta, encode_graph, encode_stats, DependencyChange, DependencyChangeKind,
+    DependencyQuery, GraphAt, SaveOutcome, StatsAt, StatsChain, TopologyCluster,
+    TopologyMaintenance, TopologyStore, MINUTE_MS, STATS_CHAIN_MINUTES, STATS_MAX_AGE_MS,
+};
+use crate::StoreOptions;
+use async_trait::async_trait;
+use kube_insight_core::topology::{Graph, Snapshot, Stats};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+const DDL: &str = "
+CREATE TABLE IF NOT EXISTS topo_clusters (
+    cluster  TEXT PRIMARY KEY,
+    first_ms INTEGER NOT NULL,
+    last_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS topo_keyframes (
+    cluster TEXT NOT NULL,
+    t_ms    INTEGER NOT NULL,
+    data    BLOB NOT NULL,
+    PRIMARY KEY (cluster, t_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS topo_deltas (
+    cluster TEXT NOT NULL,
+    t_ms    INTEGER NOT NULL,
+    data    BLOB NOT NULL,
+    PRIMARY KEY (cluster, t_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS topo_stats (
+    cluster   TEXT NOT NULL,
+    minute_ms INTEGER NOT NULL,
+    keyframe  INTEGER NOT NULL,
+    data      BLOB NOT NULL,
+    PRIMARY KEY (cluster, minute_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS topo_dependency_changes (
+    cluster  TEXT NOT NULL,
+    t_ms     INTEGER NOT NULL,
+    change   INTEGER NOT NULL,
+    source   TEXT NOT NULL,
+    target   TEXT NOT NULL,
+    directed INTEGER NOT NULL,
+    PRIMARY KEY (cluster, t_ms, source, target, directed, change)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS topo_dependency_changes_t ON topo_dependency_changes(t_ms);
+";
+
+/// Creates the `topo_*` tables if they are missing. Idempotent; the main
+/// schema's `apply` may call it inside its migration transaction.
+pub fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(DDL)
+}
+
+/// Tuning of the topology backend (the defaults suit production).
+#[derive(Debug, Clone)]
+pub struct SqliteTopologyConfig {
+    pub busy_timeout: Duration,
+    pub read_connections: usize,
+    /// A new keyframe after this many deltas…
+    pub max_deltas_per_keyframe: usize,
+    /// …or when the deltas since the last keyframe weigh more than it
+    /// (always), or after this long.
+    pub max_keyframe_age: Duration,
+    /// Stats rows per chain (a stats keyframe at least this often, minutes).
+    pub stats_chain_minutes: usize,
+    /// Decoded keyframes and stats minutes kept in memory.
+    pub cache_entries: usize,
+}
+
+impl Default for SqliteTopologyConfig {
+    fn default() -> Self {
+        SqliteTopologyConfig {
+            busy_timeout: Duration::from_secs(5),
+            read_connections: 4,
+            max_deltas_per_keyframe: 1024,
+            max_keyframe_age: Duration::from_secs(6 * 3600),
+            stats_chain_minutes: STATS_CHAIN_MINUTES,
+            cache_entries: 4,
+        }
+    }
+}
+
+/// Hard bound on rows one reconstruction reads (a guard, far above the policy).
+const MAX_RECONSTRUCT_ROWS: i64 = 200_000;
+
+/// The writer's view of one cluster.
+struct ClusterState {
+    graph: Arc<Graph>,
+    first_ms: i64,
+    last_save_ms: i64,
+    /// The save that produced `graph`.
+    version_ms: i64,
+    keyframe_ms: i64,
+    keyframe_bytes: u64,
+    deltas_since_keyframe: usize,
+    delta_bytes_since_keyframe: u64,
+    /// Minute of the last stats row and the chain after it.
+    stats: Option<(i64, StatsChain)>,
+}
+
+/// A small most-recently-used cache keyed by (cluster, time).
+type Lru<T> = Mutex<VecDeque<((String, i64), T)>>;
+
+/// A graph rebuilt from a keyframe and the deltas after it.
+struct Rebuilt {
+    graph: Arc<Graph>,
+    version_ms: i64,
+    keyframe_ms: i64,
+    keyframe_bytes: u64,
+    deltas: usize,
+    delta_bytes: u64,
+}
+
+struct Inner {
+    path: PathBuf,
+    path_str: String,
+    retention_ms: i64,
+    config: SqliteTopologyConfig,
+    write: Mutex<Connection>,
+    pool: Mutex<Vec<Connection>>,
+    states: Mutex<HashMap<String, ClusterState>>,
+    keyframes: Lru<Arc<Graph>>,
+    stats: Lru<Arc<Stats>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn sql_error(path: &str, e: rusqlite::Error) -> Error {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        if matches!(
+            f.code,
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::ReadOnly
+                | ErrorCode::CannotOpen
+        ) {
+            return Error::Unavailable(format!("sqlite store {path}: {e}"));
+        }
+    }
+    Error::Sqlite {
+        path: path.to_string(),
+        source: e,
+    }
+}
+
+fn cache_get<T: Clone>(
+    c: &Mutex<VecDeque<((String, i64), T)>>,
+    cluster: &str,
+    t: i64,
+) -> Option<T> {
+    let mut c = lock(c);
+    let i = c.iter().position(|((k, kt), _)| k == cluster && *kt == t)?;
+    let e = c.remove(i)?;
+    let v = e.1.clone();
+    c.push_front(e);
+    Some(v)
+}
+
+fn cache_put<T>(c: &Mutex<VecDeque<((String, i64), T)>>, cluster: &str, t: i64, v: T, cap: usize) {
+    let mut c = lock(c);
+    c.retain(|((k, kt), _)| !(k == cluster && *kt == t));
+    c.push_front(((cluster.to_string(), t), v));
+    c.truncate(cap.max(1));
+}
+
+/// Topology in SQLite, on its own connection to the store's file.
+#[derive(Clone)]
+pub struct SqliteTopologyStore {
+    inner: Arc<Inner>,
+}
+
+impl SqliteTopologyStore {
+    pub async fn open(path: &Path, options: StoreOptions) -> Result<Self> {
+        Self::open_with(path, options, SqliteTopologyConfig::default()).await
+    }
+
+    pub async fn open_with(
+        path: &Path,
+        options: StoreOptions,
+        config: SqliteTopologyConfig,
+    ) -> Result<Self> {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, options, config))
+            .await
+            .map_err(|e| Error::Unavailable(format!("opening the topology store: {e}")))?
+    }
+
+    fn open_blocking(
+        path: PathBuf,
+        options: StoreOptions,
+        config: SqliteTopologyConfig,
+    ) -> Result<Self> {
+        let path_str = path.display().to_string();
+        let sq = |e| sql_error(&path_str, e);
+        let conn = Connection::open(&path).map_err(sq)?;
+        conn.busy_timeout(config.busy_timeout).map_err(sq)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(sq)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path_str, journal_mode = %mode, "sqlite did not switch to WAL journal mode");
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;")
+            .map_err(sq)?;
+        create_schema(&conn).map_err(sq)?;
+        Ok(SqliteTopologyStore {
+            inner: Arc::new(Inner {
+                path,
+                path_str: path_str.clone(),
+                retention_ms: i64::try_from(options.retention.topology.as_millis())
+                    .unwrap_or(i64::MAX),
+                config,
+                write: Mutex::new(conn),
+                pool: Mutex::new(Vec::new()),
+                states: Mutex::new(HashMap::new()),
+                keyframes: Mutex::new(VecDeque::new()),
+                stats: Mutex::new(VecDeque::new()),
+            }),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Error::Unavailable(format!("topology store task failed: {e}")))?
+    }
+
+    /// Payload bytes stored per table (`topo_keyframes`, `topo_deltas`,
+    /// `topo_stats`, `topo_dependency_changes`), for benchmarks and `/metrics`.
+    pub async fn table_bytes(&self) -> Result<Vec<(&'static str, u64, u64)>> {
+        self.blocking(|inner| {
+            let conn = inner.read_conn()?;
+            let mut out = Vec::new();
+            for (table, expr) in [
+                ("topo_keyframes", "length(data) + length(cluster) + 8"),
+                ("topo_deltas", "length(data) + length(cluster) + 8"),
+                ("topo_stats", "length(data) + length(cluster) + 9"),
+                (
+                    "topo_dependency_changes",
+                    "length(source) + length(target) + length(cluster) + 10",
+                ),
+            ] {
+                let (rows, bytes): (i64, Option<i64>) = conn
+                    .query_row(
+                        &format!("SELECT count(*), sum({expr}) FROM {table}"),
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map_err(|e| inner.sql(e))?;
+                out.push((table, rows as u64, bytes.unwrap_or(0) as u64));
+            }
+            inner.give_back(conn);
+            Ok(out)
+        })
+        .await
+    }
+}
+
+impl Inner {
+    fn sql(&self, e: rusqlite::Error) -> Error {
+        sql_error(&self.path_str, e)
+    }
+
+    fn read_conn(&self) -> Result<Connection> {
+        if let Some(c) = lock(&self.pool).pop() {
+            return Ok(c);
+        }
+        let c = Connection::open(&self.path).map_err(|e| self.sql(e))?;
+        c.busy_timeout(self.config.busy_timeout)
+            .map_err(|e| self.sql(e))?;
+        c.execute_batch("PRAGMA query_only = 1;")
+            .map_err(|e| self.sql(e))?;
+        Ok(c)
+    }
+
+    fn give_back(&self, c: Connection) {
+        let mut idle = lock(&self.pool);
+        if idle.len() < self.config.read_connections.max(1) && c.is_autocommit() {
+            idle.push(c);
+        }
+    }
+
+    /// The graph at `at_ms` from the tables: (graph, version, keyframe t).
+    fn reconstruct(&self, conn: &Connection, cluster: &str, at_ms: i64) -> Result<Option<Rebuilt>> {
+        let kf: Option<(i64, Vec<u8>)> = conn
+            .query_row(
+                "SELECT t_ms, data FROM topo_keyframes WHERE cluster = ?1 AND t_ms <= ?2 ORDER BY t_ms DESC LIMIT 1",
+                params![cluster, at_ms],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        let Some((kf_ms, kf_data)) = kf else {
+            return Ok(None);
+        };
+        let kf_bytes = kf_data.len() as u64;
+        let base = match cache_get(&self.keyframes, cluster, kf_ms) {
+            Some(g) => g,
+            None => {
+                let g = Arc::new(decode_graph(&kf_data)?);
+                cache_put(
+                    &self.keyframes,
+                    cluster,
+                    kf_ms,
+                    g.clone(),
+                    self.config.cache_entries,
+                );
+                g
+            }
+        };
+        let mut stmt = conn
+            .prepare_cached("SELECT t_ms, data FROM topo_deltas WHERE cluster = ?1 AND t_ms > ?2 AND t_ms <= ?3 ORDER BY t_ms LIMIT ?4")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(
+                params![cluster, kf_ms, at_ms, MAX_RECONSTRUCT_ROWS + 1],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )
+            .map_err(|e| self.sql(e))?;
+        let mut graph: Option<Graph> = None;
+        let (mut version, mut n, mut bytes) = (kf_ms, 0usize, 0u64);
+        for row in rows {
+            let (t, data) = row.map_err(|e| self.sql(e))?;
+            n += 1;
+            if n as i64 > MAX_RECONSTRUCT_ROWS {
+                return Err(Error::LimitExceeded {
+                    what: "topology deltas after one keyframe",
+                    limit: MAX_RECONSTRUCT_ROWS as usize,
+                });
+            }
+            bytes += data.len() as u64;
+            let d = decode_delta(&data)?;
+            graph.get_or_insert_with(|| (*base).clone()).apply(&d);
+            version = t;
+        }
+        let g = match graph {
+            Some(g) => Arc::new(g),
+            None => base,
+        };
+        Ok(Some(Rebuilt {
+            graph: g,
+            version_ms: version,
+            keyframe_ms: kf_ms,
+            keyframe_bytes: kf_bytes,
+            deltas: n,
+            delta_bytes: bytes,
+        }))
+    }
+
+    fn coverage(&self, conn: &Connection, cluster: &str) -> Result<Option<(i64, i64)>> {
+        conn.query_row(
+            "SELECT first_ms, last_ms FROM topo_clusters WHERE cluster = ?1",
+            params![cluster],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(|e| self.sql(e))
+    }
+
+    fn load_state(&self, conn: &Connection, cluster: &str) -> Result<Option<ClusterState>> {
+        let Some((first_ms, last_ms)) = self.coverage(conn, cluster)? else {
+            return Ok(None);
+        };
+        let Some(Rebuilt {
+            graph,
+            version_ms,
+            keyframe_ms,
+            keyframe_bytes,
+            deltas,
+            delta_bytes,
+        }) = self.reconstruct(conn, cluster, i64::MAX)?
+        else {
+            return Ok(None);
+        };
+        tracing::info!(
+            cluster,
+            nodes = graph.nodes.len(),
+            edges = graph.edges.len(),
+            deltas,
+            "topology: resumed the cluster's graph from the store"
+        );
+        Ok(Some(ClusterState {
+            graph,
+            first_ms,
+            last_save_ms: last_ms,
+            version_ms,
+            keyframe_ms,
+            keyframe_bytes,
+            deltas_since_keyframe: deltas,
+            delta_bytes_since_keyframe: delta_bytes,
+            stats: None,
+        }))
+    }
+
+    fn save(&self, cluster: &str, at_ms: i64, snap: Snapshot) -> Result<SaveOutcome> {
+        let mut conn = lock(&self.write);
+        let mut states = lock(&self.states);
+        if !states.contains_key(cluster) {
+            if let Some(st) = self.load_state(&conn, cluster)? {
+                states.insert(cluster.to_string(), st);
+            }
+        }
+        // The stats chain is taken out and encoded in place: if anything
+        // below fails, the next stats row starts a new chain.
+        let taken_stats = states.get_mut(cluster).and_then(|s| s.stats.take());
+        let state = states.get(cluster);
+        if let Some(st) = state {
+            if at_ms == st.last_save_ms {
+                return Ok(SaveOutcome::default());
+            }
+            if at_ms < st.last_save_ms {
+                return Err(Error::InvalidQuery(format!(
+                    "topology snapshot of cluster {cluster:?} at {at_ms} is older than the last saved one at {}",
+                    st.last_save_ms
+                )));
+            }
+        }
+        let mut out = SaveOutcome::default();
+        let empty = Graph::default();
+        let before = state.map_or(&empty, |s| &s.graph);
+        let delta = before.delta_to(&snap.graph);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.sql(e))?;
+        let mut next_kf = state.map(|s| {
+            (
+                s.keyframe_ms,
+                s.keyframe_bytes,
+                s.deltas_since_keyframe,
+                s.delta_bytes_since_keyframe,
+            )
+        });
+        if state.is_none() || !delta.is_empty() {
+            out.structure_changed = !delta.is_empty();
+            let mut delta_len = 0u64;
+            if let Some(st) = state {
+                let data = encode_delta(&delta);
+                delta_len = data.len() as u64;
+                tx.execute(
+                    "INSERT OR REPLACE INTO topo_deltas (cluster, t_ms, data) VALUES (?1, ?2, ?3)",
+                    params![cluster, at_ms, data],
+                )
+                .map_err(|e| self.sql(e))?;
+                out.bytes_written += delta_len;
+                let changes = dependency_changes_of(cluster, at_ms, &st.graph, &delta);
+                let mut ins = tx
+                    .prepare_cached("INSERT OR IGNORE INTO topo_dependency_changes (cluster, t_ms, change, source, target, directed) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                    .map_err(|e| self.sql(e))?;
+                for c in &changes {
+                    let kind = match c.kind {
+                        DependencyChangeKind::Appeared => 1,
+                        DependencyChangeKind::Lost => 0,
+                    };
+                    ins.execute(params![
+                        cluster, at_ms, kind, c.source, c.target, c.directed
+                    ])
+                    .map_err(|e| self.sql(e))?;
+                    out.bytes_written += (c.source.len() + c.target.len() + 10) as u64;
+                }
+                out.dependency_changes = changes.len() as u64;
+            }
+            let need_kf = match next_kf {
+                None => true,
+                Some((kf_ms, kf_bytes, n, bytes)) => {
+                    n + 1 > self.config.max_deltas_per_keyframe
+                        || bytes + delta_len > kf_bytes
+                        || at_ms.saturating_sub(kf_ms)
+                            >= i64::try_from(self.config.max_keyframe_age.as_millis())
+                                .unwrap_or(i64::MAX)
+                }
+            };
+            if need_kf {
+                let data = encode_graph(&snap.graph);
+                tx.execute("INSERT OR REPLACE INTO topo_keyframes (cluster, t_ms, data) VALUES (?1, ?2, ?3)", params![cluster, at_ms, data])
+                    .map_err(|e| self.sql(e))?;
+                out.keyframe = true;
+                out.bytes_written += data.len() as u64;
+                next_kf = Some((at_ms, data.len() as u64, 0, 0));
+            } else if let Some(k) = next_kf.as_mut() {
+                k.2 += 1;
+                k.3 += delta_len;
+            }
+        }
+        // Stats: the first save of each minute.
+        let minute = at_ms - at_ms.rem_euclid(MINUTE_MS);
+        let prev_stats = taken_stats;
+        let new_chain;
+        if prev_stats.as_ref().is_none_or(|(m, _)| *m < minute) {
+            let keyframe = match &prev_stats {
+                None => true,
+                Some((m, chain)) => {
+                    minute - m != MINUTE_MS || chain.len >= self.config.stats_chain_minutes.max(1)
+                }
+            };
+            let mut chain = prev_stats.map(|(_, c)| c).unwrap_or_default();
+            let data = encode_stats(&mut chain, &snap.stats, keyframe);
+            tx.execute(
+                "INSERT OR REPLACE INTO topo_stats (cluster, minute_ms, keyframe, data) VALUES (?1, ?2, ?3, ?4)",
+                params![cluster, minute, keyframe, data],
+            )
+            .map_err(|e| self.sql(e))?;
+            out.stats_written = true;
+            out.bytes_written += data.len() as u64;
+            new_chain = Some((minute, chain));
+        } else {
+            new_chain = prev_stats;
+        }
+        let first_ms = state.map_or(at_ms, |s| s.first_ms);
+        tx.execute(
+            "INSERT INTO topo_clusters (cluster, first_ms, last_ms) VALUES (?1, ?2, ?3) ON CONFLICT(cluster) DO UPDATE SET last_ms = excluded.last_ms",
+            params![cluster, first_ms, at_ms],
+        )
+        .map_err(|e| self.sql(e))?;
+        tx.commit().map_err(|e| self.sql(e))?;
+
+        // Committed: now the memory follows.
+        let (kf_ms, kf_bytes, n, bytes) = next_kf.unwrap_or((at_ms, 0, 0, 0));
+        let prev = states.remove(cluster);
+        let (graph, version_ms, stats) = match prev {
+            Some(p) if delta.is_empty() => (p.graph, p.version_ms, new_chain),
+            _ => (Arc::new(snap.graph), at_ms, new_chain),
+        };
+        states.insert(
+            cluster.to_string(),
+            ClusterState {
+                graph,
+                first_ms,
+                last_save_ms: at_ms,
+                version_ms,
+                keyframe_ms: kf_ms,
+                keyframe_bytes: kf_bytes,
+                deltas_since_keyframe: n,
+                delta_bytes_since_keyframe: bytes,
+                stats,
+            },
+        );
+        if out.structure_changed || out.keyframe {
+            tracing::debug!(
+                cluster,
+                at_ms,
+                added_edges = delta.added_edges.len(),
+                removed_edges = delta.removed_edges.len(),
+                keyframe = out.keyframe,
+                "topology: structure saved"
+            );
+        }
+        Ok(out)
+    }
+
+    fn graph_at(&self, cluster: &str, at_ms: i64) -> Result<Option<GraphAt>> {
+        if let Some(st) = lock(&self.states).get(cluster) {
+            if at_ms >= st.version_ms && at_ms >= st.first_ms {
+                return Ok(Some(GraphAt {
+                    graph: st.graph.clone(),
+                    version_ms: st.version_ms,
+                    first_ms: st.first_ms,
+                    last_ms: st.last_save_ms,
+                }));
+            }
+        }
+        let conn = self.read_conn()?;
+        let res = (|| {
+            let Some((first_ms, last_ms)) = self.coverage(&conn, cluster)? else {
+                return Ok(None);
+            };
+            if at_ms < first_ms {
+                return Ok(None);
+            }
+            Ok(self.reconstruct(&conn, cluster, at_ms)?.map(|r| GraphAt {
+                graph: r.graph,
+                version_ms: r.version_ms,
+                first_ms,
+                last_ms,
+            }))
+        })();
+        self.give_back(conn);
+        res
+    }
+
+    fn stats_at(&self, cluster: &str, at_ms: i64) -> Result<Option<StatsAt>> {
+        if let Some(st) = lock(&self.states).get(cluster) {
+            if let Some((m, chain)) = &st.stats {
+                if *m <= at_ms && at_ms - *m < MINUTE_MS {
+                    let stats = match cache_get(&self.stats, cluster, *m) {
+                        Some(s) => s,
+                        None => {
+                            let s = Arc::new(chain_stats(chain));
+                            cache_put(
+                                &self.stats,
+                                cluster,
+                                *m,
+                                s.clone(),
+                                self.config.cache_entries * 2,
+                            );
+                            s
+                        }
+                    };
+                    return Ok(Some(StatsAt {
+                        stats,
+                        minute_ms: *m,
+                    }));
+                }
+            }
+        }
+        let conn = self.read_conn()?;
+        let res = (|| {
+            let minute: Option<i64> = conn
+                .query_row(
+                    "SELECT minute_ms FROM topo_stats WHERE cluster = ?1 AND minute_ms <= ?2 ORDER BY minute_ms DESC LIMIT 1",
+                    params![cluster, at_ms],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.sql(e))?;
+            let Some(minute) = minute.filter(|m| at_ms - m <= STATS_MAX_AGE_MS) else {
+                return Ok(None);
+            };
+            if let Some(stats) = cache_get(&self.stats, cluster, minute) {
+                return Ok(Some(StatsAt {
+                    stats,
+                    minute_ms: minute,
+                }));
+            }
+            let key: Option<i64> = conn
+                .query_row(
+                    "SELECT minute_ms FROM topo_stats WHERE cluster = ?1 AND minute_ms <= ?2 AND keyframe = 1 ORDER BY minute_ms DESC LIMIT 1",
+                    params![cluster, minute],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.sql(e))?;
+            let Some(key) = key else {
+                return Ok(None); // retention removed the chain's start
+            };
+            let mut stmt = conn
+                .prepare_cached("SELECT data FROM topo_stats WHERE cluster = ?1 AND minute_ms >= ?2 AND minute_ms <= ?3 ORDER BY minute_ms LIMIT ?4")
+                .map_err(|e| self.sql(e))?;
+            let rows = stmt
+                .query_map(params![cluster, key, minute, MAX_RECONSTRUCT_ROWS], |r| {
+                    r.get::<_, Vec<u8>>(0)
+                })
+                .map_err(|e| self.sql(e))?;
+            let mut chain = StatsChain::default();
+            for row in rows {
+                decode_stats_into(&mut chain, &row.map_err(|e| self.sql(e))?)?;
+            }
+            let stats = Arc::new(chain_stats(&chain));
+            cache_put(
+                &self.stats,
+                cluster,
+                minute,
+                stats.clone(),
+                self.config.cache_entries * 2,
+            );
+            Ok(Some(StatsAt {
+                stats,
+                minute_ms: minute,
+            }))
+        })();
+        self.give_back(conn);
+        res
+    }
+
+    fn dependency_changes(&self, q: &DependencyQuery) -> Result<Vec<DependencyChange>> {
+        let conn = self.read_conn()?;
+        let res = (|| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT cluster, t_ms, change, source, target, directed FROM topo_dependency_changes
+                     WHERE t_ms >= ?1 AND t_ms <= ?2 AND (?3 IS NULL OR cluster = ?3)
+                     ORDER BY t_ms, source, target, change LIMIT ?4",
+                )
+                .map_err(|e| self.sql(e))?;
+            let limit = q.limit.max(1);
+            let rows = stmt
+                .query_map(
+                    params![
+                        q.range.start_ms,
+                        q.range.end_ms,
+                        q.cluster,
+                        (limit as i64).saturating_add(1)
+                    ],
+                    |r| {
+                        Ok(DependencyChange {
+                            cluster: r.get(0)?,
+                            at_ms: r.get(1)?,
+                            kind: if r.get::<_, i64>(2)? == 1 {
+                                DependencyChangeKind::Appeared
+                            } else {
+                                DependencyChangeKind::Lost
+                            },
+                            source: r.get(3)?,
+                            target: r.get(4)?,
+                            directed: r.get(5)?,
+                            edge_id: String::new(),
+                        })
+                    },
+                )
+                .map_err(|e| self.sql(e))?;
+            let mut out = Vec::new();
+            for r in rows {
+                let mut c = r.map_err(|e| self.sql(e))?;
+                c.edge_id = kube_insight_core::topology::edge_id(&c.source, &c.target, c.directed);
+                out.push(c);
+                if out.len() > limit {
+                    return Err(Error::LimitExceeded {
+                        what: "dependency changes",
+                        limit,
+                    });
+                }
+            }
+            // Lost before appeared at the same time and edge.
+            out.sort_by(|a, b| {
+                a.at_ms
+                    .cmp(&b.at_ms)
+                    .then_with(|| a.edge_id.cmp(&b.edge_id))
+                    .then(b.kind.cmp(&a.kind))
+            });
+            Ok(out)
+        })();
+        self.give_back(conn);
+        res
+    }
+
+    fn clusters(&self) -> Result<Vec<TopologyCluster>> {
+        let conn = self.read_conn()?;
+        let res = (|| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT cluster, first_ms, last_ms FROM topo_clusters ORDER BY cluster",
+                )
+                .map_err(|e| self.sql(e))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(TopologyCluster {
+                        cluster: r.get(0)?,
+                        first_ms: r.get(1)?,
+                        last_ms: r.get(2)?,
+                    })
+                })
+                .map_err(|e| self.sql(e))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(|e| self.sql(e))
+        })();
+        self.give_back(conn);
+        res
+    }
+
+    fn maintain(&self, now_ms: i64) -> Result<TopologyMaintenance> {
+        let cutoff = now_ms.saturating_sub(self.retention_ms);
+        let mut conn = lock(&self.write);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.sql(e))?;
+        let clusters: Vec<String> = {
+            let mut stmt = tx
+                .prepare("SELECT cluster FROM topo_clusters")
+                .map_err(|e| self.sql(e))?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.sql(e))?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(|e| self.sql(e))?
+        };
+        let mut expired = 0u64;
+        let mut new_first: Vec<(String, i64)> = Vec::new();
+        for c in &clusters {
+            let kf: Option<i64> = tx
+                .query_row(
+                    "SELECT max(t_ms) FROM topo_keyframes WHERE cluster = ?1 AND t_ms <= ?2",
+                    params![c, cutoff],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.sql(e))?;
+            if let Some(kf) = kf {
+                expired += tx
+                    .execute(
+                        "DELETE FROM topo_keyframes WHERE cluster = ?1 AND t_ms < ?2",
+                        params![c, kf],
+                    )
+                    .map_err(|e| self.sql(e))? as u64;
+                expired += tx
+                    .execute(
+                        "DELETE FROM topo_deltas WHERE cluster = ?1 AND t_ms <= ?2",
+                        params![c, kf],
+                    )
+                    .map_err(|e| self.sql(e))? as u64;
+                tx.execute(
+                    "UPDATE topo_clusters SET first_ms = max(first_ms, ?2) WHERE cluster = ?1",
+                    params![c, kf],
+                )
+                .map_err(|e| self.sql(e))?;
+                new_first.push((c.clone(), kf));
+            }
+            let sk: Option<i64> = tx
+                .query_row("SELECT max(minute_ms) FROM topo_stats WHERE cluster = ?1 AND minute_ms <= ?2 AND keyframe = 1", params![c, cutoff], |r| r.get(0))
+                .map_err(|e| self.sql(e))?;
+            if let Some(sk) = sk {
+                expired += tx
+                    .execute(
+                        "DELETE FROM topo_stats WHERE cluster = ?1 AND minute_ms < ?2",
+                        params![c, sk],
+                    )
+                    .map_err(|e| self.sql(e))? as u64;
+            }
+        }
+        expired += tx
+            .execute(
+                "DELETE FROM topo_dependency_changes WHERE t_ms < ?1",
+                params![cutoff],
+            )
+            .map_err(|e| self.sql(e))? as u64;
+        tx.commit().map_err(|e| self.sql(e))?;
+        drop(conn);
+        let mut states = lock(&self.states);
+        for (c, kf) in new_first {
+            if let Some(st) = states.get_mut(&c) {
+                st.first_ms = st.first_ms.max(kf);
+            }
+        }
+        drop(states);
+        lock(&self.keyframes).clear();
+        lock(&self.stats).clear();
+        if expired > 0 {
+            tracing::info!(
+                rows_expired = expired,
+                cutoff_ms = cutoff,
+                "topology retention"
+            );
+        }
+        Ok(TopologyMaintenance {
+            rows_expired: expired,
+        })
+    }
+}
+
+#[async_trait]
+impl TopologyStore for SqliteTopologyStore {
+    async fn save_snapshot(
+        &self,
+        cluster: &str,
+        at_ms: i64,
+        snapshot: Snapshot,
+    ) -> Result<SaveOutcome> {
+        let cluster = cluster.to_string();
+        self.blocking(move |i| i.save(&cluster, at_ms, snapshot))
+            .await
+    }
+
+    async fn graph_at(&self, cluster: &str, at_ms: i64) -> Result<Option<GraphAt>> {
+        let cluster = cluster.to_string();
+        self.blocking(move |i| i.graph_at(&cluster, at_ms)).await
+    }
+
+    async fn stats_at(&self, cluster: &str, at_ms: i64) -> Result<Option<StatsAt>> {
+        let cluster = cluster.to_string();
+        self.blocking(move |i| i.stats_at(&cluster, at_ms)).await
+    }
+
+    async fn dependency_changes(&self, query: &DependencyQuery) -> Result<Vec<DependencyChange>> {
+        let q = query.clone();
+        self.blocking(move |i| i.dependency_changes(&q)).await
+    }
+
+    async fn topology_clusters(&self) -> Result<Vec<TopologyCluster>> {
+        self.blocking(|i| i.clusters()).await
+    }
+
+    async fn maintain_topology(&self, now_ms: i64) -> Result<TopologyMaintenance> {
+        self.blocking(move |i| i.maintain(now_ms)).await
+    }
+}

@@ -1,0 +1,289 @@
+//! End to end: the real binary runs the `events` and `api` targets against a
+//! mock Kubernetes API server (`support/kube_mock.rs`) that replays a
+//! scripted day of changes (times from each object's managedFields, as a real
+//! API server records them). `/api/v1/changes` and `/api/v1/objects/…?at=`
+//! are checked against the script, including two rollouts of one Deployment
+//! within one second, a Node cordon and a ConfigMap change whose data must
+//! never appear in an answer; `kube-insight get … --at` reads the same store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/kube_mock.rs"]
+mod kube_mock;
+mod support;
+
+use kube_mock::{configmap, deployment, KubeMock};
+use serde_json::{json, Value};
+use std::time::Duration;
+use support::*;
+
+fn node(unschedulable: bool, ready: &str, time: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "node-1", "uid": "u-node-1", "creationTimestamp": "2024-05-01T00:00:00Z",
+            "managedFields": [{"manager": "kubectl-cordon", "operation": "Update", "apiVersion": "v1", "time": time, "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:unschedulable": {}}}}]},
+        "spec": {"unschedulable": unschedulable},
+        "status": {"conditions": [{"type": "Ready", "status": ready, "lastHeartbeatTime": time, "lastTransitionTime": "2024-05-01T00:00:00Z"}],
+                   "nodeInfo": {"kubeletVersion": "v1.30.1", "kernelVersion": "6.1.0"}}
+    })
+}
+
+async fn api_get(base: &str, path: &str) -> (u16, Value) {
+    let r = reqwest::get(format!("{base}{path}")).await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripted_day_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = KubeMock::start().await;
+    // 00:00: the state the collector finds (a baseline, not "created").
+    mock.apply(
+        "deployments",
+        deployment(
+            "shop",
+            "api",
+            "u-api",
+            "registry/api:1.0",
+            3,
+            "argocd-controller",
+            "2024-05-31T00:00:00Z",
+        ),
+    );
+    mock.apply(
+        "configmaps",
+        configmap(
+            "shop",
+            "api-config",
+            "u-cm",
+            "password: e2e-hunter2-a",
+            "2024-05-31T00:00:00Z",
+        ),
+    );
+    mock.apply("nodes", node(false, "True", "2024-05-31T00:00:00Z"));
+    let kubeconfig = mock.kubeconfig(dir.path());
+    let ki = KubeInsight::start(
+        dir.path(),
+        &[
+            ("KUBE_INSIGHT_TARGETS", "events,api".to_string()),
+            ("KUBE_INSIGHT_CLUSTER", "prod".to_string()),
+            ("KUBE_INSIGHT_KUBECONFIG", kubeconfig.display().to_string()),
+            (
+                "KUBE_INSIGHT_EVENTS_KINDS",
+                "v1/Event,apps/v1/Deployment,v1/ConfigMap,v1/Node".to_string(),
+            ),
+        ],
+        None,
+    )
+    .await;
+    // The baseline is listed before the script plays.
+    let m = mock.clone();
+    eventually("the initial lists", Duration::from_secs(30), move || {
+        let m = m.clone();
+        async move {
+            let r = m.requests();
+            ["deployments", "configmaps", "nodes", "events"]
+                .iter()
+                .all(|p| r.iter().any(|x| x.starts_with(&format!("WATCH {p} "))))
+                .then_some(())
+        }
+    })
+    .await;
+    // The day.
+    mock.apply(
+        "deployments",
+        deployment(
+            "shop",
+            "api",
+            "u-api",
+            "registry/api:1.1",
+            3,
+            "argocd-controller",
+            "2024-05-31T08:00:00Z",
+        ),
+    );
+    mock.apply(
+        "deployments",
+        deployment(
+            "shop",
+            "api",
+            "u-api",
+            "registry/api:1.2",
+            3,
+            "argocd-controller",
+            "2024-05-31T12:00:00Z",
+        ),
+    );
+    mock.apply(
+        "deployments",
+        deployment(
+            "shop",
+            "api",
+            "u-api",
+            "registry/api:1.3",
+            3,
+            "argocd-controller",
+            "2024-05-31T12:00:00Z",
+        ),
+    );
+    mock.apply(
+        "configmaps",
+        configmap(
+            "shop",
+            "api-config",
+            "u-cm",
+            "password: e2e-hunter2-b",
+            "2024-05-31T15:00:00Z",
+        ),
+    );
+    mock.apply("nodes", node(true, "True", "2024-05-31T18:00:00Z"));
+    let fixture = std::fs::read_to_string(format!(
+        "{}/../../../shared/fixtures/k8s-watch-events-stream.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    for line in fixture.lines().filter(|l| !l.trim().is_empty()) {
+        mock.raw_event("events", &serde_json::from_str(line).unwrap());
+    }
+    let api = ki.api.clone();
+    let rows = eventually("the day's changes", Duration::from_secs(30), move || {
+        let api = api.clone();
+        async move {
+            let (s, v) = api_get(
+                &api,
+                "/api/v1/changes?from=2024-05-31T00:00:00Z&to=2024-06-01T00:00:00Z&cluster=prod",
+            )
+            .await;
+            let rows = v.as_array().cloned().unwrap_or_default();
+            (s == 200 && rows.len() >= 7).then_some(rows)
+        }
+    })
+    .await;
+    let brief: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["time"].as_str().unwrap().to_string(),
+                r["kind"].as_str().unwrap().to_string(),
+                r["summary"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("2024-05-31T18:00:00.000Z", "Node", "unschedulable false → true by kubectl-cordon"),
+        ("2024-05-31T16:13:42.000Z", "Pod", "BackOff: Back-off restarting failed container api in pod api-5f6d7c8b9-qwz7p_shop(c3d4e5f6-a7b8-4c9d-8e0f-1a2b3c4d5e6f) (x8)"),
+        ("2024-05-31T16:12:41.002Z", "Pod", "FailedScheduling: 0/3 nodes are available: 3 Insufficient memory. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod. (x4)"),
+        ("2024-05-31T15:00:00.000Z", "ConfigMap", "data keys changed: config.yaml by kubectl"),
+        ("2024-05-31T12:00:00.000Z", "Deployment", "image api:1.2 → api:1.3 by argocd"),
+        ("2024-05-31T12:00:00.000Z", "Deployment", "image api:1.1 → api:1.2 by argocd"),
+        ("2024-05-31T08:00:00.000Z", "Deployment", "image api:1.0 → api:1.1 by argocd"),
+    ];
+    let got: Vec<(&str, &str, &str)> = brief
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(got, want);
+    // The object as it was.
+    let image = |v: &Value| {
+        v["object"]
+            .pointer("/spec/template/spec/containers/0/image")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    for (at, want) in [
+        ("2024-05-31T07:59:59Z", "registry/api:1.0"),
+        ("2024-05-31T08:00:00Z", "registry/api:1.1"),
+        ("2024-05-31T11:59:59Z", "registry/api:1.1"),
+        ("2024-05-31T12:00:00Z", "registry/api:1.3"),
+        ("2024-05-31T23:00:00Z", "registry/api:1.3"),
+    ] {
+        let (s, v) = api_get(&ki.api, &format!("/api/v1/objects/deploy/shop/api?at={at}")).await;
+        assert_eq!(s, 200, "{at}: {v}");
+        assert_eq!(image(&v), want, "{at}");
+    }
+    let (s, _) = api_get(
+        &ki.api,
+        "/api/v1/objects/deploy/shop/nope?at=2024-05-31T12:00:00Z",
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (_, v) = api_get(
+        &ki.api,
+        "/api/v1/objects/node/node-1?at=2024-05-31T19:00:00Z",
+    )
+    .await;
+    assert_eq!(v["object"]["spec"]["unschedulable"], true);
+    let (_, ev) = api_get(
+        &ki.api,
+        "/api/v1/events?from=2024-05-31T00:00:00Z&to=2024-06-01T00:00:00Z&reason=BackOff",
+    )
+    .await;
+    assert_eq!(ev[0]["count"], 8);
+    // No secret in any answer.
+    let mut all = String::new();
+    for p in [
+        "/api/v1/changes?from=2024-05-31T00:00:00Z&to=2024-06-01T00:00:00Z",
+        "/api/v1/objects/deploy/shop/api?at=2024-05-31T12:00:00Z",
+        "/api/v1/objects/configmap/shop/api-config?at=2024-05-31T16:00:00Z",
+    ] {
+        all.push_str(&api_get(&ki.api, p).await.1.to_string());
+    }
+    for secret in [
+        "s3cr3t-hunter2",
+        "e2e-hunter2",
+        "last-applied-configuration",
+    ] {
+        assert!(!all.contains(secret), "{secret} in an answer");
+    }
+    // The CLI reads the same store.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-insight"))
+        .args([
+            "get",
+            "deploy/api",
+            "-n",
+            "shop",
+            "--at",
+            "2024-05-31T10:00:00Z",
+            "-o",
+            "yaml",
+        ])
+        .env(
+            "KUBE_INSIGHT_STORE",
+            format!("sqlite://{}/insight.db", dir.path().display()),
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("image: registry/api:1.1"), "{text}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-insight"))
+        .args([
+            "diff",
+            "deploy/api",
+            "-n",
+            "shop",
+            "--from",
+            "2024-05-31T07:00:00Z",
+            "--to",
+            "2024-05-31T13:00:00Z",
+        ])
+        .env(
+            "KUBE_INSIGHT_STORE",
+            format!("sqlite://{}/insight.db", dir.path().display()),
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("image api:1.1 → api:1.2") && text.contains("image api:1.2 → api:1.3"),
+        "{text}"
+    );
+    assert!(text.contains("- ") && text.contains("+ "), "{text}");
+    drop(ki);
+}

@@ -1,0 +1,396 @@
+//! End to end, topology with time travel: a served sequence of payloads
+//! (tests/support/topology_mock.rs) pushed by Prometheus remote write into
+//! `kube-insight run --targets metrics,topology,api`, changing over three
+//! phases. Checked: `topology?at=` at three moments against the expected
+//! graphs, focus, diff and overlay, the dependency-change records, the
+//! Node Graph frames, and the CLI (`topology --format dot` rendered by
+//! Graphviz to a PNG, `topology diff`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
+
+mod support;
+#[path = "support/topology_mock.rs"]
+mod topology_mock;
+
+use kube_insight_sources::prometheus::remote_write::encode;
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::*;
+use topology_mock::{expected_edges, Phase, Shop};
+
+fn now_ms() -> i64 {
+    kube_insight_core::time::now_ms()
+}
+
+async fn push(client: &reqwest::Client, ki: &KubeInsight, shop: &mut Shop, phase: Phase) {
+    let body = encode(&shop.push(phase, now_ms()), &[]).unwrap();
+    let r = client
+        .post(format!("{}/ingest/prometheus/api/v1/write", ki.ingest))
+        .header("content-encoding", "snappy")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+}
+
+async fn get(client: &reqwest::Client, ki: &KubeInsight, path: &str) -> Value {
+    let r = client
+        .get(format!("{}{path}", ki.api))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert!(status.is_success(), "GET {path}: {status}: {body}");
+    body
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Pushes `phase` every 500 ms until the live topology shows its edges,
+/// then for 2 s more; returns a moment inside the phase. With
+/// `cross_minute`, the moment is taken just after the next minute starts
+/// (stats are kept at one-minute resolution: the first save of a minute).
+async fn run_phase(
+    client: &reqwest::Client,
+    ki: &KubeInsight,
+    shop: &mut Shop,
+    phase: Phase,
+    cross_minute: bool,
+) -> i64 {
+    let want = expected_edges(phase);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        push(client, ki, shop, phase).await;
+        let v = get(client, ki, &format!("/api/v1/topology?at={}", now_ms())).await;
+        if ids(&v["edges"]) == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "phase {phase:?}: the topology never showed {want:?}; last answer {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if cross_minute {
+        // The window (4 s) must lie inside the phase at the minute's first save.
+        let ready = now_ms() + 5_000;
+        let minute_start = (ready / 60_000 + 1) * 60_000;
+        while now_ms() < minute_start + 2_500 {
+            push(client, ki, shop, phase).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let t = now_ms();
+    for _ in 0..4 {
+        push(client, ki, shop, phase).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_time_travel_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("KUBE_INSIGHT_TARGETS", "metrics,topology,api".to_string()),
+        ("KUBE_INSIGHT_CLUSTER", "e2e".to_string()),
+        ("KUBE_INSIGHT_TOPOLOGY_INTERVAL", "1s".to_string()),
+        ("KUBE_INSIGHT_TOPOLOGY_WINDOW", "4s".to_string()),
+    ];
+    let ki = KubeInsight::start(dir.path(), &env, None).await;
+    let client = reqwest::Client::new();
+    let mut shop = Shop::default();
+    let start = now_ms();
+    let t1 = run_phase(&client, &ki, &mut shop, Phase::A, false).await;
+    let t2 = run_phase(&client, &ki, &mut shop, Phase::B, false).await;
+    let t3 = run_phase(&client, &ki, &mut shop, Phase::C, true).await;
+
+    // Time travel: each moment's graph, as it was.
+    for (t, phase) in [(t1, Phase::A), (t2, Phase::B), (t3, Phase::C)] {
+        let v = get(
+            &client,
+            &ki,
+            &format!("/api/v1/topology?at={t}&cluster=e2e"),
+        )
+        .await;
+        assert_eq!(ids(&v["edges"]), expected_edges(phase), "at {phase:?}: {v}");
+        assert_eq!(v["group"], "workload");
+        let edges = get(&client, &ki, &format!("/api/v1/topology/edges?at={t}")).await;
+        assert_eq!(ids(&edges), expected_edges(phase));
+        assert!(edges
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["source"].is_string()
+                && e["target"].is_string()
+                && e["mainstat"].is_string()));
+    }
+    assert!(
+        get(
+            &client,
+            &ki,
+            &format!("/api/v1/topology?at={}", start - 60_000)
+        )
+        .await["nodes"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "before the first snapshot"
+    );
+
+    // Stats of the moment (t3 is just after a minute began in phase C):
+    // frontend→cartservice 20 req/s, 30 % failing, bytes of both directions.
+    let edges = get(&client, &ki, &format!("/api/v1/topology/edges?at={t3}")).await;
+    let fc = edges
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "shop/frontend->shop/cartservice")
+        .unwrap()
+        .clone();
+    let rps = fc["detail__requests_per_s"].as_f64().unwrap();
+    assert!((rps - 20.0).abs() < 3.0, "{fc}");
+    assert!(
+        (fc["detail__error_ratio"].as_f64().unwrap() - 0.3).abs() < 0.03,
+        "{fc}"
+    );
+    let bytes = fc["detail__bytes_per_s"].as_f64().unwrap();
+    assert!(
+        (bytes - 15_000.0).abs() < 2_500.0,
+        "both directions summed: {fc}"
+    );
+    let nodes = get(&client, &ki, &format!("/api/v1/topology/nodes?at={t3}")).await;
+    let cart = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "shop/cartservice")
+        .unwrap()
+        .clone();
+    assert!(
+        (cart["arc__err"].as_f64().unwrap() - 0.3).abs() < 0.05,
+        "{cart}"
+    );
+    assert!(
+        (cart["mainstat"].as_f64().unwrap() - 0.5).abs() < 0.1,
+        "CPU cores: {cart}"
+    );
+    assert_eq!(cart["subtitle"], "Deployment · shop");
+    assert!(nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["id"] == "outside" && n["title"] == "Outside the cluster"));
+
+    // Focus.
+    let f = get(
+        &client,
+        &ki,
+        &format!("/api/v1/topology/nodes?at={t3}&focus=cartservice&depth=1"),
+    )
+    .await;
+    assert_eq!(
+        ids(&f),
+        ["shop/cartservice", "shop/frontend", "shop/redis-cart"]
+    );
+    let f = get(
+        &client,
+        &ki,
+        &format!("/api/v1/topology/nodes?at={t3}&focus=shop/cartservice&depth=2"),
+    )
+    .await;
+    assert_eq!(
+        ids(&f),
+        [
+            "kube-system/coredns",
+            "shop/cartservice",
+            "shop/frontend",
+            "shop/redis-cart"
+        ]
+    );
+
+    // Diff and overlay.
+    let d = get(
+        &client,
+        &ki,
+        &format!("/api/v1/topology/diff?from={t1}&to={t2}"),
+    )
+    .await;
+    let mut rows: Vec<(String, String, String)> = d
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["change"].as_str().unwrap().into(),
+                r["type"].as_str().unwrap().into(),
+                r["id"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    rows.sort();
+    let want: Vec<(String, String, String)> = [
+        ("added", "edge", "outside--shop/checkout"),
+        ("added", "node", "outside"),
+        ("added", "node", "shop/checkout"),
+        ("removed", "edge", "shop/cartservice--shop/redis-cart"),
+        ("removed", "node", "shop/redis-cart"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(rows, want, "{d}");
+    let o = get(
+        &client,
+        &ki,
+        &format!("/api/v1/topology/diff?from={t2}&to={t3}&overlay=true"),
+    )
+    .await;
+    let color = |frame: &str, id: &str| {
+        o[frame]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == id)
+            .unwrap()["color"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(color("nodes", "shop/redis-cart"), "#2ca02c", "added");
+    assert_eq!(
+        color("edges", "shop/cartservice--shop/redis-cart"),
+        "#2ca02c"
+    );
+    assert_eq!(
+        color("edges", "shop/frontend->shop/cartservice"),
+        "#ff7f0e",
+        "error ratio 1 % → 30 %: changed"
+    );
+    assert_eq!(color("nodes", "shop/frontend"), "#999999", "unchanged");
+    let o = get(
+        &client,
+        &ki,
+        &format!("/api/v1/topology/diff?from={t1}&to={t2}&overlay=true&frame=edges"),
+    )
+    .await;
+    let removed = o
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "shop/cartservice--shop/redis-cart")
+        .unwrap();
+    assert_eq!(
+        removed["color"], "#d62728",
+        "the union keeps what disappeared"
+    );
+
+    // Dependency changes for the /changes timeline.
+    let c = get(
+        &client,
+        &ki,
+        &format!("/api/v1/topology/changes?from={start}&to={}", now_ms()),
+    )
+    .await;
+    let recs: Vec<(String, String)> = c
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap().into(),
+                r["object"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let pos = |k: &str, o: &str| recs.iter().position(|r| r.0 == k && r.1 == o);
+    let lost = pos("dependency lost", "shop/cartservice--shop/redis-cart")
+        .unwrap_or_else(|| panic!("{recs:?}"));
+    let back = recs
+        .iter()
+        .rposition(|r| r.0 == "dependency appeared" && r.1 == "shop/cartservice--shop/redis-cart")
+        .unwrap_or_else(|| panic!("{recs:?}"));
+    assert!(lost < back, "{recs:?}");
+    assert!(
+        pos("dependency appeared", "outside--shop/checkout").is_some(),
+        "{recs:?}"
+    );
+
+    // The CLI reads the same store: DOT rendered by Graphviz, and a diff.
+    let store = format!("sqlite://{}/insight.db", dir.path().display());
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kube-insight"))
+            .args(args)
+            .env_clear()
+            .env("KUBE_INSIGHT_STORE", &store)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kube-insight {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dot = cli(&["topology", "--at", &t3.to_string(), "--format", "dot"]);
+    assert!(
+        dot.contains("\"shop/frontend\" -> \"shop/cartservice\""),
+        "{dot}"
+    );
+    let table = cli(&[
+        "topology",
+        "--at",
+        &t2.to_string(),
+        "--focus",
+        "frontend",
+        "--depth",
+        "1",
+    ]);
+    assert!(
+        table.contains("shop/cartservice") && !table.contains("redis-cart"),
+        "{table}"
+    );
+    let diff = cli(&[
+        "topology",
+        "diff",
+        "--from",
+        &t1.to_string(),
+        "--to",
+        &t2.to_string(),
+    ]);
+    assert!(
+        diff.contains("outside--shop/checkout") && diff.contains("removed"),
+        "{diff}"
+    );
+    if let Some(dot_bin) = tool("dot", "apt-get install graphviz") {
+        let dot_file = dir.path().join("topology.dot");
+        let png = dir.path().join("topology.png");
+        std::fs::write(&dot_file, &dot).unwrap();
+        let st = Command::new(dot_bin)
+            .arg("-Tpng")
+            .arg(&dot_file)
+            .arg("-o")
+            .arg(&png)
+            .status()
+            .unwrap();
+        assert!(st.success(), "dot -Tpng failed");
+        let bytes = std::fs::read(&png).unwrap();
+        assert!(
+            bytes.len() > 1000 && bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "not a PNG"
+        );
+    }
+    drop(ki);
+}
