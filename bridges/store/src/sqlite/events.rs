@@ -262,13 +262,7 @@ impl SqliteEventStore {
             path: path_str.clone(),
             source: e,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Unavailable(format!("creating directory {}: {e}", dir.display()))
-            })?;
-        }
-        let conn = Connection::open(&path).map_err(sq)?;
-        super::schema::configure(&conn, config.busy_timeout).map_err(sq)?;
+        let conn = super::schema::open_connection(&path, config.busy_timeout)?;
         create_schema(&conn).map_err(sq)?;
         tracing::info!(path = %path_str, "sqlite event store open");
         let slots = Arc::new(Semaphore::new(config.max_pending_writes.max(1)));

@@ -47,7 +47,7 @@ use crate::StoreOptions;
 use async_trait::async_trait;
 use kube_insight_core::log::{LogRecord, LogStreamKey, StdStream};
 use kube_insight_core::{Level, TimeRange};
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -202,26 +202,7 @@ impl Shared {
     }
 }
 
-/// Busy, locked, I/O, full or read-only databases may recover: retryable.
-fn sql_error(path: &str, e: rusqlite::Error) -> Error {
-    if let rusqlite::Error::SqliteFailure(f, _) = &e {
-        if matches!(
-            f.code,
-            ErrorCode::DatabaseBusy
-                | ErrorCode::DatabaseLocked
-                | ErrorCode::SystemIoFailure
-                | ErrorCode::DiskFull
-                | ErrorCode::ReadOnly
-                | ErrorCode::CannotOpen
-        ) {
-            return Error::Unavailable(format!("sqlite store {path}: {e}"));
-        }
-    }
-    Error::Sqlite {
-        path: path.to_string(),
-        source: e,
-    }
-}
+use super::schema::sql_error;
 
 /// A copy of an error for each batch of a failed group.
 fn clone_error(e: &Error) -> Error {
@@ -311,23 +292,9 @@ impl SqliteLogStore {
     ) -> Result<Self> {
         let path_str = path.display().to_string();
         let sq = |e| sql_error(&path_str, e);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Unavailable(format!("creating directory {}: {e}", dir.display()))
-            })?;
-        }
-        let conn = Connection::open(&path).map_err(sq)?;
-        conn.busy_timeout(config.busy_timeout).map_err(sq)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        let conn = super::schema::open_connection(&path, config.busy_timeout)?;
+        conn.execute_batch("PRAGMA cache_size = -16384;")
             .map_err(sq)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(path = %path_str, journal_mode = %mode, "sqlite did not switch to WAL journal mode");
-        }
-        conn.execute_batch(
-            "PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;",
-        )
-        .map_err(sq)?;
         create_schema(&conn).map_err(sq)?;
         let shared = Arc::new(Shared {
             path: path.clone(),

@@ -221,18 +221,9 @@ impl SqliteStore {
         {
             let (p, busy) = (path.clone(), config.busy_timeout);
             tokio::task::spawn_blocking(move || -> Result<()> {
-                let sq = |e: rusqlite::Error| Error::Sqlite {
-                    path: p.display().to_string(),
-                    source: e,
-                };
-                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        Error::Unavailable(format!("creating directory {}: {e}", dir.display()))
-                    })?;
-                }
-                let mut conn = Connection::open(&p).map_err(sq)?;
-                schema::configure(&conn, busy).map_err(sq)?;
-                schema::apply(&mut conn).map_err(sq)?;
+                let mut conn = schema::open_connection(&p, busy)?;
+                schema::apply(&mut conn)
+                    .map_err(|e| schema::sql_error(&p.display().to_string(), e))?;
                 Ok(())
             })
             .await
@@ -259,14 +250,8 @@ impl SqliteStore {
             path: path_str.clone(),
             source: e,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Unavailable(format!("creating directory {}: {e}", dir.display()))
-            })?;
-        }
         let window_ms = options.chunk_window.as_millis() as i64;
-        let mut conn = Connection::open(&path).map_err(sq)?;
-        schema::configure(&conn, config.busy_timeout).map_err(sq)?;
+        let mut conn = schema::open_connection(&path, config.busy_timeout)?;
         let version = schema::apply(&mut conn).map_err(sq)?;
         if version != SCHEMA_VERSION {
             return Err(Error::SchemaMismatch {

@@ -24,7 +24,9 @@
 //! `apply` is idempotent; a future version adds its migration step to
 //! [`apply`] and bumps [`SCHEMA_VERSION`].
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::error::Error;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use std::path::Path;
 use std::time::Duration;
 
 /// The schema version this build reads and writes.
@@ -97,6 +99,43 @@ pub(crate) fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::
          PRAGMA journal_size_limit = 67108864;",
     )?;
     Ok(())
+}
+
+/// Opens the database file with [`configure`]'s settings, creating its
+/// folder: every signal's store (metrics, logs, events, topology) opens its
+/// connections to the one file through here.
+pub(crate) fn open_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, Error> {
+    let shown = path.display().to_string();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Unavailable(format!("creating directory {}: {e}", dir.display()))
+        })?;
+    }
+    let conn = Connection::open(path).map_err(|e| sql_error(&shown, e))?;
+    configure(&conn, busy_timeout).map_err(|e| sql_error(&shown, e))?;
+    Ok(conn)
+}
+
+/// A SQLite error as a store error. Busy, locked, I/O, full or read-only
+/// databases may recover, so they are retryable (`Unavailable`).
+pub(crate) fn sql_error(path: &str, e: rusqlite::Error) -> Error {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        if matches!(
+            f.code,
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::ReadOnly
+                | ErrorCode::CannotOpen
+        ) {
+            return Error::Unavailable(format!("sqlite store {path}: {e}"));
+        }
+    }
+    Error::Sqlite {
+        path: path.to_string(),
+        source: e,
+    }
 }
 
 /// The version recorded in the database (0 when there is none).

@@ -33,7 +33,7 @@ use crate::topology::{
 use crate::StoreOptions;
 use async_trait::async_trait;
 use kube_insight_core::topology::{Graph, Snapshot, Stats};
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -158,25 +158,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn sql_error(path: &str, e: rusqlite::Error) -> Error {
-    if let rusqlite::Error::SqliteFailure(f, _) = &e {
-        if matches!(
-            f.code,
-            ErrorCode::DatabaseBusy
-                | ErrorCode::DatabaseLocked
-                | ErrorCode::SystemIoFailure
-                | ErrorCode::DiskFull
-                | ErrorCode::ReadOnly
-                | ErrorCode::CannotOpen
-        ) {
-            return Error::Unavailable(format!("sqlite store {path}: {e}"));
-        }
-    }
-    Error::Sqlite {
-        path: path.to_string(),
-        source: e,
-    }
-}
+use super::schema::sql_error;
 
 fn cache_get<T: Clone>(
     c: &Mutex<VecDeque<((String, i64), T)>>,
@@ -227,16 +209,7 @@ impl SqliteTopologyStore {
     ) -> Result<Self> {
         let path_str = path.display().to_string();
         let sq = |e| sql_error(&path_str, e);
-        let conn = Connection::open(&path).map_err(sq)?;
-        conn.busy_timeout(config.busy_timeout).map_err(sq)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(sq)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(path = %path_str, journal_mode = %mode, "sqlite did not switch to WAL journal mode");
-        }
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;")
-            .map_err(sq)?;
+        let conn = super::schema::open_connection(&path, config.busy_timeout)?;
         create_schema(&conn).map_err(sq)?;
         Ok(SqliteTopologyStore {
             inner: Arc::new(Inner {
