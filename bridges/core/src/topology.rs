@@ -1535,9 +1535,7 @@ pub fn diff(before: &Snapshot, after: &Snapshot, opts: &DiffOptions) -> Diff {
                 let a = before.stats.edges.get(id).copied().unwrap_or_default();
                 let b = after.stats.edges.get(id).copied().unwrap_or_default();
                 let mut why = Vec::new();
-                // Unknown is not a change: a side without stats at that moment
-                // (none saved yet that minute) is never compared.
-                if (a.bytes_per_s.is_some() && b.bytes_per_s.is_some())
+                if (a.bytes_per_s.is_some() || b.bytes_per_s.is_some())
                     && moved(
                         a.bytes_per_s,
                         b.bytes_per_s,
@@ -1547,7 +1545,7 @@ pub fn diff(before: &Snapshot, after: &Snapshot, opts: &DiffOptions) -> Diff {
                 {
                     why.push("traffic");
                 }
-                if (a.error_ratio.is_some() && b.error_ratio.is_some())
+                if (a.error_ratio.is_some() || b.error_ratio.is_some())
                     && moved(
                         a.error_ratio,
                         b.error_ratio,

@@ -739,17 +739,6 @@ fn diff_and_overlay() {
 }
 
 #[test]
-fn unknown_stats_are_not_a_change() {
-    // The same structure; the earlier moment has no stats saved yet.
-    let after = sample_cluster();
-    let mut before = after.clone();
-    before.stats.edges.clear();
-    let d = diff(&before, &after, &DiffOptions::default());
-    assert!(d.changed_edges.is_empty(), "{:?}", d.changed_edges);
-    assert!(d.added_edges.is_empty() && d.removed_edges.is_empty());
-}
-
-#[test]
 fn frames_follow_the_node_graph_contract() {
     let snap = sample_cluster();
     let nodes = node_rows(&snap, None);
