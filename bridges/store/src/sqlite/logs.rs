@@ -52,7 +52,7 @@ use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 use tokio::sync::{mpsc, oneshot};
@@ -170,7 +170,7 @@ struct Shared {
     config: SqliteLogConfig,
     /// The largest `now_ms` given to maintenance (tests inject time).
     now_floor: AtomicI64,
-    pool: Mutex<Vec<Connection>>,
+    pool: super::ReadPool,
 }
 
 impl Shared {
@@ -180,25 +180,6 @@ impl Shared {
 
     fn sql(&self, e: rusqlite::Error) -> Error {
         sql_error(&self.path_str, e)
-    }
-
-    fn read_conn(&self) -> Result<Connection> {
-        if let Some(c) = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            return Ok(c);
-        }
-        let c = Connection::open(&self.path).map_err(|e| self.sql(e))?;
-        c.busy_timeout(self.config.busy_timeout)
-            .map_err(|e| self.sql(e))?;
-        c.execute_batch("PRAGMA query_only = 1; PRAGMA cache_size = -16384;")
-            .map_err(|e| self.sql(e))?;
-        Ok(c)
-    }
-
-    fn give_back(&self, c: Connection) {
-        let mut idle = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < self.config.read_connections.max(1) && c.is_autocommit() {
-            idle.push(c);
-        }
     }
 }
 
@@ -302,7 +283,12 @@ impl SqliteLogStore {
             retention_ms: options.retention.logs.as_millis().min(i64::MAX as u128) as i64,
             config: config.clone(),
             now_floor: AtomicI64::new(i64::MIN),
-            pool: Mutex::new(Vec::new()),
+            pool: super::ReadPool::new(
+                path.clone(),
+                config.busy_timeout,
+                config.read_connections,
+                16384,
+            ),
         });
         let compressor = zstd::bulk::Compressor::new(config.zstd_level)
             .map_err(|e| Error::Unavailable(format!("starting zstd: {e}")))?;
@@ -389,10 +375,8 @@ impl SqliteLogStore {
     ) -> Result<T> {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = shared.read_conn()?;
-            let r = f(&shared, &mut conn);
-            shared.give_back(conn);
-            r
+            let mut conn = shared.pool.get().map_err(|e| shared.sql(e))?;
+            f(&shared, &mut conn)
         })
         .await
         .map_err(|e| Error::Unavailable(format!("sqlite log read task failed: {e}")))?

@@ -117,11 +117,14 @@ pub(crate) fn lock_write(l: &RwLock<Head>) -> RwLockWriteGuard<'_, Head> {
     l.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A few reusable read connections.
+/// A few reusable read-only connections to the database file, shared by
+/// every signal's store.
 pub(crate) struct ReadPool {
     path: PathBuf,
     busy_timeout: Duration,
     max_idle: usize,
+    /// Page cache per connection, in KiB.
+    cache_kib: u32,
     idle: Mutex<Vec<Connection>>,
 }
 
@@ -156,6 +159,21 @@ impl Drop for PooledConn<'_> {
 }
 
 impl ReadPool {
+    pub(crate) fn new(
+        path: PathBuf,
+        busy_timeout: Duration,
+        max_idle: usize,
+        cache_kib: u32,
+    ) -> Self {
+        ReadPool {
+            path,
+            busy_timeout,
+            max_idle: max_idle.max(1),
+            cache_kib,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
     pub(crate) fn get(&self) -> rusqlite::Result<PooledConn<'_>> {
         let c = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let c = match c {
@@ -163,7 +181,10 @@ impl ReadPool {
             None => {
                 let c = Connection::open(&self.path)?;
                 c.busy_timeout(self.busy_timeout)?;
-                c.execute_batch("PRAGMA query_only = 1; PRAGMA cache_size = -4096;")?;
+                c.execute_batch(&format!(
+                    "PRAGMA query_only = 1; PRAGMA cache_size = -{};",
+                    self.cache_kib
+                ))?;
                 c
             }
         };
@@ -174,8 +195,6 @@ impl ReadPool {
     }
 }
 
-/// The embedded store. Cheap to share behind an `Arc`; dropping the last
-/// handle stops the writer thread after it finished what was queued.
 /// The non-metric signals' stores, opened before the metrics store.
 struct Signals {
     logs: Arc<logs::SqliteLogStore>,
@@ -183,6 +202,8 @@ struct Signals {
     topology: Arc<topology::SqliteTopologyStore>,
 }
 
+/// The embedded store. Cheap to share behind an `Arc`; dropping the last
+/// handle stops the writer thread after it finished what was queued.
 pub struct SqliteStore {
     /// The other signals: each has its own tables (and writer) in the same
     /// database file.
@@ -262,12 +283,12 @@ impl SqliteStore {
         let mut head = Head::new(window_ms);
         let replay = writer::load(&conn, &mut head)?;
         let shared = Arc::new(Shared {
-            pool: ReadPool {
-                path: path.clone(),
-                busy_timeout: config.busy_timeout,
-                max_idle: config.read_connections.max(1),
-                idle: Mutex::new(Vec::new()),
-            },
+            pool: ReadPool::new(
+                path.clone(),
+                config.busy_timeout,
+                config.read_connections,
+                4096,
+            ),
             path,
             path_str: path_str.clone(),
             options,
