@@ -101,7 +101,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             store.validate()?;
             crate::run::init_logging("text");
             runtime()?.block_on(async move {
-                let s = kube_insight_store::open(&store.store, store.options())
+                let s = kube_insight_store::open_for_schema_apply(&store.store, store.options())
                     .await
                     .with_context(|| format!("opening the store {}", store.store))?;
                 let v = s.apply_schema().await.context("applying the schema")?;

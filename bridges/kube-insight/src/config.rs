@@ -63,6 +63,11 @@ impl StoreSettings {
                 topology: self.retention_topology,
             },
             max_series_per_cluster: self.max_series,
+            cassandra: kube_insight_store::CassandraAuth {
+                username: self.cassandra_username.clone(),
+                password: self.cassandra_password.clone(),
+                ca_file: self.cassandra_ca_file.clone(),
+            },
             ..Default::default()
         }
     }

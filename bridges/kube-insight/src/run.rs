@@ -284,14 +284,31 @@ async fn open_store(settings: &RunSettings) -> Result<DynStore> {
             })?;
         }
     }
-    let store = kube_insight_store::open(&settings.store.store, settings.store.options())
-        .await
-        .with_context(|| {
-            format!(
-                "opening the store {} (KUBE_INSIGHT_STORE)",
-                settings.store.store
-            )
-        })?;
+    // A shared store (cassandra) is set up by the schema Job: until it has
+    // run, or while the cluster is starting, wait instead of crash-looping.
+    let shared = settings.store.store.starts_with("cassandra://");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    let store = loop {
+        let opened = kube_insight_store::open(&settings.store.store, settings.store.options()).await;
+        match opened {
+            Ok(s) => break s,
+            Err(e @ (kube_insight_store::Error::SchemaMismatch { found: 0, .. }
+            | kube_insight_store::Error::Unavailable(_)))
+                if shared && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(error = %e, "store not ready; waiting for `kube-insight schema apply` or the cluster (retrying every 5s for up to 5 min)");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)).with_context(|| {
+                    format!(
+                        "opening the store {} (KUBE_INSIGHT_STORE)",
+                        settings.store.store
+                    )
+                })
+            }
+        }
+    };
     let version = store
         .check_schema()
         .await

@@ -71,6 +71,38 @@ pub fn options_for(case: &str) -> StoreOptions {
 /// until the case ends.
 #[macro_export]
 macro_rules! store_conformance_suite {
+    // A backend that needs a server: the factory returns `None` (after
+    // saying why) when there is none, and the cases are skipped.
+    (optional $factory:expr) => {
+        $crate::store_conformance_suite!(@optional $factory;
+            case_schema_and_ping,
+            case_write_read_exact,
+            case_time_range_inclusive,
+            case_matchers,
+            case_dedup_resent_and_overlapping,
+            case_out_of_order,
+            case_series_label_names_values,
+            case_limits,
+            case_series_cap,
+            case_too_old_samples,
+            case_retention,
+            case_compaction_boundary,
+            case_concurrent_writers,
+            case_entities,
+        );
+    };
+    (@optional $factory:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let options = $crate::conformance::options_for(stringify!($case));
+                let Some((store, _guard)) = ($factory)(stringify!($case), options).await else {
+                    return;
+                };
+                $crate::conformance::$case(store).await;
+            }
+        )+
+    };
     ($factory:expr) => {
         $crate::store_conformance_suite!(@cases $factory;
             case_schema_and_ping,

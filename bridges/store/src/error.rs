@@ -22,6 +22,8 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("cassandra store: {0}")]
+    Cassandra(String),
     #[error("corrupt data in the store: {0}")]
     Corrupt(String),
     #[error(transparent)]

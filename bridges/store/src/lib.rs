@@ -3,12 +3,15 @@
 //!
 //! Backends:
 //! - [`sqlite`]: the embedded default, one node (`sqlite:///path/insight.db`).
-//! - `cassandra`: scale-out (later issue; `cassandra://host:9042/keyspace`).
+//! - [`cassandra`]: scale-out (`cassandra://host:9042/keyspace`).
 //!
 //! The trait is split by signal ([`MetricStore`], …) so each signal's
 //! contract reads on its own; [`Store`] is the whole.
 
+pub mod cassandra;
 pub mod chunk;
+mod entity_tree;
+mod log_block;
 pub mod error;
 pub mod events;
 pub mod logs;
@@ -42,7 +45,7 @@ pub use logs::{
 pub use metrics::{
     EntityQuery, MetricBatch, MetricStore, Resolution, SelectQuery, SeriesQuery, WriteOutcome,
 };
-pub use options::{Retention, StoreOptions};
+pub use options::{CassandraAuth, Retention, StoreOptions};
 pub use topology::{
     DependencyChange, DependencyChangeKind, DependencyQuery, DynTopologyStore, GraphAt,
     SaveOutcome, StatsAt, TopologyCluster, TopologyMaintenance, TopologyStore,
@@ -108,13 +111,37 @@ pub trait Store: MetricStore + Send + Sync + 'static {
 
 pub type DynStore = Arc<dyn Store>;
 
-/// Opens the store named by a URL (`KUBE_INSIGHT_STORE`).
+/// Opens the store named by a URL (`KUBE_INSIGHT_STORE`). The embedded
+/// store applies its schema itself; a cassandra keyspace must have been set
+/// up by `kube-insight schema apply` ([`open_for_schema_apply`]).
 pub async fn open(url: &str, options: StoreOptions) -> Result<DynStore> {
+    open_with(url, options, false).await
+}
+
+/// Opens the store for `kube-insight schema apply`: a cassandra keyspace
+/// and its tables are created first, under the schema lock.
+pub async fn open_for_schema_apply(url: &str, options: StoreOptions) -> Result<DynStore> {
+    open_with(url, options, true).await
+}
+
+async fn open_with(url: &str, options: StoreOptions, apply: bool) -> Result<DynStore> {
     match StoreUrl::parse(url)? {
         StoreUrl::Sqlite { path } => Ok(Arc::new(sqlite::SqliteStore::open(&path, options).await?)),
-        StoreUrl::Cassandra { .. } => Err(Error::InvalidUrl {
-            url: url.to_string(),
-            reason: "the cassandra backend is not built yet; use sqlite:///path/insight.db".into(),
-        }),
+        StoreUrl::Cassandra {
+            hosts,
+            keyspace,
+            params,
+        } => {
+            let config = cassandra::config::CassandraConfig::from_url(
+                url,
+                hosts,
+                keyspace,
+                &params,
+                options.cassandra.clone(),
+            )?;
+            Ok(Arc::new(
+                cassandra::CassandraStore::open(config, options, apply).await?,
+            ))
+        }
     }
 }

@@ -32,6 +32,27 @@ pub struct StoreOptions {
     pub chunk_window: Duration,
     /// How long after its end a head window stays open for late samples.
     pub head_grace: Duration,
+    /// Credentials and TLS of the cassandra backend (ignored by sqlite).
+    pub cassandra: CassandraAuth,
+}
+
+/// `KUBE_INSIGHT_CASSANDRA_USERNAME`, `_PASSWORD`, `_CA_FILE`.
+#[derive(Clone, Default)]
+pub struct CassandraAuth {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// PEM CA bundle; when set, connections use TLS verified against it.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for CassandraAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CassandraAuth")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
 }
 
 impl Default for StoreOptions {
@@ -41,6 +62,7 @@ impl Default for StoreOptions {
             max_series_per_cluster: 500_000,
             chunk_window: Duration::from_secs(2 * 3600),
             head_grace: Duration::from_secs(30 * 60),
+            cassandra: CassandraAuth::default(),
         }
     }
 }

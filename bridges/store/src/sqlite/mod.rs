@@ -26,7 +26,7 @@
 //! A growing chunk is never rewritten; only a window that receives late
 //! samples after compaction is merged and rewritten, at the next maintenance.
 
-mod codec;
+pub(crate) mod codec;
 pub mod events;
 mod hash;
 mod head;

@@ -6,13 +6,12 @@
 use super::head::Head;
 use super::{lock_read, Shared};
 use crate::chunk;
+use crate::entity_tree::{self, EntitySeries};
 use crate::error::{Error, Result};
 use crate::metrics::{EntityQuery, SelectQuery, SeriesQuery};
-use kube_insight_core::{
-    entity::resolve_workload, Entity, Labels, Matcher, Sample, TimeRange, TimeSeries,
-};
+use kube_insight_core::{Entity, Labels, Matcher, Sample, TimeRange, TimeSeries};
 use rusqlite::params;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 /// Ids of series matching `matchers` with data overlapping `range`.
 fn matching(head: &Head, matchers: &[Matcher], range: TimeRange) -> Vec<u32> {
@@ -235,54 +234,8 @@ pub(crate) fn label_values(shared: &Shared, name: &str, q: &SeriesQuery) -> Resu
     Ok(values)
 }
 
-/// An owner fact from kube-state-metrics.
-struct Owner {
-    kind: String,
-    name: String,
-    controller: bool,
-    last_ms: i64,
-}
-
-impl Owner {
-    /// Keeps the better of two facts: the controller, then the latest.
-    fn better(&self, other: &Owner) -> bool {
-        (self.controller, self.last_ms) > (other.controller, other.last_ms)
-    }
-}
-
-type NsKey = (String, String, String); // cluster, namespace, object name
-
-fn put_owner(map: &mut HashMap<NsKey, Owner>, key: NsKey, o: Owner) {
-    match map.get(&key) {
-        Some(cur) if !o.better(cur) => {}
-        _ => {
-            map.insert(key, o);
-        }
-    }
-}
-
-/// The entity tree seen in a time range.
-///
-/// Semantics:
-/// - Every series with data overlapping the range gives one row at the
-///   depth its labels reach: `(cluster)`, `(cluster, namespace)`,
-///   `(cluster, namespace, pod)` or `(cluster, namespace, pod, container)`.
-///   The cluster is the one the series was written for; a `pod` counts only
-///   with a `namespace`, a `container` only with a `pod`, and cAdvisor's
-///   sandbox container `POD` counts as pod level. Rows with the same keys
-///   merge, `first_seen_ms`/`last_seen_ms` being the min/max over their
-///   series' first and last samples (not clipped to the range).
-/// - Rows with a pod carry its workload, resolved with
-///   [`resolve_workload`] from `kube_pod_owner{namespace,pod,owner_kind,owner_name}`
-///   then `kube_replicaset_owner{namespace,replicaset,…}` (ReplicaSet →
-///   Deployment) or `kube_job_owner{namespace,job_name,…}` (Job → CronJob).
-///   Owner facts are used whatever their time (owners do not change); among
-///   several, the controller (`owner_is_controller="true"`) and then the
-///   latest wins. A pod whose fact says it has no owner is its own workload
-///   (`Pod`, pod name); a pod with no owner fact has an empty workload.
-/// - `cluster`/`namespace` filter the rows (a namespace filter drops
-///   cluster-level rows). More rows than `limit` is [`Error::LimitExceeded`].
-/// - Sorted by cluster, namespace, workload kind, workload, pod, container.
+/// The entity tree seen in a time range: the head's series, handed to
+/// [`crate::entity_tree::build`] (the semantics are documented there).
 pub(crate) fn entities(shared: &Shared, q: &EntityQuery) -> Result<Vec<Entity>> {
     let head = lock_read(&shared.head);
     let ids: Vec<u32> = match &q.namespace {
@@ -303,139 +256,22 @@ pub(crate) fn entities(shared: &Shared, q: &EntityQuery) -> Result<Vec<Entity>> 
         sym("replicaset"),
         sym("job_name"),
     );
-    let mut pod_owner: HashMap<NsKey, Owner> = HashMap::new();
-    let mut parents: HashMap<(String, String, String, &'static str), Owner> = HashMap::new();
-    let mut rows: BTreeMap<(String, String, String, String), (i64, i64)> = BTreeMap::new();
-    for s in ids.iter().filter_map(|id| head.series.get(id)) {
-        let cluster = head.syms.resolve(s.cluster);
-        if q.cluster.as_deref().is_some_and(|c| c != cluster) {
-            continue;
-        }
-        let ns = s.label(&head.syms, s_ns);
-        let owner = || Owner {
-            kind: s.label(&head.syms, s_kind).to_string(),
-            name: s.label(&head.syms, s_owner).to_string(),
-            controller: s.label(&head.syms, s_ctl) == "true",
+    let series = ids.iter().filter_map(|id| head.series.get(id)).map(|s| {
+        let l = |n| s.label(&head.syms, n);
+        EntitySeries {
+            cluster: head.syms.resolve(s.cluster),
+            name: l(s_name),
+            namespace: l(s_ns),
+            pod: l(s_pod),
+            container: l(s_cont),
+            owner_kind: l(s_kind),
+            owner_name: l(s_owner),
+            owner_is_controller: l(s_ctl) == "true",
+            replicaset: l(s_rs),
+            job_name: l(s_job),
+            first_ms: s.first_ms,
             last_ms: s.last_ms,
-        };
-        match s.label(&head.syms, s_name) {
-            "kube_pod_owner" => {
-                let pod = s.label(&head.syms, s_pod);
-                if !ns.is_empty() && !pod.is_empty() {
-                    let key = (cluster.to_string(), ns.to_string(), pod.to_string());
-                    put_owner(&mut pod_owner, key, owner());
-                }
-            }
-            "kube_replicaset_owner" | "kube_job_owner" => {
-                let (kind, obj) = if s.label(&head.syms, s_name) == "kube_replicaset_owner" {
-                    ("ReplicaSet", s.label(&head.syms, s_rs))
-                } else {
-                    ("Job", s.label(&head.syms, s_job))
-                };
-                if !ns.is_empty() && !obj.is_empty() {
-                    let key = (cluster.to_string(), ns.to_string(), obj.to_string(), kind);
-                    let o = owner();
-                    match parents.get(&key) {
-                        Some(cur) if !o.better(cur) => {}
-                        _ => {
-                            parents.insert(key, o);
-                        }
-                    }
-                }
-            }
-            _ => {}
         }
-        if !s.overlaps(q.range.start_ms, q.range.end_ms) {
-            continue;
-        }
-        if q.namespace.is_some() && ns.is_empty() {
-            continue;
-        }
-        let (pod, container) = if ns.is_empty() {
-            ("", "")
-        } else {
-            let pod = s.label(&head.syms, s_pod);
-            let c = if pod.is_empty() {
-                ""
-            } else {
-                s.label(&head.syms, s_cont)
-            };
-            (pod, if c == "POD" { "" } else { c })
-        };
-        let e = rows
-            .entry((
-                cluster.to_string(),
-                ns.to_string(),
-                pod.to_string(),
-                container.to_string(),
-            ))
-            .or_insert((i64::MAX, i64::MIN));
-        e.0 = e.0.min(s.first_ms);
-        e.1 = e.1.max(s.last_ms);
-    }
-    drop(head);
-    if rows.len() > q.limit {
-        return Err(Error::LimitExceeded {
-            what: "entities",
-            limit: q.limit,
-        });
-    }
-    let mut out: Vec<Entity> = rows
-        .into_iter()
-        .map(|((cluster, namespace, pod, container), (first, last))| {
-            let (workload_kind, workload) = if pod.is_empty() {
-                (String::new(), String::new())
-            } else {
-                let key = (cluster.clone(), namespace.clone(), pod.clone());
-                match pod_owner.get(&key) {
-                    None => (String::new(), String::new()),
-                    Some(o) => {
-                        let w = resolve_workload(Some((&o.kind, &o.name)), |kind, name| {
-                            let kind: &'static str = match kind {
-                                "ReplicaSet" => "ReplicaSet",
-                                "Job" => "Job",
-                                _ => return None,
-                            };
-                            parents
-                                .get(&(cluster.clone(), namespace.clone(), name.to_string(), kind))
-                                .map(|p| (p.kind.clone(), p.name.clone()))
-                        });
-                        match w {
-                            Some(w) => (w.kind, w.name),
-                            None => ("Pod".to_string(), pod.clone()),
-                        }
-                    }
-                }
-            };
-            Entity {
-                cluster,
-                namespace,
-                workload_kind,
-                workload,
-                pod,
-                container,
-                first_seen_ms: first,
-                last_seen_ms: last,
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        (
-            &a.cluster,
-            &a.namespace,
-            &a.workload_kind,
-            &a.workload,
-            &a.pod,
-            &a.container,
-        )
-            .cmp(&(
-                &b.cluster,
-                &b.namespace,
-                &b.workload_kind,
-                &b.workload,
-                &b.pod,
-                &b.container,
-            ))
     });
-    Ok(out)
+    entity_tree::build(series, q)
 }

@@ -1,0 +1,433 @@
+//! The CQL schema: one versioned list of statements, applied by
+//! `kube-insight schema apply` only, under a lightweight-transaction lock,
+//! waiting for schema agreement after every statement (concurrent DDL
+//! corrupts Cassandra 4.x schemas: "Column family ID mismatch"). Every other
+//! process only checks the version.
+//!
+//! Every table has one TTL (from `KUBE_INSIGHT_RETENTION_*`), uses
+//! TimeWindowCompactionStrategy with fewer than 50 windows, and since its
+//! data only ever expires, `read_repair = 'NONE'` and a low
+//! `gc_grace_seconds`. ARCHITECTURE.md documents each table's partition key,
+//! size and queries.
+
+use super::session::{result_rows, Db};
+use crate::error::{Error, Result};
+use crate::StoreOptions;
+use std::time::Duration;
+
+/// Bumped whenever a table changes.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Cassandra refuses TTLs above 20 years.
+pub const MAX_TTL_SECS: i32 = 630_720_000;
+
+/// How long the DDL lock is held at most (a crashed Job frees it).
+const LOCK_TTL_SECS: i32 = 600;
+
+/// A table: its name, its columns and key, and how long its data lives.
+pub struct Table {
+    pub name: &'static str,
+    /// Columns and `PRIMARY KEY (…)`, inside `CREATE TABLE name (…)`.
+    pub body: &'static str,
+    /// Extra options after `WITH`, e.g. a clustering order.
+    pub order: Option<&'static str>,
+    pub ttl: fn(&StoreOptions) -> Duration,
+}
+
+fn metrics_ttl(o: &StoreOptions) -> Duration {
+    o.retention.metrics
+}
+fn rollups_ttl(o: &StoreOptions) -> Duration {
+    o.retention.metrics.max(o.retention.topology)
+}
+fn logs_ttl(o: &StoreOptions) -> Duration {
+    o.retention.logs
+}
+fn events_ttl(o: &StoreOptions) -> Duration {
+    o.retention.events
+}
+fn topology_ttl(o: &StoreOptions) -> Duration {
+    o.retention.topology
+}
+
+/// The head's lifetime: an open window, its grace, and four hours for
+/// maintenance to compact it (see `metrics.rs`).
+pub fn head_ttl(o: &StoreOptions) -> Duration {
+    o.chunk_window + o.head_grace + Duration::from_secs(4 * 3600)
+}
+
+/// Every table of the schema.
+pub const TABLES: &[Table] = &[
+    Table {
+        name: "metrics_head",
+        body: "cluster text, shard int, bucket bigint, fp bigint, ts bigint, value bigint, \
+               PRIMARY KEY ((cluster, shard, bucket), fp, ts)",
+        order: None,
+        ttl: head_ttl,
+    },
+    Table {
+        name: "metrics_late",
+        body: "cluster text, fp bigint, day int, window_start bigint, ts bigint, value bigint, \
+               PRIMARY KEY ((cluster, fp, day), window_start, ts)",
+        order: None,
+        ttl: metrics_ttl,
+    },
+    Table {
+        name: "metrics_chunks",
+        body: "cluster text, fp bigint, day int, window_start bigint, data blob, \
+               min_ts bigint, max_ts bigint, samples int, \
+               PRIMARY KEY ((cluster, fp, day), window_start)",
+        order: None,
+        ttl: metrics_ttl,
+    },
+    Table {
+        name: "metrics_rollups",
+        body: "cluster text, fp bigint, day int, window_start bigint, data blob, \
+               PRIMARY KEY ((cluster, fp, day), window_start)",
+        order: None,
+        ttl: rollups_ttl,
+    },
+    Table {
+        name: "metrics_series",
+        body: "cluster text, day int, metric text, fp bigint, labels blob, first_ms bigint, \
+               last_ms bigint, PRIMARY KEY ((cluster, day, metric), fp)",
+        order: None,
+        ttl: metrics_ttl,
+    },
+    Table {
+        name: "metrics_names",
+        body: "cluster text, day int, metric text, PRIMARY KEY ((cluster, day), metric)",
+        order: None,
+        ttl: metrics_ttl,
+    },
+    Table {
+        name: "clusters",
+        body: "day int, cluster text, PRIMARY KEY ((day), cluster)",
+        order: None,
+        ttl: rollups_ttl,
+    },
+    Table {
+        name: "metrics_pending",
+        body: "cluster text, day int, window_start bigint, shard int, fp bigint, \
+               PRIMARY KEY ((cluster, day), window_start, shard, fp)",
+        order: None,
+        ttl: metrics_ttl,
+    },
+    Table {
+        name: "log_streams",
+        body: "cluster text, day int, namespace text, stream bigint, pod text, container text, \
+               workload text, PRIMARY KEY ((cluster, day), namespace, stream)",
+        order: None,
+        ttl: logs_ttl,
+    },
+    Table {
+        name: "log_blocks",
+        body: "cluster text, namespace text, hour bigint, stream bigint, block_id bigint, \
+               first_seq bigint, min_ns bigint, max_ns bigint, lines int, raw_bytes int, \
+               levels blob, data blob, merged_from blob, \
+               PRIMARY KEY ((cluster, namespace, hour), stream, block_id)",
+        order: None,
+        ttl: logs_ttl,
+    },
+    Table {
+        name: "log_batches",
+        body: "cluster text, hash text, at bigint, PRIMARY KEY ((cluster, hash))",
+        order: None,
+        ttl: |_| Duration::from_secs(6 * 3600),
+    },
+    Table {
+        name: "log_pending",
+        body: "cluster text, day int, hour bigint, namespace text, \
+               PRIMARY KEY ((cluster, day), hour, namespace)",
+        order: None,
+        ttl: logs_ttl,
+    },
+    Table {
+        name: "kube_events",
+        body: "cluster text, day int, uid text, last_ms bigint, data blob, \
+               PRIMARY KEY ((cluster, day), uid)",
+        order: None,
+        ttl: events_ttl,
+    },
+    Table {
+        name: "object_versions",
+        body: "cluster text, uid text, rv_seq bigint, rv text, at_ms bigint, kind text, \
+               data blob, PRIMARY KEY ((cluster, uid), rv_seq, rv)",
+        order: None,
+        ttl: events_ttl,
+    },
+    Table {
+        name: "object_changes",
+        body: "cluster text, day int, at_ms bigint, uid text, rv text, data blob, \
+               PRIMARY KEY ((cluster, day), at_ms, uid, rv)",
+        order: None,
+        ttl: events_ttl,
+    },
+    Table {
+        name: "object_names",
+        body: "cluster text, kind_key text, uid text, name text, namespace text, \
+               PRIMARY KEY ((cluster, kind_key), namespace, name, uid)",
+        order: None,
+        ttl: events_ttl,
+    },
+    Table {
+        name: "watch_checkpoints",
+        body: "cluster text, resource text, data blob, PRIMARY KEY ((cluster), resource)",
+        order: None,
+        ttl: events_ttl,
+    },
+    Table {
+        name: "topology_keys",
+        body: "cluster text, bucket bigint, at_ms bigint, kind int, data blob, \
+               PRIMARY KEY ((cluster, bucket), at_ms, kind)",
+        order: None,
+        ttl: topology_ttl,
+    },
+    Table {
+        name: "topology_changes",
+        body: "cluster text, day int, at_ms bigint, seq int, data blob, \
+               PRIMARY KEY ((cluster, day), at_ms, seq)",
+        order: None,
+        ttl: topology_ttl,
+    },
+];
+
+/// `CREATE TABLE IF NOT EXISTS` with the options every table shares.
+pub fn create_table(t: &Table, o: &StoreOptions) -> String {
+    let ttl = (t.ttl)(o);
+    let mut s = format!(
+        "CREATE TABLE IF NOT EXISTS {} ({}) WITH {}",
+        t.name,
+        t.body,
+        table_options(ttl)
+    );
+    if let Some(order) = t.order {
+        s.push_str(" AND ");
+        s.push_str(order);
+    }
+    s
+}
+
+/// `ALTER TABLE … WITH …`: brings a table's TTL and compaction in line
+/// with the configured retention (idempotent).
+pub fn alter_table(t: &Table, o: &StoreOptions) -> String {
+    format!("ALTER TABLE {} WITH {}", t.name, table_options((t.ttl)(o)))
+}
+
+/// TTL, TWCS windows (fewer than 50 over the TTL), no read repair, and a
+/// low gc_grace: the data is TTL-only.
+pub fn table_options(ttl: Duration) -> String {
+    let secs = ttl.as_secs().clamp(3600, MAX_TTL_SECS as u64);
+    let (unit, size) = twcs_window(ttl);
+    format!(
+        "default_time_to_live = {secs} \
+         AND compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': '{unit}', 'compaction_window_size': {size}}} \
+         AND gc_grace_seconds = 10800 \
+         AND read_repair = 'NONE'"
+    )
+}
+
+/// The TWCS window: the TTL split into at most 40 windows, in whole hours
+/// or days.
+pub fn twcs_window(ttl: Duration) -> (&'static str, u64) {
+    let hours = ttl.as_secs().div_ceil(3600).max(1);
+    let per = hours.div_ceil(40).max(1);
+    if per >= 24 {
+        ("DAYS", per.div_ceil(24))
+    } else {
+        ("HOURS", per)
+    }
+}
+
+/// `CREATE KEYSPACE IF NOT EXISTS`.
+pub fn create_keyspace(keyspace: &str, replication: &str) -> String {
+    format!(
+        "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication} AND durable_writes = true"
+    )
+}
+
+const META: &str = "CREATE TABLE IF NOT EXISTS schema_meta (name text PRIMARY KEY, version int, owner text)";
+
+/// Applies the schema: takes the lock, creates or alters every table,
+/// waits for agreement after each statement, records the version.
+pub async fn apply(db: &Db, o: &StoreOptions) -> Result<i32> {
+    let ks = &db.config.keyspace;
+    ddl(db, &create_keyspace(ks, &db.config.replication.cql())).await?;
+    db.use_keyspace().await?;
+    ddl(db, META).await?;
+    let owner = format!(
+        "{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "kube-insight".into()),
+        std::process::id()
+    );
+    lock(db, &owner).await?;
+    let result = apply_locked(db, o).await;
+    let unlock = db
+        .session
+        .query_unpaged(
+            "DELETE FROM schema_meta WHERE name = 'lock' IF owner = ?",
+            (owner.as_str(),),
+        )
+        .await;
+    if let Err(e) = unlock {
+        tracing::warn!(error = %e, "could not release the schema lock; it expires by itself in 10 min");
+    }
+    result
+}
+
+async fn apply_locked(db: &Db, o: &StoreOptions) -> Result<i32> {
+    if let Some(v) = version(db).await? {
+        if v > SCHEMA_VERSION {
+            return Err(Error::SchemaMismatch {
+                found: v as u32,
+                wanted: SCHEMA_VERSION as u32,
+            });
+        }
+    }
+    for t in TABLES {
+        ddl(db, &create_table(t, o)).await?;
+        ddl(db, &alter_table(t, o)).await?;
+    }
+    db.session
+        .query_unpaged(
+            "INSERT INTO schema_meta (name, version) VALUES ('version', ?)",
+            (SCHEMA_VERSION,),
+        )
+        .await
+        .map_err(|e| super::session::map_err("INSERT INTO schema_meta", e))?;
+    Ok(SCHEMA_VERSION)
+}
+
+/// The lightweight-transaction lock: one `schema apply` at a time.
+async fn lock(db: &Db, owner: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(LOCK_TTL_SECS as u64);
+    loop {
+        let r = db
+            .session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO schema_meta (name, owner) VALUES ('lock', ?) IF NOT EXISTS USING TTL {LOCK_TTL_SECS}"
+                ),
+                (owner,),
+            )
+            .await
+            .map_err(|e| super::session::map_err("INSERT INTO schema_meta … IF NOT EXISTS", e))?;
+        // The first column of an LWT answer is `[applied]`.
+        let applied = r
+            .into_rows_result()
+            .ok()
+            .and_then(|rows| {
+                rows.rows::<(bool, Option<String>, Option<String>, Option<i32>)>()
+                    .ok()
+                    .and_then(|mut it| it.next())
+                    .and_then(|r| r.ok())
+                    .map(|r| r.0)
+                    .or_else(|| {
+                        rows.rows::<(bool,)>()
+                            .ok()
+                            .and_then(|mut it| it.next())
+                            .and_then(|r| r.ok())
+                            .map(|r| r.0)
+                    })
+            })
+            .unwrap_or(false);
+        if applied {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Error::Unavailable(
+                "another `kube-insight schema apply` holds the schema lock (schema_meta name='lock'); wait for it, or delete that row if its Job is gone".into(),
+            ));
+        }
+        tracing::info!("another schema apply holds the lock; waiting");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Runs one DDL statement and waits until every node agrees on the schema.
+async fn ddl(db: &Db, cql: &str) -> Result<()> {
+    db.session
+        .query_unpaged(cql, ())
+        .await
+        .map_err(|e| super::session::map_err(cql, e))?;
+    db.session.await_schema_agreement().await.map_err(|e| {
+        Error::Unavailable(format!(
+            "cassandra nodes did not agree on the schema after {:?}: {e}",
+            cql.chars().take(60).collect::<String>()
+        ))
+    })?;
+    Ok(())
+}
+
+/// The schema version recorded in the keyspace, if any.
+pub async fn version(db: &Db) -> Result<Option<i32>> {
+    const Q: &str = "SELECT version FROM schema_meta WHERE name = 'version'";
+    let r = db.exec(Q, ()).await?;
+    let rows: Vec<(Option<i32>,)> = result_rows(Q, r)?;
+    Ok(rows.into_iter().next().and_then(|r| r.0))
+}
+
+/// Checks the version without changing anything.
+pub async fn check(db: &Db) -> Result<i32> {
+    let found = match version(db).await {
+        // No schema_meta table: the keyspace was never set up.
+        Err(Error::Cassandra(why)) => {
+            tracing::debug!(%why, "no schema version");
+            None
+        }
+        other => other?,
+    };
+    match found {
+        Some(v) if v == SCHEMA_VERSION => Ok(v),
+        Some(v) => Err(Error::SchemaMismatch {
+            found: v as u32,
+            wanted: SCHEMA_VERSION as u32,
+        }),
+        None => Err(Error::SchemaMismatch {
+            found: 0,
+            wanted: SCHEMA_VERSION as u32,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn twcs_keeps_fewer_than_50_windows() {
+        for days in [1u64, 7, 14, 30, 90, 365, 3650] {
+            let ttl = Duration::from_secs(days * 86_400);
+            let (unit, size) = twcs_window(ttl);
+            let window = size * if unit == "DAYS" { 86_400 } else { 3600 };
+            let windows = ttl.as_secs().div_ceil(window);
+            assert!(windows < 50, "{days} d: {unit} {size} gives {windows}");
+            assert!(windows >= 10 || days < 2, "{days} d: too coarse ({windows})");
+        }
+        assert_eq!(twcs_window(Duration::from_secs(14 * 86_400)), ("HOURS", 9));
+        assert_eq!(twcs_window(Duration::from_secs(90 * 86_400)), ("DAYS", 3));
+    }
+
+    #[test]
+    fn statement_text() {
+        let o = StoreOptions::default();
+        let head = create_table(&TABLES[0], &o);
+        assert_eq!(
+            head,
+            "CREATE TABLE IF NOT EXISTS metrics_head (cluster text, shard int, bucket bigint, fp bigint, ts bigint, value bigint, PRIMARY KEY ((cluster, shard, bucket), fp, ts)) WITH default_time_to_live = 23400 AND compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'HOURS', 'compaction_window_size': 1} AND gc_grace_seconds = 10800 AND read_repair = 'NONE'"
+        );
+        let alter = alter_table(&TABLES[2], &o);
+        assert!(alter.starts_with("ALTER TABLE metrics_chunks WITH default_time_to_live = 1209600 "), "{alter}");
+        assert_eq!(
+            create_keyspace("ki", "{'class': 'SimpleStrategy', 'replication_factor': 1}"),
+            "CREATE KEYSPACE IF NOT EXISTS ki WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1} AND durable_writes = true"
+        );
+        // Every table is partitioned by a time bucket or is one small row
+        // per key (lock, checkpoints, object history of one uid).
+        for t in TABLES {
+            assert!(t.body.contains("PRIMARY KEY (("), "{}", t.name);
+            let names: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
+            assert_eq!(names.iter().filter(|n| **n == t.name).count(), 1);
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The cassandra backend against a real server: the shared conformance
+//! suite, plus what only this backend shows (schema lock and version,
+//! connection errors).
+//!
+//! Set `KUBE_INSIGHT_TEST_CASSANDRA=host:port` (Apache Cassandra 4.0 or
+//! later, protocol v4) to run the suite; each case gets its own keyspace,
+//! dropped afterwards. Without it, every case prints that it was skipped.
+//! The connection-error tests need no server and always run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failing test
+
+use kube_insight_store::cassandra::config::CassandraConfig;
+use kube_insight_store::cassandra::session::Db;
+use kube_insight_store::cassandra::CassandraStore;
+use kube_insight_store::{CassandraAuth, DynStore, Error, Store, StoreOptions};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+const ENV: &str = "KUBE_INSIGHT_TEST_CASSANDRA";
+
+/// Schema changes of the cases run one at a time: concurrent DDL is what
+/// corrupts Cassandra schemas, in tests as in production.
+fn ddl_lock() -> &'static tokio::sync::Mutex<()> {
+    static L: OnceLock<tokio::sync::Mutex<()>> = OnceLock::new();
+    L.get_or_init(|| tokio::sync::Mutex::new(()))
+}
+
+fn server() -> Option<String> {
+    std::env::var(ENV).ok().filter(|s| !s.is_empty())
+}
+
+fn config(host: &str, case: &str) -> CassandraConfig {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let short: String = case
+        .trim_start_matches("case_")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(20)
+        .collect();
+    let keyspace = format!(
+        "ki_{}_{}_{short}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let url = format!("cassandra://{host}/{keyspace}");
+    CassandraConfig::from_url(
+        &url,
+        vec![host.to_string()],
+        keyspace,
+        &[],
+        CassandraAuth::default(),
+    )
+    .unwrap()
+}
+
+/// Drops the case's keyspace when the case ends (from its own thread and
+/// runtime: the case's runtime is shutting down by then).
+struct DropKeyspace(CassandraConfig);
+
+impl Drop for DropKeyspace {
+    fn drop(&mut self) {
+        let config = self.0.clone();
+        let done = std::thread::spawn(move || {
+            let _g = ddl_lock().blocking_lock();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let ks = config.keyspace.clone();
+                match Db::connect(config).await {
+                    Ok(db) => {
+                        let cql = format!("DROP KEYSPACE IF EXISTS {ks}");
+                        if let Err(e) = db.session.query_unpaged(cql, ()).await {
+                            eprintln!("could not drop keyspace {ks}: {e}");
+                        }
+                    }
+                    Err(e) => eprintln!("could not drop keyspace {ks}: {e}"),
+                }
+            });
+        });
+        let _ = done.join();
+    }
+}
+
+/// A store in a keyspace of its own, or `None` (said) without a server.
+async fn fresh_store(case: &str, options: StoreOptions) -> Option<(Arc<CassandraStore>, DropKeyspace)> {
+    let Some(host) = server() else {
+        eprintln!("skipped {case}: set {ENV}=host:port to run the cassandra conformance suite");
+        return None;
+    };
+    let config = config(&host, case);
+    let _g = ddl_lock().lock().await;
+    let store = CassandraStore::open(config.clone(), options, true)
+        .await
+        .unwrap();
+    Some((Arc::new(store), DropKeyspace(config)))
+}
+
+async fn fresh(case: &str, options: StoreOptions) -> Option<(DynStore, DropKeyspace)> {
+    let (s, guard) = fresh_store(case, options).await?;
+    Some((s, guard))
+}
+
+mod conformance {
+    use super::*;
+    kube_insight_store::store_conformance_suite!(optional fresh);
+}
+
+async fn fresh_logs(
+    case: &str,
+    options: StoreOptions,
+) -> Option<(kube_insight_store::conformance_logs::DynLogStore, DropKeyspace)> {
+    let (s, guard) = fresh_store(case, options).await?;
+    Some((s.logs(), guard))
+}
+
+mod logs_conformance {
+    use super::*;
+    kube_insight_store::log_store_conformance_suite!(optional fresh_logs);
+}
+
+/// `schema apply` twice gives one version; a process that only checks
+/// opens the same keyspace; a keyspace without the schema is refused with
+/// the command to run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_is_versioned_and_checked() {
+    let Some(host) = server() else {
+        eprintln!("skipped schema_is_versioned_and_checked: set {ENV}=host:port");
+        return;
+    };
+    let config = config(&host, "schema");
+    let _drop = DropKeyspace(config.clone());
+    {
+        let _g = ddl_lock().lock().await;
+        let missing = CassandraStore::open(config.clone(), StoreOptions::default(), false).await;
+        let e = missing.err().expect("no keyspace yet").to_string();
+        assert!(e.contains("schema apply"), "{e}");
+        let store = CassandraStore::open(config.clone(), StoreOptions::default(), true)
+            .await
+            .unwrap();
+        let v = store.apply_schema().await.unwrap();
+        assert_eq!(store.check_schema().await.unwrap(), v);
+    }
+    let reader = CassandraStore::open(config, StoreOptions::default(), false)
+        .await
+        .unwrap();
+    assert_eq!(reader.backend(), "cassandra");
+    reader.ping().await.unwrap();
+}
+
+/// A host with nothing listening: the error names it, says what to check,
+/// and is retryable (the push endpoints answer 503 while Cassandra is down).
+#[tokio::test]
+async fn connection_errors_name_the_host() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }; // closed again: nothing listens there now
+    let host = format!("127.0.0.1:{port}");
+    let mut config = config(&host, "unreachable");
+    config.connect_timeout = std::time::Duration::from_secs(2);
+    let e = match CassandraStore::open(config, StoreOptions::default(), false).await {
+        Ok(_) => panic!("connected to a closed port"),
+        Err(e) => e,
+    };
+    let text = e.to_string();
+    assert!(text.contains(&host), "{text}");
+    assert!(text.contains("KUBE_INSIGHT_STORE"), "{text}");
+    assert!(matches!(e, Error::Unavailable(_)), "{e:?}");
+    assert!(e.is_retryable());
+}
+
+/// The store URL goes through `open`: parameters are checked before any
+/// connection is tried.
+#[tokio::test]
+async fn bad_urls_are_refused_before_connecting() {
+    for (url, needle) in [
+        ("cassandra://127.0.0.1:1/ks?consistency=most", "consistency"),
+        ("cassandra://127.0.0.1:1/ks?replication=eu:3", "dc=NAME"),
+        ("cassandra://127.0.0.1:1/k-s", "keyspace"),
+    ] {
+        let e = match kube_insight_store::open(url, StoreOptions::default()).await {
+            Ok(_) => panic!("{url} opened"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains(needle), "{url}: {e}");
+    }
+}
