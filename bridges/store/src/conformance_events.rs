@@ -46,8 +46,40 @@ pub fn options_for(case: &str) -> StoreOptions {
     o
 }
 
+/// Expands to one `#[tokio::test]` per case. The argument is a callable
+/// taking [`StoreOptions`] and returning a future of `(DynEventStore,
+/// guard)`; with `optional`, it takes `(case_name, options)` and returns
+/// `Option<(DynEventStore, guard)>`, `None` (after saying why) skipping the
+/// case (a backend that needs a server).
 #[macro_export]
 macro_rules! event_store_conformance_suite {
+    (optional $factory:expr) => {
+        $crate::event_store_conformance_suite!(@optional $factory;
+            events_dedup_by_uid_and_occurrences,
+            events_filters,
+            events_synthetic_twins,
+            versions_idempotent_on_rv,
+            object_at_before_at_between,
+            object_at_bounded_by_keyframes,
+            versions_unchanged_and_stale,
+            changes_timeline,
+            deleted_in_gap_and_live_objects,
+            checkpoints,
+            events_retention,
+        );
+    };
+    (@optional $factory:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let options = $crate::conformance_events::options_for(stringify!($case));
+                let Some((store, _guard)) = ($factory)(stringify!($case), options).await else {
+                    return;
+                };
+                $crate::conformance_events::$case(store).await;
+            }
+        )+
+    };
     ($factory:expr) => {
         $crate::event_store_conformance_suite!(@cases $factory;
             events_dedup_by_uid_and_occurrences,

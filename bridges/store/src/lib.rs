@@ -11,9 +11,10 @@
 pub mod cassandra;
 pub mod chunk;
 mod entity_tree;
-mod log_block;
 pub mod error;
+mod event_codec;
 pub mod events;
+mod log_block;
 pub mod logs;
 pub mod metrics;
 pub mod options;

@@ -114,7 +114,11 @@ pub(crate) fn corrupt(what: &str) -> Error {
     Error::Corrupt(format!("log block: {what}"))
 }
 
-pub(crate) fn put_frame(out: &mut Vec<u8>, raw: &[u8], zstd: Option<&mut zstd::bulk::Compressor<'static>>) {
+pub(crate) fn put_frame(
+    out: &mut Vec<u8>,
+    raw: &[u8],
+    zstd: Option<&mut zstd::bulk::Compressor<'static>>,
+) {
     if let Some(c) = zstd {
         if let Ok(z) = c.compress(raw) {
             if z.len() < raw.len() {
@@ -306,7 +310,6 @@ impl Block {
         }
     }
 }
-
 
 // ---------------------------------------------------------------------------
 // Read path

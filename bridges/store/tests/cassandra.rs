@@ -84,7 +84,10 @@ impl Drop for DropKeyspace {
 }
 
 /// A store in a keyspace of its own, or `None` (said) without a server.
-async fn fresh_store(case: &str, options: StoreOptions) -> Option<(Arc<CassandraStore>, DropKeyspace)> {
+async fn fresh_store(
+    case: &str,
+    options: StoreOptions,
+) -> Option<(Arc<CassandraStore>, DropKeyspace)> {
     let Some(host) = server() else {
         eprintln!("skipped {case}: set {ENV}=host:port to run the cassandra conformance suite");
         return None;
@@ -110,7 +113,10 @@ mod conformance {
 async fn fresh_logs(
     case: &str,
     options: StoreOptions,
-) -> Option<(kube_insight_store::conformance_logs::DynLogStore, DropKeyspace)> {
+) -> Option<(
+    kube_insight_store::conformance_logs::DynLogStore,
+    DropKeyspace,
+)> {
     let (s, guard) = fresh_store(case, options).await?;
     Some((s.logs(), guard))
 }
@@ -118,6 +124,22 @@ async fn fresh_logs(
 mod logs_conformance {
     use super::*;
     kube_insight_store::log_store_conformance_suite!(optional fresh_logs);
+}
+
+async fn fresh_events(
+    case: &str,
+    options: StoreOptions,
+) -> Option<(
+    kube_insight_store::conformance_events::DynEventStore,
+    DropKeyspace,
+)> {
+    let (s, guard) = fresh_store(case, options).await?;
+    Some((s.events(), guard))
+}
+
+mod events_conformance {
+    use super::*;
+    kube_insight_store::event_store_conformance_suite!(optional fresh_events);
 }
 
 /// `schema apply` twice gives one version; a process that only checks

@@ -1,9 +1,10 @@
 //! Logs in Cassandra ([`CassandraLogStore`]).
 //!
 //! # Tables (see `schema.rs`)
-//! - `log_blocks ((cluster, namespace, hour), stream, block_id)`: one
+//! - `log_blocks ((cluster, namespace, hour, slot), stream, block_id)`: one
 //!   compressed block ([`crate::log_block`], the codec SQLite uses) per
-//!   stream and hour of each batch. `block_id` is derived from the batch's
+//!   stream and hour of each batch (`slot`: 16 per namespace-hour, by
+//!   stream, so a busy namespace does not make one huge partition). `block_id` is derived from the batch's
 //!   content hash, so a retried batch overwrites its own rows. Closed hours
 //!   are merged by maintenance into one block per stream (`merged_from`
 //!   names the blocks it replaces, which readers then skip until they are
@@ -13,7 +14,7 @@
 //!   here, never by scanning lines.
 //! - `log_batches ((cluster, hash))`: content hashes of stored batches (6 h
 //!   TTL), checked before a write, so a retry is answered as duplicates.
-//! - `log_pending ((cluster, day), hour, namespace)`: hours to merge.
+//! - `log_pending ((cluster, day), hour, namespace, slot)`: partitions to merge.
 //!
 //! A batch becomes visible per (stream, hour) block: a batch whose write
 //! failed midway may be partly visible until its retry, which stores it
@@ -48,6 +49,14 @@ const MAX_QUERY_STREAMS: usize = 20_000;
 const MAX_QUERY_BLOCKS: usize = 200_000;
 /// Write time of retention deletes: above every cell written.
 const DELETE_TS_US: i64 = 1 << 62;
+/// Partitions per namespace and hour.
+const SLOTS: i32 = 16;
+
+/// The slot of a stream.
+fn slot(stream: i64) -> i32 {
+    (stream as u64 % SLOTS as u64) as i32
+}
+
 /// The block id of a merged block (one per stream and hour).
 const MERGED: i64 = i64::MAX;
 
@@ -82,7 +91,7 @@ fn now_us() -> i64 {
 struct Cache {
     /// (cluster, day, stream) → workload written.
     streams: HashMap<(String, i32, u64), String>,
-    pending: HashSet<(String, i64, String)>,
+    pending: HashSet<(String, i64, String, i32)>,
     clusters: HashSet<(i32, String)>,
 }
 
@@ -163,7 +172,10 @@ impl CassandraLogStore {
         if kept == 0 {
             return Ok(out);
         }
-        let r = self.db.exec(SEEN, (cluster.as_str(), hash_text.as_str())).await?;
+        let r = self
+            .db
+            .exec(SEEN, (cluster.as_str(), hash_text.as_str()))
+            .await?;
         if !result_rows::<(Option<i64>,)>(SEEN, r)?.is_empty() {
             out.records_duplicate = kept;
             return Ok(out);
@@ -194,6 +206,7 @@ impl CassandraLogStore {
                         cluster.clone(),
                         s.key.namespace.clone(),
                         hour,
+                        slot(h as i64),
                         h as i64,
                         block_id(hash, h, hour),
                         seq,
@@ -205,11 +218,17 @@ impl CassandraLogStore {
                         data,
                         self.ttl_secs(st.max_ns, now),
                     ));
-                    if c
-                        .pending
-                        .insert((cluster.clone(), hour, s.key.namespace.clone()))
+                    let sl = slot(h as i64);
+                    if c.pending
+                        .insert((cluster.clone(), hour, s.key.namespace.clone(), sl))
                     {
-                        pending.push((cluster.clone(), day_of_hour(hour), hour, s.key.namespace.clone()));
+                        pending.push((
+                            cluster.clone(),
+                            day_of_hour(hour),
+                            hour,
+                            s.key.namespace.clone(),
+                            sl,
+                        ));
                     }
                 }
                 for d in days {
@@ -240,15 +259,21 @@ impl CassandraLogStore {
         }
         out.streams_created = self.count_new_streams(&cluster, &unknown).await? as u64;
         let result = self
-            .persist(blocks, stream_rows.clone(), pending.clone(), clusters.clone(), now)
+            .persist(
+                blocks,
+                stream_rows.clone(),
+                pending.clone(),
+                clusters.clone(),
+                now,
+            )
             .await;
         if let Err(e) = result {
             let mut c = self.cache();
             for (cl, d, _, h, ..) in &stream_rows {
                 c.streams.remove(&(cl.clone(), *d, *h as u64));
             }
-            for (cl, _, hour, ns) in &pending {
-                c.pending.remove(&(cl.clone(), *hour, ns.clone()));
+            for (cl, _, hour, ns, sl) in &pending {
+                c.pending.remove(&(cl.clone(), *hour, ns.clone(), *sl));
             }
             for k in &clusters {
                 c.clusters.remove(k);
@@ -264,14 +289,21 @@ impl CassandraLogStore {
     }
 
     /// How many of these (day, namespace, stream) were not stored before.
-    async fn count_new_streams(&self, cluster: &str, unknown: &[(i32, String, u64)]) -> Result<usize> {
+    async fn count_new_streams(
+        &self,
+        cluster: &str,
+        unknown: &[(i32, String, u64)],
+    ) -> Result<usize> {
         const Q: &str = "SELECT pod FROM log_streams WHERE cluster = ? AND day = ? AND namespace = ? AND stream = ?";
         let mut seen_streams = HashSet::new();
         let found: Vec<(u64, bool)> = stream::iter(
             unknown
                 .iter()
                 .map(|(d, ns, h)| async move {
-                    let r = self.db.exec(Q, (cluster, *d, ns.as_str(), *h as i64)).await?;
+                    let r = self
+                        .db
+                        .exec(Q, (cluster, *d, ns.as_str(), *h as i64))
+                        .await?;
                     Ok::<_, Error>((*h, !result_rows::<(Option<String>,)>(Q, r)?.is_empty()))
                 })
                 .collect::<Vec<_>>(),
@@ -292,15 +324,30 @@ impl CassandraLogStore {
     #[allow(clippy::type_complexity)]
     async fn persist(
         &self,
-        blocks: Vec<(String, String, i64, i64, i64, i64, i64, i64, i32, i32, Vec<u8>, Vec<u8>, i32)>,
+        blocks: Vec<(
+            String,
+            String,
+            i64,
+            i32,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i32,
+            i32,
+            Vec<u8>,
+            Vec<u8>,
+            i32,
+        )>,
         streams: Vec<(String, i32, String, i64, String, String, String)>,
-        pending: Vec<(String, i32, i64, String)>,
+        pending: Vec<(String, i32, i64, String, i32)>,
         clusters: Vec<(i32, String)>,
         now: i64,
     ) -> Result<()> {
-        const BLOCK_W: &str = "INSERT INTO log_blocks (cluster, namespace, hour, stream, block_id, first_seq, min_ns, max_ns, lines, raw_bytes, levels, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?";
+        const BLOCK_W: &str = "INSERT INTO log_blocks (cluster, namespace, hour, slot, stream, block_id, first_seq, min_ns, max_ns, lines, raw_bytes, levels, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?";
         const STREAM_W: &str = "INSERT INTO log_streams (cluster, day, namespace, stream, pod, container, workload) VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?";
-        const PENDING_W: &str = "INSERT INTO log_pending (cluster, day, hour, namespace) VALUES (?, ?, ?, ?) USING TTL ?";
+        const PENDING_W: &str = "INSERT INTO log_pending (cluster, day, hour, namespace, slot) VALUES (?, ?, ?, ?, ?) USING TTL ?";
         const CLUSTER_W: &str = "INSERT INTO clusters (day, cluster) VALUES (?, ?)";
         let ttl_day = |d: i32| self.ttl_secs((d as i64 + 1) * DAY_MS * 1_000_000, now);
         let mut jobs: Vec<futures::future::BoxFuture<'_, Result<()>>> = Vec::new();
@@ -309,14 +356,16 @@ impl CassandraLogStore {
         }
         for s in streams {
             let ttl = ttl_day(s.1);
-            jobs.push(Box::pin(self.db.write(
-                STREAM_W,
-                (s.0, s.1, s.2, s.3, s.4, s.5, s.6, ttl),
-            )));
+            jobs.push(Box::pin(
+                self.db
+                    .write(STREAM_W, (s.0, s.1, s.2, s.3, s.4, s.5, s.6, ttl)),
+            ));
         }
         for p in pending {
             let ttl = ttl_day(p.1);
-            jobs.push(Box::pin(self.db.write(PENDING_W, (p.0, p.1, p.2, p.3, ttl))));
+            jobs.push(Box::pin(
+                self.db.write(PENDING_W, (p.0, p.1, p.2, p.3, p.4, ttl)),
+            ));
         }
         for c in clusters {
             jobs.push(Box::pin(self.db.write(CLUSTER_W, c)));
@@ -332,7 +381,12 @@ impl CassandraLogStore {
     // Reads
 
     /// The streams a selector covers in the days of `[lo, hi]` (ns).
-    async fn streams(&self, sel: &LogSelector, lo: i64, hi: i64) -> Result<Vec<(ReadStream, String)>> {
+    async fn streams(
+        &self,
+        sel: &LogSelector,
+        lo: i64,
+        hi: i64,
+    ) -> Result<Vec<(ReadStream, String)>> {
         const CLUSTERS: &str = "SELECT cluster FROM clusters WHERE day = ?";
         const ALL: &str = "SELECT namespace, stream, pod, container, workload FROM log_streams WHERE cluster = ? AND day = ?";
         const NS: &str = "SELECT namespace, stream, pod, container, workload FROM log_streams WHERE cluster = ? AND day = ? AND namespace = ?";
@@ -348,7 +402,8 @@ impl CassandraLogStore {
             None => {
                 let mut set = BTreeSet::new();
                 for &d in &days {
-                    let rows: Vec<(String,)> = self.db.rows(CLUSTERS, (d,), 100_000, "clusters").await?;
+                    let rows: Vec<(String,)> =
+                        self.db.rows(CLUSTERS, (d,), 100_000, "clusters").await?;
                     set.extend(rows.into_iter().map(|r| r.0));
                 }
                 set.into_iter().collect()
@@ -368,7 +423,12 @@ impl CassandraLogStore {
                     let rows: Vec<Row> = match &sel.namespace {
                         Some(ns) => {
                             self.db
-                                .rows(NS, (c.as_str(), d, ns.as_str()), MAX_QUERY_STREAMS + 1, "log streams")
+                                .rows(
+                                    NS,
+                                    (c.as_str(), d, ns.as_str()),
+                                    MAX_QUERY_STREAMS + 1,
+                                    "log streams",
+                                )
                                 .await?
                         }
                         None => {
@@ -429,14 +489,17 @@ impl CassandraLogStore {
         hi: i64,
         mask: &[bool; log_block::LEVEL_SLOTS],
     ) -> Result<Vec<Candidate<BlockKey>>> {
-        const Q: &str = "SELECT stream, block_id, first_seq, min_ns, max_ns, raw_bytes, levels, merged_from FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ?";
-        const ONE: &str = "SELECT stream, block_id, first_seq, min_ns, max_ns, raw_bytes, levels, merged_from FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ? AND stream = ?";
+        const Q: &str = "SELECT stream, block_id, first_seq, min_ns, max_ns, raw_bytes, levels, merged_from FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ? AND slot = ?";
+        const ONE: &str = "SELECT stream, block_id, first_seq, min_ns, max_ns, raw_bytes, levels, merged_from FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ? AND slot = ? AND stream = ?";
         let now = kube_insight_core::time::now_ms();
         let lo = lo.max(self.horizon_ns(now));
         if lo > hi || streams.is_empty() {
             return Ok(Vec::new());
         }
-        let (h_lo, h_hi) = (hour_of(lo), hour_of(hi.min((now + DAY_MS).saturating_mul(1_000_000))));
+        let (h_lo, h_hi) = (
+            hour_of(lo),
+            hour_of(hi.min((now + DAY_MS).saturating_mul(1_000_000))),
+        );
         // Streams by (cluster, namespace); a few are read one by one.
         let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
         for (i, (s, ns)) in streams.iter().enumerate() {
@@ -445,17 +508,28 @@ impl CassandraLogStore {
                 .or_default()
                 .push(i);
         }
-        let index: HashMap<u64, usize> = streams.iter().enumerate().map(|(i, s)| (s.0.hash, i)).collect();
+        let index: HashMap<u64, usize> = streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.0.hash, i))
+            .collect();
         type Row = (i64, i64, i64, i64, i64, i32, Vec<u8>, Option<Vec<u8>>);
-        let mut reads: Vec<(String, String, i64, Option<i64>)> = Vec::new();
+        let mut reads: Vec<(String, String, i64, i32, Option<i64>)> = Vec::new();
         for ((cluster, ns), members) in &groups {
+            let slots: BTreeSet<i32> = members
+                .iter()
+                .map(|&m| slot(streams[m].0.hash as i64))
+                .collect();
             for hour in h_lo..=h_hi {
                 if members.len() <= 4 {
                     for &m in members {
-                        reads.push((cluster.clone(), ns.clone(), hour, Some(streams[m].0.hash as i64)));
+                        let h = streams[m].0.hash as i64;
+                        reads.push((cluster.clone(), ns.clone(), hour, slot(h), Some(h)));
                     }
                 } else {
-                    reads.push((cluster.clone(), ns.clone(), hour, None));
+                    for &sl in &slots {
+                        reads.push((cluster.clone(), ns.clone(), hour, sl, None));
+                    }
                 }
             }
         }
@@ -468,16 +542,26 @@ impl CassandraLogStore {
         let fetched: Vec<(String, String, i64, Vec<Row>)> = stream::iter(
             reads
                 .into_iter()
-                .map(|(cluster, ns, hour, one)| async move {
+                .map(|(cluster, ns, hour, sl, one)| async move {
                     let rows: Vec<Row> = match one {
                         Some(s) => {
                             self.db
-                                .rows(ONE, (cluster.as_str(), ns.as_str(), hour, s), MAX_QUERY_BLOCKS, "log blocks")
+                                .rows(
+                                    ONE,
+                                    (cluster.as_str(), ns.as_str(), hour, sl, s),
+                                    MAX_QUERY_BLOCKS,
+                                    "log blocks",
+                                )
                                 .await?
                         }
                         None => {
                             self.db
-                                .rows(Q, (cluster.as_str(), ns.as_str(), hour), MAX_QUERY_BLOCKS, "log blocks")
+                                .rows(
+                                    Q,
+                                    (cluster.as_str(), ns.as_str(), hour, sl),
+                                    MAX_QUERY_BLOCKS,
+                                    "log blocks",
+                                )
                                 .await?
                         }
                     };
@@ -499,7 +583,11 @@ impl CassandraLogStore {
                 let Some(&si) = index.get(&(s as u64)) else {
                     continue;
                 };
-                if replaced.contains(&(s, id)) || max_ns < lo || min_ns > hi || !has_levels(&levels, mask) {
+                if replaced.contains(&(s, id))
+                    || max_ns < lo
+                    || min_ns > hi
+                    || !has_levels(&levels, mask)
+                {
                     continue;
                 }
                 out.push(Candidate {
@@ -527,10 +615,20 @@ impl CassandraLogStore {
     }
 
     async fn load(&self, k: BlockKey, with_text: bool) -> Result<Block> {
-        const Q: &str = "SELECT data FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ? AND stream = ? AND block_id = ?";
+        const Q: &str = "SELECT data FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ? AND slot = ? AND stream = ? AND block_id = ?";
         let r = self
             .db
-            .exec(Q, (k.cluster.as_str(), k.namespace.as_str(), k.hour, k.stream, k.block_id))
+            .exec(
+                Q,
+                (
+                    k.cluster.as_str(),
+                    k.namespace.as_str(),
+                    k.hour,
+                    slot(k.stream),
+                    k.stream,
+                    k.block_id,
+                ),
+            )
             .await?;
         let rows: Vec<(Vec<u8>,)> = result_rows(Q, r)?;
         let Some((data,)) = rows.into_iter().next() else {
@@ -559,7 +657,9 @@ impl CassandraLogStore {
             }
         }
         let streams = self.streams(&q.selector, lo, hi).await?;
-        let cands = self.candidates(&streams, lo, hi, &level_mask(&q.levels)).await?;
+        let cands = self
+            .candidates(&streams, lo, hi, &level_mask(&q.levels))
+            .await?;
         let read: Vec<ReadStream> = streams.into_iter().map(|s| s.0).collect();
         log_block::page(&read, cands, &q, |c, text| self.load(c.id.clone(), text)).await
     }
@@ -568,7 +668,9 @@ impl CassandraLogStore {
         log_block::check_rate(q)?;
         let (lo, hi) = log_block::ns_bounds(&q.range);
         let streams = self.streams(&q.selector, lo, hi).await?;
-        let cands = self.candidates(&streams, lo, hi, &level_mask(&q.levels)).await?;
+        let cands = self
+            .candidates(&streams, lo, hi, &level_mask(&q.levels))
+            .await?;
         let mut q = q.clone();
         let now = kube_insight_core::time::now_ms();
         let horizon_ms = self.horizon_ns(now).div_euclid(1_000_000) + 1;
@@ -585,16 +687,20 @@ impl CassandraLogStore {
     // Maintenance
 
     async fn maintain(&self, now: i64) -> Result<LogMaintenance> {
-        const PENDING: &str = "SELECT hour, namespace FROM log_pending WHERE cluster = ? AND day = ?";
+        const PENDING: &str =
+            "SELECT hour, namespace, slot FROM log_pending WHERE cluster = ? AND day = ?";
         const CLUSTERS: &str = "SELECT cluster FROM clusters WHERE day = ?";
-        const DONE: &str = "DELETE FROM log_pending USING TIMESTAMP ? WHERE cluster = ? AND day = ? AND hour = ? AND namespace = ?";
+        const DONE: &str = "DELETE FROM log_pending USING TIMESTAMP ? WHERE cluster = ? AND day = ? AND hour = ? AND namespace = ? AND slot = ?";
         let retention = self.opts.retention.logs.as_millis() as i64;
-        self.horizon_ns
-            .fetch_max((now - retention).saturating_mul(1_000_000), Ordering::Relaxed);
+        self.horizon_ns.fetch_max(
+            (now - retention).saturating_mul(1_000_000),
+            Ordering::Relaxed,
+        );
         let mut m = LogMaintenance::default();
         let now_ns = now.saturating_mul(1_000_000);
         let horizon = self.horizon_ns(now);
-        let days: Vec<i32> = (day_of_hour(hour_of(horizon))..=day_of_hour(hour_of(now_ns))).collect();
+        let days: Vec<i32> =
+            (day_of_hour(hour_of(horizon))..=day_of_hour(hour_of(now_ns))).collect();
         let mut clusters = BTreeSet::new();
         for &d in &days {
             let rows: Vec<(String,)> = self.db.rows(CLUSTERS, (d,), 100_000, "clusters").await?;
@@ -602,18 +708,23 @@ impl CassandraLogStore {
         }
         for cluster in &clusters {
             for &d in &days {
-                let rows: Vec<(i64, String)> = self
+                let rows: Vec<(i64, String, i32)> = self
                     .db
-                    .rows(PENDING, (cluster.as_str(), d), 1_000_000, "log hours to merge")
+                    .rows(
+                        PENDING,
+                        (cluster.as_str(), d),
+                        1_000_000,
+                        "log hours to merge",
+                    )
                     .await?;
-                for (hour, ns) in rows {
+                for (hour, ns, sl) in rows {
                     if (hour + 1) * HOUR_NS + MERGE_GRACE_NS > now_ns {
                         continue;
                     }
                     let started = now_us();
-                    m.blocks_merged += self.merge_hour(cluster, &ns, hour, now).await?;
+                    m.blocks_merged += self.merge_hour(cluster, &ns, hour, sl, now).await?;
                     self.db
-                        .write(DONE, (started, cluster.as_str(), d, hour, ns.as_str()))
+                        .write(DONE, (started, cluster.as_str(), d, hour, ns.as_str(), sl))
                         .await?;
                 }
             }
@@ -628,14 +739,26 @@ impl CassandraLogStore {
     }
 
     /// Merges each stream's blocks of a closed hour into one block.
-    async fn merge_hour(&self, cluster: &str, ns: &str, hour: i64, now: i64) -> Result<u64> {
-        const Q: &str = "SELECT stream, block_id, first_seq, data, merged_from FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ?";
-        const MERGED_W: &str = "INSERT INTO log_blocks (cluster, namespace, hour, stream, block_id, first_seq, min_ns, max_ns, lines, raw_bytes, levels, data, merged_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?";
-        const DEL: &str = "DELETE FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ? AND stream = ? AND block_id = ?";
+    async fn merge_hour(
+        &self,
+        cluster: &str,
+        ns: &str,
+        hour: i64,
+        sl: i32,
+        now: i64,
+    ) -> Result<u64> {
+        const Q: &str = "SELECT stream, block_id, first_seq, data, merged_from FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ? AND slot = ?";
+        const MERGED_W: &str = "INSERT INTO log_blocks (cluster, namespace, hour, slot, stream, block_id, first_seq, min_ns, max_ns, lines, raw_bytes, levels, data, merged_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?";
+        const DEL: &str = "DELETE FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ? AND slot = ? AND stream = ? AND block_id = ?";
         type Row = (i64, i64, i64, Vec<u8>, Option<Vec<u8>>);
         let rows: Vec<Row> = self
             .db
-            .rows(Q, (cluster, ns, hour), 10_000_000, "log blocks to merge")
+            .rows(
+                Q,
+                (cluster, ns, hour, sl),
+                10_000_000,
+                "log blocks to merge",
+            )
             .await?;
         let mut by_stream: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
         for r in rows {
@@ -660,8 +783,9 @@ impl CassandraLogStore {
                 if replaced.contains(id) {
                     continue;
                 }
-                let b = decode_block(data, true)
-                    .map_err(|e| Error::Corrupt(format!("log block {cluster}/{ns}/{hour}/{id}: {e}")))?;
+                let b = decode_block(data, true).map_err(|e| {
+                    Error::Corrupt(format!("log block {cluster}/{ns}/{hour}/{id}: {e}"))
+                })?;
                 records.extend((0..b.ts.len()).map(|i| b.record(i)));
                 if *id != MERGED {
                     ids.push(*id);
@@ -684,6 +808,7 @@ impl CassandraLogStore {
                         cluster,
                         ns,
                         hour,
+                        sl,
                         stream,
                         MERGED,
                         first_seq,
@@ -699,7 +824,9 @@ impl CassandraLogStore {
                 )
                 .await?;
             for id in all_ids {
-                self.db.write(DEL, (cluster, ns, hour, stream, id)).await?;
+                self.db
+                    .write(DEL, (cluster, ns, hour, sl, stream, id))
+                    .await?;
             }
             merged += ids.len() as u64;
         }
@@ -711,17 +838,23 @@ impl CassandraLogStore {
     async fn expire(&self, now: i64) -> Result<u64> {
         const CLUSTERS: &str = "SELECT cluster FROM clusters WHERE day = ?";
         const STREAMS: &str = "SELECT namespace FROM log_streams WHERE cluster = ? AND day = ?";
-        const COUNT: &str = "SELECT block_id FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ?";
-        const DEL: &str = "DELETE FROM log_blocks USING TIMESTAMP ? WHERE cluster = ? AND namespace = ? AND hour = ?";
-        const DEL_STREAMS: &str = "DELETE FROM log_streams USING TIMESTAMP ? WHERE cluster = ? AND day = ?";
+        const COUNT: &str = "SELECT block_id FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ? AND slot = ?";
+        const DEL: &str = "DELETE FROM log_blocks USING TIMESTAMP ? WHERE cluster = ? AND namespace = ? AND hour = ? AND slot = ?";
+        const DEL_STREAMS: &str =
+            "DELETE FROM log_streams USING TIMESTAMP ? WHERE cluster = ? AND day = ?";
         let first_kept = hour_of(self.horizon_ns(now));
         let done = self.expired_before_hour.load(Ordering::Relaxed);
-        let from = if done == i64::MIN { first_kept - 48 } else { done };
+        let from = if done == i64::MIN {
+            first_kept - 4
+        } else {
+            done
+        };
         let mut expired = 0u64;
         let mut namespaces: HashMap<(String, i32), Vec<String>> = HashMap::new();
         for hour in from..first_kept {
             let d = day_of_hour(hour);
-            let clusters: Vec<(String,)> = self.db.rows(CLUSTERS, (d,), 100_000, "clusters").await?;
+            let clusters: Vec<(String,)> =
+                self.db.rows(CLUSTERS, (d,), 100_000, "clusters").await?;
             for (cluster,) in clusters {
                 let key = (cluster.clone(), d);
                 if !namespaces.contains_key(&key) {
@@ -733,17 +866,24 @@ impl CassandraLogStore {
                     namespaces.insert(key.clone(), set.into_iter().collect());
                 }
                 for ns in namespaces.get(&key).into_iter().flatten() {
-                    let ids: Vec<(i64,)> = self
-                        .db
-                        .rows(COUNT, (cluster.as_str(), ns.as_str(), hour), 10_000_000, "log blocks")
-                        .await?;
-                    if ids.is_empty() {
-                        continue;
+                    for sl in 0..SLOTS {
+                        let ids: Vec<(i64,)> = self
+                            .db
+                            .rows(
+                                COUNT,
+                                (cluster.as_str(), ns.as_str(), hour, sl),
+                                10_000_000,
+                                "log blocks",
+                            )
+                            .await?;
+                        if ids.is_empty() {
+                            continue;
+                        }
+                        expired += ids.len() as u64;
+                        self.db
+                            .write(DEL, (DELETE_TS_US, cluster.as_str(), ns.as_str(), hour, sl))
+                            .await?;
                     }
-                    expired += ids.len() as u64;
-                    self.db
-                        .write(DEL, (DELETE_TS_US, cluster.as_str(), ns.as_str(), hour))
-                        .await?;
                 }
                 // A day's streams go with its last hour.
                 if (hour + 1) % HOURS_PER_DAY == 0 {
@@ -753,7 +893,8 @@ impl CassandraLogStore {
                 }
             }
         }
-        self.expired_before_hour.fetch_max(first_kept, Ordering::Relaxed);
+        self.expired_before_hour
+            .fetch_max(first_kept, Ordering::Relaxed);
         Ok(expired)
     }
 }
@@ -819,6 +960,9 @@ mod tests {
         let ids = [i64::MIN, -1, 0, 42, i64::MAX - 1];
         let b: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
         assert_eq!(merged_ids(&b), ids);
-        assert!(merged_ids(&[1, 2, 3]).is_empty(), "a short blob lists nothing");
+        assert!(
+            merged_ids(&[1, 2, 3]).is_empty(),
+            "a short blob lists nothing"
+        );
     }
 }

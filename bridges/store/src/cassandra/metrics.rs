@@ -312,6 +312,8 @@ impl Metrics {
         let mut index: Vec<IndexWrite> = Vec::new();
         let mut markers: Vec<(Arc<str>, i64, i32, i64)> = Vec::new();
         let mut extras: Vec<(Arc<str>, i32, Arc<str>, bool)> = Vec::new();
+        let mut mine: HashSet<(i64, i64)> = HashSet::new();
+        let mut waits: Vec<Row> = Vec::new();
         for _attempt in 0..4 {
             let missing: Vec<(i64, String, i64)> = {
                 let c = self.cache();
@@ -369,14 +371,17 @@ impl Metrics {
                     match seen.binary_search(&ts) {
                         Ok(_) => {
                             out.samples_duplicate += 1;
-                            if st.pending.contains(&ts) {
-                                rows.push(Row { fp: p.fp, ts, v });
+                            // Another write is storing it right now: make
+                            // sure it lands before answering (below).
+                            if st.pending.contains(&ts) && !mine.contains(&(p.fp, ts)) {
+                                waits.push(Row { fp: p.fp, ts, v });
                             }
                             continue;
                         }
                         Err(i) => seen.insert(i, ts),
                     }
                     out.samples_written += 1;
+                    mine.insert((p.fp, ts));
                     st.pending.push(ts);
                     rows.push(Row { fp: p.fp, ts, v });
                     let d = days.entry(day(ts)).or_insert((ts, ts));
@@ -427,96 +432,184 @@ impl Metrics {
         let result = self.persist(&rows, &index, &markers, &extras, now).await;
         // Settle the reservations: on failure nothing of this write counts
         // as stored, so a retry writes it again.
-        let mut c = self.cache();
-        for r in &rows {
-            if let Some(st) = c.series.get_mut(&r.fp) {
-                if let Some(i) = st.pending.iter().position(|&t| t == r.ts) {
-                    st.pending.swap_remove(i);
-                }
-                if result.is_err() {
-                    if let Some(v) = st.seen.get_mut(&bucket(r.ts)) {
-                        if let Ok(i) = v.binary_search(&r.ts) {
-                            v.remove(i);
+        {
+            let mut c = self.cache();
+            for r in &rows {
+                if let Some(st) = c.series.get_mut(&r.fp) {
+                    if let Some(i) = st.pending.iter().position(|&t| t == r.ts) {
+                        st.pending.swap_remove(i);
+                    }
+                    if result.is_err() {
+                        if let Some(v) = st.seen.get_mut(&bucket(r.ts)) {
+                            if let Ok(i) = v.binary_search(&r.ts) {
+                                v.remove(i);
+                            }
                         }
                     }
                 }
             }
+            if result.is_err() {
+                for m in &markers {
+                    if m.3 == HEAD {
+                        c.marked.remove(&(m.0.clone(), m.1, m.2));
+                    }
+                }
+                for w in &index {
+                    if let Some(st) = c.series.get_mut(&w.fp) {
+                        st.indexed.remove(&w.day);
+                    }
+                }
+                for e in &extras {
+                    if e.3 {
+                        c.names.remove(&(e.0.clone(), e.1, e.2.clone()));
+                    } else {
+                        c.clusters.remove(&(e.1, e.0.clone()));
+                    }
+                }
+            }
         }
-        if result.is_err() {
-            for m in &markers {
-                if m.3 == HEAD {
-                    c.marked.remove(&(m.0.clone(), m.1, m.2));
-                }
+        result?;
+        self.settle_in_flight(waits, now).await?;
+        Ok(out)
+    }
+
+    /// Duplicates of samples another write of this process was storing:
+    /// waits for that write; if it failed (the sample is no longer
+    /// reserved), stores the sample here, so an `Ok` always means stored.
+    async fn settle_in_flight(&self, mut waits: Vec<Row>, now: i64) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.db.config.request_timeout * 3;
+        while !waits.is_empty() {
+            let mut lost = Vec::new();
+            let mut marks = Vec::new();
+            {
+                let mut c = self.cache();
+                let c = &mut *c;
+                waits.retain(|r| {
+                    let Some(st) = c.series.get_mut(&r.fp) else {
+                        return false;
+                    };
+                    if st.pending.contains(&r.ts) {
+                        return true; // still in flight
+                    }
+                    let seen = st.seen.entry(bucket(r.ts)).or_default();
+                    if let Err(i) = seen.binary_search(&r.ts) {
+                        // The other write failed: this one stores it.
+                        seen.insert(i, r.ts);
+                        st.pending.push(r.ts);
+                        lost.push(Row {
+                            fp: r.fp,
+                            ts: r.ts,
+                            v: r.v,
+                        });
+                        let (w, sh) = (self.window_start(r.ts), shard(r.fp));
+                        if self.closed(r.ts, now) {
+                            marks.push((st.cluster.clone(), w, sh, r.fp));
+                        } else if c.marked.insert((st.cluster.clone(), w, sh)) {
+                            marks.push((st.cluster.clone(), w, sh, HEAD));
+                        }
+                    }
+                    false
+                });
             }
-            for w in &index {
-                if let Some(st) = c.series.get_mut(&w.fp) {
-                    st.indexed.remove(&w.day);
+            if !lost.is_empty() {
+                let result = self.persist(&lost, &[], &marks, &[], now).await;
+                let mut c = self.cache();
+                for r in &lost {
+                    if let Some(st) = c.series.get_mut(&r.fp) {
+                        if let Some(i) = st.pending.iter().position(|&t| t == r.ts) {
+                            st.pending.swap_remove(i);
+                        }
+                        if result.is_err() {
+                            if let Some(v) = st.seen.get_mut(&bucket(r.ts)) {
+                                if let Ok(i) = v.binary_search(&r.ts) {
+                                    v.remove(i);
+                                }
+                            }
+                        }
+                    }
                 }
+                result?;
             }
-            for e in &extras {
-                if e.3 {
-                    c.names.remove(&(e.0.clone(), e.1, e.2.clone()));
-                } else {
-                    c.clusters.remove(&(e.1, e.0.clone()));
-                }
+            if waits.is_empty() {
+                break;
             }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Unavailable(
+                    "a concurrent write of the same samples did not finish in time; retry".into(),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        drop(c);
-        result.map(|()| out)
+        Ok(())
     }
 
     /// Index rows of series this process has not seen: `fp → last_ms`.
     async fn lookup_series(&self, unknown: &[&Prep]) -> Result<HashMap<i64, i64>> {
         const Q: &str = "SELECT last_ms FROM metrics_series WHERE cluster = ? AND day = ? AND metric = ? AND fp = ?";
-        let found: Vec<Option<(i64, i64)>> = all(unknown.iter().map(|p| {
-            let last = p.samples.last().map(|s| s.0).unwrap_or(0);
-            let metric = p.labels.get("__name__").unwrap_or("").to_string();
-            let cluster = p.cluster.clone();
-            let fp = p.fp;
-            async move {
-                let mut best: Option<i64> = None;
-                // Today's row, else yesterday's (a series crossing midnight).
-                for d in [day(last), day(last) - 1] {
-                    let r = self
-                        .db
-                        .exec(Q, (cluster.as_str(), d, metric.as_str(), fp))
-                        .await?;
-                    let rows: Vec<(Option<i64>,)> = result_rows(Q, r)?;
-                    if let Some((Some(l),)) = rows.into_iter().next() {
-                        best = Some(best.map_or(l, |b: i64| b.max(l)));
-                        break;
+        let found: Vec<Option<(i64, i64)>> = all(unknown
+            .iter()
+            .map(|p| {
+                let last = p.samples.last().map(|s| s.0).unwrap_or(0);
+                let metric = p.labels.get("__name__").unwrap_or("").to_string();
+                let cluster = p.cluster.clone();
+                let fp = p.fp;
+                async move {
+                    let mut best: Option<i64> = None;
+                    // Today's row, else yesterday's (a series crossing midnight).
+                    for d in [day(last), day(last) - 1] {
+                        let r = self
+                            .db
+                            .exec(Q, (cluster.as_str(), d, metric.as_str(), fp))
+                            .await?;
+                        let rows: Vec<(Option<i64>,)> = result_rows(Q, r)?;
+                        if let Some((Some(l),)) = rows.into_iter().next() {
+                            best = Some(best.map_or(l, |b: i64| b.max(l)));
+                            break;
+                        }
                     }
+                    Ok::<_, Error>(best.map(|l| (fp, l)))
                 }
-                Ok::<_, Error>(best.map(|l| (fp, l)))
-            }
-        }).collect::<Vec<_>>()).await?;
+            })
+            .collect::<Vec<_>>())
+        .await?;
         Ok(found.into_iter().flatten().collect())
     }
 
     /// Stored timestamps of (series, head bucket): head rows, late rows and
     /// the chunk of the bucket's window.
-    async fn load_buckets(&self, missing: &[(i64, String, i64)]) -> Result<Vec<((i64, i64), Vec<i64>)>> {
-        const HEAD_Q: &str = "SELECT ts FROM metrics_head WHERE cluster = ? AND shard = ? AND bucket = ? AND fp = ?";
+    async fn load_buckets(
+        &self,
+        missing: &[(i64, String, i64)],
+    ) -> Result<Vec<((i64, i64), Vec<i64>)>> {
+        const HEAD_Q: &str =
+            "SELECT ts FROM metrics_head WHERE cluster = ? AND shard = ? AND bucket = ? AND fp = ?";
         const LATE_Q: &str = "SELECT ts FROM metrics_late WHERE cluster = ? AND fp = ? AND day = ? AND window_start = ?";
-        all(missing.iter().map(|(fp, cluster, b)| async move {
-            let (fp, b) = (*fp, *b);
-            let w = self.window_start(b);
-            let r = self
-                .db
-                .exec(HEAD_Q, (cluster.as_str(), shard(fp), b, fp))
-                .await?;
-            let mut ts: Vec<i64> = result_rows::<(i64,)>(HEAD_Q, r)?
-                .into_iter()
-                .map(|r| r.0)
-                .collect();
-            let r = self.db.exec(LATE_Q, (cluster.as_str(), fp, day(w), w)).await?;
-            ts.extend(result_rows::<(i64,)>(LATE_Q, r)?.into_iter().map(|r| r.0));
-            if let Some(c) = self.read_chunk(cluster, fp, w).await? {
-                ts.extend(c.into_iter().map(|s| s.0));
-            }
-            ts.retain(|&t| bucket(t) == b);
-            Ok::<_, Error>(((fp, b), ts))
-        }).collect::<Vec<_>>()).await
+        all(missing
+            .iter()
+            .map(|(fp, cluster, b)| async move {
+                let (fp, b) = (*fp, *b);
+                let w = self.window_start(b);
+                let r = self
+                    .db
+                    .exec(HEAD_Q, (cluster.as_str(), shard(fp), b, fp))
+                    .await?;
+                let mut ts: Vec<i64> = result_rows::<(i64,)>(HEAD_Q, r)?
+                    .into_iter()
+                    .map(|r| r.0)
+                    .collect();
+                let r = self
+                    .db
+                    .exec(LATE_Q, (cluster.as_str(), fp, day(w), w))
+                    .await?;
+                ts.extend(result_rows::<(i64,)>(LATE_Q, r)?.into_iter().map(|r| r.0));
+                if let Some(c) = self.read_chunk(cluster, fp, w).await? {
+                    ts.extend(c.into_iter().map(|s| s.0));
+                }
+                ts.retain(|&t| bucket(t) == b);
+                Ok::<_, Error>(((fp, b), ts))
+            })
+            .collect::<Vec<_>>())
+        .await
     }
 
     async fn read_chunk(&self, cluster: &str, fp: i64, w: i64) -> Result<Option<Vec<(i64, f64)>>> {
@@ -564,15 +657,9 @@ impl Metrics {
                     continue;
                 };
                 let w = self.window_start(r.ts);
-                late.entry((cluster.clone(), r.fp, day(w))).or_default().push((
-                    cluster.clone(),
-                    r.fp,
-                    day(w),
-                    w,
-                    r.ts,
-                    bits(r.v),
-                    ttl,
-                ));
+                late.entry((cluster.clone(), r.fp, day(w)))
+                    .or_default()
+                    .push((cluster.clone(), r.fp, day(w), w, r.ts, bits(r.v), ttl));
             } else {
                 let (sh, b) = (shard(r.fp), bucket(r.ts));
                 head.entry((cluster.clone(), sh, b)).or_default().push((
@@ -600,15 +687,20 @@ impl Metrics {
         }
         for (cluster, w, sh, fp) in markers {
             jobs.push(Box::pin(
-                self.db.write(MARK_W, (cluster.clone(), day(*w), *w, *sh, *fp)),
+                self.db
+                    .write(MARK_W, (cluster.clone(), day(*w), *w, *sh, *fp)),
             ));
         }
         for w in index {
-            jobs.push(Box::pin(w.run(&self.db, self.ttl_secs(w.ts(), now).unwrap_or(60))));
+            jobs.push(Box::pin(
+                w.run(&self.db, self.ttl_secs(w.ts(), now).unwrap_or(60)),
+            ));
         }
         for (cluster, d, metric, is_name) in extras {
             if *is_name {
-                jobs.push(Box::pin(self.db.write(NAME_W, (cluster.clone(), *d, metric.clone()))));
+                jobs.push(Box::pin(
+                    self.db.write(NAME_W, (cluster.clone(), *d, metric.clone())),
+                ));
             } else {
                 jobs.push(Box::pin(self.db.write(CLUSTER_W, (*d, cluster.clone()))));
             }
@@ -638,9 +730,15 @@ impl Metrics {
         {
             return Ok(vec![m.value.clone()]);
         }
-        let per_day: Vec<Vec<(String,)>> = all(days.iter().map(|&d| async move {
-            self.db.rows::<(String,)>(Q, (d,), 100_000, "clusters").await
-        }).collect::<Vec<_>>()).await?;
+        let per_day: Vec<Vec<(String,)>> = all(days
+            .iter()
+            .map(|&d| async move {
+                self.db
+                    .rows::<(String,)>(Q, (d,), 100_000, "clusters")
+                    .await
+            })
+            .collect::<Vec<_>>())
+        .await?;
         let mut set: BTreeSet<String> = per_day.into_iter().flatten().map(|r| r.0).collect();
         for m in matchers.iter().filter(|m| m.name == "cluster") {
             set.retain(|c| m.matches_value(c));
@@ -650,7 +748,12 @@ impl Metrics {
 
     /// Index rows of series matching `matchers` in the days of `range`,
     /// merged over days.
-    async fn candidates(&self, matchers: &[Matcher], range: TimeRange, now: i64) -> Result<Vec<Candidate>> {
+    async fn candidates(
+        &self,
+        matchers: &[Matcher],
+        range: TimeRange,
+        now: i64,
+    ) -> Result<Vec<Candidate>> {
         const NAMES: &str = "SELECT metric FROM metrics_names WHERE cluster = ? AND day = ?";
         const SERIES: &str = "SELECT fp, labels, first_ms, last_ms FROM metrics_series WHERE cluster = ? AND day = ? AND metric = ?";
         let days = self.days(range, now);
@@ -686,14 +789,22 @@ impl Metrics {
             }
         }
         type IndexRow = (i64, Option<Vec<u8>>, Option<i64>, Option<i64>);
-        let fetched: Vec<(String, i32, Vec<IndexRow>)> =
-            all(parts.into_iter().map(|(cluster, d, metric)| async move {
+        let fetched: Vec<(String, i32, Vec<IndexRow>)> = all(parts
+            .into_iter()
+            .map(|(cluster, d, metric)| async move {
                 let rows = self
                     .db
-                    .rows(SERIES, (cluster.as_str(), d, metric.as_str()), MAX_INDEX_ROWS, "series")
+                    .rows(
+                        SERIES,
+                        (cluster.as_str(), d, metric.as_str()),
+                        MAX_INDEX_ROWS,
+                        "series",
+                    )
                     .await?;
                 Ok::<_, Error>((cluster, d, rows))
-            }).collect::<Vec<_>>()).await?;
+            })
+            .collect::<Vec<_>>())
+        .await?;
         let horizon = self.horizon(now);
         let mut by_fp: HashMap<(String, i64), Candidate> = HashMap::new();
         let mut total = 0usize;
@@ -751,9 +862,15 @@ impl Metrics {
 
     /// The samples of one series within `range`: chunks, late rows and
     /// the head, deduplicated by timestamp (chunk first), sorted.
-    async fn read_series(&self, c: &Candidate, range: TimeRange, now: i64) -> Result<Vec<(i64, f64)>> {
+    async fn read_series(
+        &self,
+        c: &Candidate,
+        range: TimeRange,
+        now: i64,
+    ) -> Result<Vec<(i64, f64)>> {
         const CHUNKS: &str = "SELECT window_start, data FROM metrics_chunks WHERE cluster = ? AND fp = ? AND day = ? AND window_start >= ? AND window_start <= ?";
-        const LATE: &str = "SELECT ts, value FROM metrics_late WHERE cluster = ? AND fp = ? AND day = ?";
+        const LATE: &str =
+            "SELECT ts, value FROM metrics_late WHERE cluster = ? AND fp = ? AND day = ?";
         const HEAD_Q: &str = "SELECT ts, value FROM metrics_head WHERE cluster = ? AND shard = ? AND bucket = ? AND fp = ? AND ts >= ? AND ts <= ?";
         let lo = range.start_ms.max(self.horizon(now));
         let hi = range.end_ms;
@@ -789,13 +906,17 @@ impl Metrics {
                 .step_by(HEAD_BUCKET_MS as usize)
                 .filter(|b| c.days.binary_search(&day(*b)).is_ok())
                 .collect();
-            let parts: Vec<Vec<(i64, i64)>> = all(buckets.into_iter().map(|b| async move {
-                let r = self
-                    .db
-                    .exec(HEAD_Q, (cluster, shard(c.fp), b, c.fp, lo, hi))
-                    .await?;
-                result_rows::<(i64, i64)>(HEAD_Q, r)
-            }).collect::<Vec<_>>()).await?;
+            let parts: Vec<Vec<(i64, i64)>> = all(buckets
+                .into_iter()
+                .map(|b| async move {
+                    let r = self
+                        .db
+                        .exec(HEAD_Q, (cluster, shard(c.fp), b, c.fp, lo, hi))
+                        .await?;
+                    result_rows::<(i64, i64)>(HEAD_Q, r)
+                })
+                .collect::<Vec<_>>())
+            .await?;
             for (t, v) in parts.into_iter().flatten() {
                 merged.entry(t).or_insert(value(v));
             }
@@ -850,7 +971,12 @@ impl Metrics {
     }
 
     /// Label sets of matching series with data overlapping the range.
-    async fn listed(&self, matchers: &[Matcher], range: TimeRange, limit: usize) -> Result<Vec<Labels>> {
+    async fn listed(
+        &self,
+        matchers: &[Matcher],
+        range: TimeRange,
+        limit: usize,
+    ) -> Result<Vec<Labels>> {
         let now = kube_insight_core::time::now_ms();
         let cands = self.candidates(matchers, range, now).await?;
         // The index's last_ms may lag by one step: check those by data.
@@ -867,10 +993,14 @@ impl Metrics {
                 unsure.push(c);
             }
         }
-        let checks: Vec<bool> = all(unsure.iter().map(|c| async move {
-            let r = TimeRange::new(range.start_ms, range.end_ms)?;
-            Ok::<_, Error>(!self.read_series(c, r, now).await?.is_empty())
-        }).collect::<Vec<_>>()).await?;
+        let checks: Vec<bool> = all(unsure
+            .iter()
+            .map(|c| async move {
+                let r = TimeRange::new(range.start_ms, range.end_ms)?;
+                Ok::<_, Error>(!self.read_series(c, r, now).await?.is_empty())
+            })
+            .collect::<Vec<_>>())
+        .await?;
         let mut out: Vec<Labels> = sure.into_iter().map(|c| c.labels).collect();
         out.extend(
             unsure
@@ -979,13 +1109,19 @@ impl Metrics {
         let horizon = self.horizon(now);
         let days: Vec<i32> = (day(horizon)..=day(now)).collect();
         let clusters = self.clusters(&[], &days).await?;
-        const PENDING: &str = "SELECT window_start, shard, fp FROM metrics_pending WHERE cluster = ? AND day = ?";
+        const PENDING: &str =
+            "SELECT window_start, shard, fp FROM metrics_pending WHERE cluster = ? AND day = ?";
         const UNMARK: &str = "DELETE FROM metrics_pending USING TIMESTAMP ? WHERE cluster = ? AND day = ? AND window_start = ? AND shard = ? AND fp = ?";
         for cluster in &clusters {
             for &d in &days {
                 let pending: Vec<(i64, i32, i64)> = self
                     .db
-                    .rows(PENDING, (cluster.as_str(), d), 10_000_000, "pending windows")
+                    .rows(
+                        PENDING,
+                        (cluster.as_str(), d),
+                        10_000_000,
+                        "pending windows",
+                    )
                     .await?;
                 for (w, sh, fp) in pending {
                     if w + self.window_ms() + self.grace_ms() + COMPACT_MARGIN_MS > now {
@@ -1012,7 +1148,8 @@ impl Metrics {
 
     /// Head rows of one (window, shard) into chunks.
     async fn compact_head(&self, cluster: &str, w: i64, sh: i32, now: i64) -> Result<(u64, u64)> {
-        const Q: &str = "SELECT fp, ts, value FROM metrics_head WHERE cluster = ? AND shard = ? AND bucket = ?";
+        const Q: &str =
+            "SELECT fp, ts, value FROM metrics_head WHERE cluster = ? AND shard = ? AND bucket = ?";
         let mut by_fp: BTreeMap<i64, BTreeMap<i64, f64>> = BTreeMap::new();
         for b in (w..w + self.window_ms()).step_by(HEAD_BUCKET_MS as usize) {
             let rows: Vec<(i64, i64, i64)> = self
@@ -1037,7 +1174,14 @@ impl Metrics {
 
     /// Late rows of one (series, window) into its chunk, then deletes them
     /// (rows written after `started` survive the delete).
-    async fn compact_late(&self, cluster: &str, fp: i64, w: i64, now: i64, started: i64) -> Result<(u64, u64)> {
+    async fn compact_late(
+        &self,
+        cluster: &str,
+        fp: i64,
+        w: i64,
+        now: i64,
+        started: i64,
+    ) -> Result<(u64, u64)> {
         const Q: &str = "SELECT ts, value FROM metrics_late WHERE cluster = ? AND fp = ? AND day = ? AND window_start = ?";
         const DEL: &str = "DELETE FROM metrics_late USING TIMESTAMP ? WHERE cluster = ? AND fp = ? AND day = ? AND window_start = ?";
         let r = self.db.exec(Q, (cluster, fp, day(w), w)).await?;
@@ -1046,13 +1190,22 @@ impl Metrics {
             .map(|(t, v)| (t, value(v)))
             .collect();
         let added = self.merge_into_chunk(cluster, fp, w, s, now).await?;
-        self.db.write(DEL, (started, cluster, fp, day(w), w)).await?;
+        self.db
+            .write(DEL, (started, cluster, fp, day(w), w))
+            .await?;
         Ok((u64::from(added > 0), added))
     }
 
     /// Adds samples to the chunk of (series, window); the stored value of a
     /// timestamp wins. Returns how many samples were new.
-    async fn merge_into_chunk(&self, cluster: &str, fp: i64, w: i64, new: BTreeMap<i64, f64>, now: i64) -> Result<u64> {
+    async fn merge_into_chunk(
+        &self,
+        cluster: &str,
+        fp: i64,
+        w: i64,
+        new: BTreeMap<i64, f64>,
+        now: i64,
+    ) -> Result<u64> {
         const CHUNK_W: &str = "INSERT INTO metrics_chunks (cluster, fp, day, window_start, data, min_ts, max_ts, samples) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?";
         const ROLLUP_W: &str = "INSERT INTO metrics_rollups (cluster, fp, day, window_start, data) VALUES (?, ?, ?, ?, ?) USING TTL ?";
         if new.is_empty() {
@@ -1078,15 +1231,31 @@ impl Metrics {
         };
         let samples: Vec<(i64, f64)> = all.into_iter().collect();
         let (min_ts, max_ts) = (samples[0].0, samples[samples.len() - 1].0);
-        let data = chunk::encode(samples.iter().copied())
-            .map_err(|e| Error::Corrupt(format!("encoding the chunk of series {fp} at {w}: {e}")))?;
+        let data = chunk::encode(samples.iter().copied()).map_err(|e| {
+            Error::Corrupt(format!("encoding the chunk of series {fp} at {w}: {e}"))
+        })?;
         let rollups = chunk::encode_rollups(&chunk::rollup_5m(&samples));
-        let rollup_ttl = (self.opts.retention.metrics.max(self.opts.retention.topology).as_secs())
-            .min(super::schema::MAX_TTL_SECS as u64) as i32;
+        let rollup_ttl = (self
+            .opts
+            .retention
+            .metrics
+            .max(self.opts.retention.topology)
+            .as_secs())
+        .min(super::schema::MAX_TTL_SECS as u64) as i32;
         self.db
             .write(
                 CHUNK_W,
-                (cluster, fp, day(w), w, data, min_ts, max_ts, samples.len() as i32, ttl),
+                (
+                    cluster,
+                    fp,
+                    day(w),
+                    w,
+                    data,
+                    min_ts,
+                    max_ts,
+                    samples.len() as i32,
+                    ttl,
+                ),
             )
             .await?;
         self.db
@@ -1100,15 +1269,24 @@ impl Metrics {
     /// `now` and a shortened retention take effect at once).
     async fn expire(&self, now: i64) -> Result<u64> {
         const NAMES: &str = "SELECT metric FROM metrics_names WHERE cluster = ? AND day = ?";
-        const FPS: &str = "SELECT fp FROM metrics_series WHERE cluster = ? AND day = ? AND metric = ?";
-        const DEL_CHUNKS: &str = "DELETE FROM metrics_chunks USING TIMESTAMP ? WHERE cluster = ? AND fp = ? AND day = ?";
-        const DEL_LATE: &str = "DELETE FROM metrics_late USING TIMESTAMP ? WHERE cluster = ? AND fp = ? AND day = ?";
+        const FPS: &str =
+            "SELECT fp FROM metrics_series WHERE cluster = ? AND day = ? AND metric = ?";
+        const DEL_CHUNKS: &str =
+            "DELETE FROM metrics_chunks USING TIMESTAMP ? WHERE cluster = ? AND fp = ? AND day = ?";
+        const DEL_LATE: &str =
+            "DELETE FROM metrics_late USING TIMESTAMP ? WHERE cluster = ? AND fp = ? AND day = ?";
         const DEL_SERIES: &str = "DELETE FROM metrics_series USING TIMESTAMP ? WHERE cluster = ? AND day = ? AND metric = ?";
-        const DEL_NAMES: &str = "DELETE FROM metrics_names USING TIMESTAMP ? WHERE cluster = ? AND day = ?";
-        const DEL_PENDING: &str = "DELETE FROM metrics_pending USING TIMESTAMP ? WHERE cluster = ? AND day = ?";
+        const DEL_NAMES: &str =
+            "DELETE FROM metrics_names USING TIMESTAMP ? WHERE cluster = ? AND day = ?";
+        const DEL_PENDING: &str =
+            "DELETE FROM metrics_pending USING TIMESTAMP ? WHERE cluster = ? AND day = ?";
         let first_kept = day(self.horizon(now)) as i64;
         let done = self.expired_before_day.load(Ordering::Relaxed);
-        let from = if done == i64::MIN { first_kept - 3 } else { done };
+        let from = if done == i64::MIN {
+            first_kept - 3
+        } else {
+            done
+        };
         let mut expired = 0u64;
         for d in from..first_kept {
             let d = d as i32;
@@ -1121,19 +1299,31 @@ impl Metrics {
                 for (metric,) in names {
                     let fps: Vec<(i64,)> = self
                         .db
-                        .rows(FPS, (cluster.as_str(), d, metric.as_str()), MAX_INDEX_ROWS, "series")
+                        .rows(
+                            FPS,
+                            (cluster.as_str(), d, metric.as_str()),
+                            MAX_INDEX_ROWS,
+                            "series",
+                        )
                         .await?;
                     expired += fps.len() as u64;
-                    all(fps.into_iter().map(|(fp,)| async move {
-                        self.db
-                            .write(DEL_CHUNKS, (DELETE_TS_US, cluster.as_str(), fp, d))
-                            .await?;
-                        self.db
-                            .write(DEL_LATE, (DELETE_TS_US, cluster.as_str(), fp, d))
-                            .await
-                    }).collect::<Vec<_>>()).await?;
+                    all(fps
+                        .into_iter()
+                        .map(|(fp,)| async move {
+                            self.db
+                                .write(DEL_CHUNKS, (DELETE_TS_US, cluster.as_str(), fp, d))
+                                .await?;
+                            self.db
+                                .write(DEL_LATE, (DELETE_TS_US, cluster.as_str(), fp, d))
+                                .await
+                        })
+                        .collect::<Vec<_>>())
+                    .await?;
                     self.db
-                        .write(DEL_SERIES, (DELETE_TS_US, cluster.as_str(), d, metric.as_str()))
+                        .write(
+                            DEL_SERIES,
+                            (DELETE_TS_US, cluster.as_str(), d, metric.as_str()),
+                        )
                         .await?;
                 }
                 self.db
@@ -1160,7 +1350,7 @@ impl Metrics {
                 let dirty: Vec<(i32, i64)> = st.index_dirty.iter().map(|(&d, &t)| (d, t)).collect();
                 for (d, t) in dirty {
                     let last = st.indexed.get(&d).map_or(i64::MIN, |x| x.1);
-                    if everything || t > last.saturating_add(60_000) {
+                    if everything || t > last.saturating_add(INDEX_LAST_STEP_MS) {
                         w.push(IndexWrite::last(st, fp, d, t));
                         st.index_dirty.remove(&d);
                         if let Some(x) = st.indexed.get_mut(&d) {
@@ -1171,7 +1361,11 @@ impl Metrics {
             }
             w
         };
-        all(writes.iter().map(|w| w.run(&self.db, self.ttl_secs(w.ts(), now).unwrap_or(60))).collect::<Vec<_>>()).await?;
+        all(writes
+            .iter()
+            .map(|w| w.run(&self.db, self.ttl_secs(w.ts(), now).unwrap_or(60)))
+            .collect::<Vec<_>>())
+        .await?;
         Ok(())
     }
 
@@ -1362,6 +1556,11 @@ mod tests {
         assert!(at(1_000) > at(2_000));
         // Every write time stays below the retention delete's.
         const { assert!(FIRST_WINS_BASE_US < DELETE_TS_US) };
-        const { assert!(4_102_444_800_000i64 * 1000 < FIRST_WINS_BASE_US, "year 2100 fits") };
+        const {
+            assert!(
+                4_102_444_800_000i64 * 1000 < FIRST_WINS_BASE_US,
+                "year 2100 fits"
+            )
+        };
     }
 }

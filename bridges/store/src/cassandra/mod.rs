@@ -10,6 +10,7 @@
 //! hold one partition only; every table has one TTL.
 
 pub mod config;
+pub mod events;
 pub mod logs;
 pub mod metrics;
 pub mod schema;
@@ -42,7 +43,11 @@ impl CassandraStore {
     /// Connects. With `apply_schema`, creates the keyspace and tables
     /// first (`kube-insight schema apply`); otherwise the keyspace must
     /// exist and its schema version must match.
-    pub async fn open(config: CassandraConfig, opts: StoreOptions, apply_schema: bool) -> Result<CassandraStore> {
+    pub async fn open(
+        config: CassandraConfig,
+        opts: StoreOptions,
+        apply_schema: bool,
+    ) -> Result<CassandraStore> {
         let hosts = config.hosts.join(",");
         let keyspace = config.keyspace.clone();
         let db = Arc::new(Db::connect(config).await?);
@@ -57,11 +62,16 @@ impl CassandraStore {
         Ok(CassandraStore {
             metrics: metrics::Metrics::new(db.clone(), opts.clone()),
             logs: Arc::new(logs::CassandraLogStore::new(db.clone(), opts.clone())),
-            events: unbuilt("events"),
+            events: Arc::new(events::CassandraEventStore::new(db.clone(), opts.clone())),
             topology: unbuilt("topology"),
             db,
             opts,
         })
+    }
+
+    /// CQL requests sent so far: (writes, reads); a batch counts once.
+    pub fn cql_requests(&self) -> (u64, u64) {
+        self.db.counts.get()
     }
 
     /// The keyspace, for tests that drop it afterwards.
@@ -130,7 +140,13 @@ impl Store for CassandraStore {
     async fn maintain(&self, now_ms: i64) -> Result<MaintenanceReport> {
         let mut report = self.metrics.maintain(now_ms).await?;
         for (signal, r) in [
-            ("logs", self.logs.maintain_logs(now_ms).await.map(|m| m.rows_expired)),
+            (
+                "logs",
+                self.logs
+                    .maintain_logs(now_ms)
+                    .await
+                    .map(|m| m.rows_expired),
+            ),
             ("events", self.events.maintain_events(now_ms).await),
             (
                 "topology",
@@ -246,7 +262,12 @@ impl crate::EventStore for Unbuilt {
     ) -> Result<()> {
         self.err()
     }
-    async fn checkpoint(&self, _: &str, _: &str, _: &str) -> Result<Option<crate::WatchCheckpoint>> {
+    async fn checkpoint(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<crate::WatchCheckpoint>> {
         self.err()
     }
     async fn maintain_events(&self, _: i64) -> Result<u64> {

@@ -46,6 +46,11 @@ fn logs_ttl(o: &StoreOptions) -> Duration {
 fn events_ttl(o: &StoreOptions) -> Duration {
     o.retention.events
 }
+/// Object history outlives the events retention by a day, so a keyframe
+/// outlives the versions rebuilt from it (see `events.rs`).
+fn objects_ttl(o: &StoreOptions) -> Duration {
+    o.retention.events + super::events::OBJECT_TTL_SLACK
+}
 fn topology_ttl(o: &StoreOptions) -> Duration {
     o.retention.topology
 }
@@ -122,10 +127,11 @@ pub const TABLES: &[Table] = &[
     },
     Table {
         name: "log_blocks",
-        body: "cluster text, namespace text, hour bigint, stream bigint, block_id bigint, \
+        body:
+            "cluster text, namespace text, hour bigint, slot int, stream bigint, block_id bigint, \
                first_seq bigint, min_ns bigint, max_ns bigint, lines int, raw_bytes int, \
                levels blob, data blob, merged_from blob, \
-               PRIMARY KEY ((cluster, namespace, hour), stream, block_id)",
+               PRIMARY KEY ((cluster, namespace, hour, slot), stream, block_id)",
         order: None,
         ttl: logs_ttl,
     },
@@ -137,44 +143,73 @@ pub const TABLES: &[Table] = &[
     },
     Table {
         name: "log_pending",
-        body: "cluster text, day int, hour bigint, namespace text, \
-               PRIMARY KEY ((cluster, day), hour, namespace)",
+        body: "cluster text, day int, hour bigint, namespace text, slot int, \
+               PRIMARY KEY ((cluster, day), hour, namespace, slot)",
         order: None,
         ttl: logs_ttl,
     },
     Table {
-        name: "kube_events",
-        body: "cluster text, day int, uid text, last_ms bigint, data blob, \
-               PRIMARY KEY ((cluster, day), uid)",
+        name: "event_occurrences",
+        body: "cluster text, day int, at_ms bigint, uid text, cnt bigint, first_ms bigint, \
+               data blob, PRIMARY KEY ((cluster, day), at_ms, uid, cnt)",
+        order: None,
+        ttl: events_ttl,
+    },
+    Table {
+        name: "event_keys",
+        body: "cluster text, uid text, cnt bigint, at_ms bigint, \
+               PRIMARY KEY ((cluster, uid), cnt, at_ms)",
+        order: None,
+        ttl: events_ttl,
+    },
+    Table {
+        name: "event_content",
+        body: "cluster text, day int, content bigint, at_ms bigint, uid text, cnt bigint, \
+               first_ms bigint, PRIMARY KEY ((cluster, day, content), at_ms, uid, cnt)",
         order: None,
         ttl: events_ttl,
     },
     Table {
         name: "object_versions",
-        body: "cluster text, uid text, rv_seq bigint, rv text, at_ms bigint, kind text, \
-               data blob, PRIMARY KEY ((cluster, uid), rv_seq, rv)",
+        body: "cluster text, uid text, seq bigint, rv text, at_ms bigint, change text, \
+               kf boolean, meta blob, patch blob, frame blob, PRIMARY KEY ((cluster, uid), seq)",
         order: None,
-        ttl: events_ttl,
+        ttl: objects_ttl,
     },
     Table {
         name: "object_changes",
-        body: "cluster text, day int, at_ms bigint, uid text, rv text, data blob, \
-               PRIMARY KEY ((cluster, day), at_ms, uid, rv)",
+        body: "cluster text, day int, at_ms bigint, uid text, seq bigint, data blob, \
+               PRIMARY KEY ((cluster, day), at_ms, uid, seq)",
         order: None,
         ttl: events_ttl,
+    },
+    Table {
+        name: "object_latest",
+        body: "cluster text, resource text, shard int, uid text, namespace text, name text, \
+               rv text, vrv text, seq bigint, at_ms bigint, deleted boolean, version_ms bigint, \
+               keyframe_ms bigint, object blob, PRIMARY KEY ((cluster, resource, shard), uid)",
+        order: None,
+        ttl: objects_ttl,
     },
     Table {
         name: "object_names",
-        body: "cluster text, kind_key text, uid text, name text, namespace text, \
-               PRIMARY KEY ((cluster, kind_key), namespace, name, uid)",
+        body: "cluster text, object text, uid text, PRIMARY KEY ((cluster, object), uid)",
+        order: None,
+        ttl: objects_ttl,
+    },
+    Table {
+        name: "watch_checkpoints",
+        body: "cluster text, resource text, rv text, at_ms bigint, \
+               PRIMARY KEY ((cluster, resource))",
         order: None,
         ttl: events_ttl,
     },
     Table {
-        name: "watch_checkpoints",
-        body: "cluster text, resource text, data blob, PRIMARY KEY ((cluster), resource)",
+        name: "event_catalog",
+        body: "scope int, cluster text, day int, resource text, \
+               PRIMARY KEY ((scope), cluster, day, resource)",
         order: None,
-        ttl: events_ttl,
+        ttl: objects_ttl,
     },
     Table {
         name: "topology_keys",
@@ -246,7 +281,8 @@ pub fn create_keyspace(keyspace: &str, replication: &str) -> String {
     )
 }
 
-const META: &str = "CREATE TABLE IF NOT EXISTS schema_meta (name text PRIMARY KEY, version int, owner text)";
+const META: &str =
+    "CREATE TABLE IF NOT EXISTS schema_meta (name text PRIMARY KEY, version int, owner text)";
 
 /// Applies the schema: takes the lock, creates or alters every table,
 /// waits for agreement after each statement, records the version.
@@ -402,7 +438,10 @@ mod tests {
             let window = size * if unit == "DAYS" { 86_400 } else { 3600 };
             let windows = ttl.as_secs().div_ceil(window);
             assert!(windows < 50, "{days} d: {unit} {size} gives {windows}");
-            assert!(windows >= 10 || days < 2, "{days} d: too coarse ({windows})");
+            assert!(
+                windows >= 10 || days < 2,
+                "{days} d: too coarse ({windows})"
+            );
         }
         assert_eq!(twcs_window(Duration::from_secs(14 * 86_400)), ("HOURS", 9));
         assert_eq!(twcs_window(Duration::from_secs(90 * 86_400)), ("DAYS", 3));
@@ -417,7 +456,10 @@ mod tests {
             "CREATE TABLE IF NOT EXISTS metrics_head (cluster text, shard int, bucket bigint, fp bigint, ts bigint, value bigint, PRIMARY KEY ((cluster, shard, bucket), fp, ts)) WITH default_time_to_live = 23400 AND compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'HOURS', 'compaction_window_size': 1} AND gc_grace_seconds = 10800 AND read_repair = 'NONE'"
         );
         let alter = alter_table(&TABLES[2], &o);
-        assert!(alter.starts_with("ALTER TABLE metrics_chunks WITH default_time_to_live = 1209600 "), "{alter}");
+        assert!(
+            alter.starts_with("ALTER TABLE metrics_chunks WITH default_time_to_live = 1209600 "),
+            "{alter}"
+        );
         assert_eq!(
             create_keyspace("ki", "{'class': 'SimpleStrategy', 'replication_factor': 1}"),
             "CREATE KEYSPACE IF NOT EXISTS ki WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1} AND durable_writes = true"

@@ -16,6 +16,7 @@ use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -29,6 +30,25 @@ pub struct Db {
     pub config: CassandraConfig,
     prepared: RwLock<HashMap<&'static str, PreparedStatement>>,
     slots: Arc<Semaphore>,
+    /// Requests sent (a batch counts once), for benchmarks and `/metrics`.
+    pub counts: RequestCounts,
+}
+
+/// CQL requests sent by this process.
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    pub writes: AtomicU64,
+    pub reads: AtomicU64,
+}
+
+impl RequestCounts {
+    /// (writes, reads) so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.writes.load(Ordering::Relaxed),
+            self.reads.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl Db {
@@ -36,7 +56,9 @@ impl Db {
     pub async fn connect(config: CassandraConfig) -> Result<Db> {
         let mut policy = DefaultPolicy::builder().token_aware(true);
         if let Some(dc) = &config.dc {
-            policy = policy.prefer_datacenter(dc.clone()).permit_dc_failover(false);
+            policy = policy
+                .prefer_datacenter(dc.clone())
+                .permit_dc_failover(false);
         }
         let retry: Arc<dyn RetryPolicy> = match config.retry {
             RetryMode::Default => Arc::new(DefaultRetryPolicy::new()),
@@ -71,6 +93,7 @@ impl Db {
             config,
             prepared: RwLock::new(HashMap::new()),
             slots,
+            counts: RequestCounts::default(),
         })
     }
 
@@ -130,6 +153,7 @@ impl Db {
     pub async fn exec(&self, cql: &'static str, values: impl SerializeRow) -> Result<QueryResult> {
         let p = self.prepared(cql).await?;
         let _slot = self.slot(true).await?;
+        self.counts.reads.fetch_add(1, Ordering::Relaxed);
         self.session
             .execute_unpaged(&p, values)
             .await
@@ -141,6 +165,7 @@ impl Db {
     pub async fn write(&self, cql: &'static str, values: impl SerializeRow) -> Result<()> {
         let p = self.prepared(cql).await?;
         let _slot = self.slot(false).await?;
+        self.counts.writes.fetch_add(1, Ordering::Relaxed);
         self.session
             .execute_unpaged(&p, values)
             .await
@@ -151,7 +176,11 @@ impl Db {
     /// An unlogged batch of one statement into one partition (the caller
     /// groups rows by partition and keeps the batch under
     /// [`MAX_BATCH_BYTES`]).
-    pub async fn write_batch<V: SerializeRow>(&self, cql: &'static str, rows: Vec<V>) -> Result<()> {
+    pub async fn write_batch<V: SerializeRow>(
+        &self,
+        cql: &'static str,
+        rows: Vec<V>,
+    ) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -169,6 +198,7 @@ impl Db {
         }
         batch.set_is_idempotent(true);
         let _slot = self.slot(false).await?;
+        self.counts.writes.fetch_add(1, Ordering::Relaxed);
         self.session
             .batch(&batch, rows)
             .await
@@ -191,6 +221,7 @@ impl Db {
         let mut p = self.prepared(cql).await?;
         p.set_page_size(5_000);
         let _slot = self.slot(true).await?;
+        self.counts.reads.fetch_add(1, Ordering::Relaxed);
         let pager = self
             .session
             .execute_iter(p, values)
@@ -205,8 +236,7 @@ impl Db {
                 "cassandra: {e} (statement {:?})",
                 cql.chars().take(80).collect::<String>()
             ))
-        })?
-        {
+        })? {
             if out.len() >= max_rows {
                 return Err(Error::LimitExceeded {
                     what,
@@ -282,11 +312,9 @@ fn map_pager_err(cql: &str, e: PagerExecutionError) -> Error {
 fn tls(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
-    let bad = |why: String| {
-        Error::InvalidUrl {
-            url: format!("KUBE_INSIGHT_CASSANDRA_CA_FILE={}", ca.display()),
-            reason: why,
-        }
+    let bad = |why: String| Error::InvalidUrl {
+        url: format!("KUBE_INSIGHT_CASSANDRA_CA_FILE={}", ca.display()),
+        reason: why,
     };
     let mut roots = rustls::RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(ca)

@@ -22,16 +22,17 @@
 //! the same whichever writes first.
 
 use crate::error::{Error, Result};
+use crate::event_codec::{
+    apply_patches, decode_object, decode_patch, encode_object, encode_patch, event_count,
+    event_origin, kind_matches, merge_timeline, plan_write, EventLine, LatestState, WritePlan,
+};
 use crate::events::{
     ChangeQuery, ChangeRow, EventQuery, EventStore, EventWriteOutcome, LiveObject, ObjectAt,
     ObjectWrite, ObjectWriteOutcome, WatchCheckpoint,
 };
 use crate::StoreOptions;
 use async_trait::async_trait;
-use kube_insight_core::event::{
-    attribute, normalize_kind, summarize, who_label, workload_of, workload_of_ref, ChangeKind,
-    EventOrigin, KubeEvent, ObjectRef, SYNTHETIC_UID_PREFIX,
-};
+use kube_insight_core::event::{normalize_kind, workload_of_ref, ChangeKind, KubeEvent, ObjectRef};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -203,16 +204,11 @@ impl Shared {
     }
 
     fn compress(&self, v: &Value) -> Result<Vec<u8>> {
-        let raw = serde_json::to_vec(v)
-            .map_err(|e| Error::Corrupt(format!("encoding an object: {e}")))?;
-        zstd::bulk::compress(&raw, self.config.zstd_level).map_err(Error::Io)
+        encode_object(v, self.config.zstd_level)
     }
 
     fn decompress(&self, b: &[u8]) -> Result<Value> {
-        let raw = zstd::stream::decode_all(b)
-            .map_err(|e| Error::Corrupt(format!("an object version does not decompress: {e}")))?;
-        serde_json::from_slice(&raw)
-            .map_err(|e| Error::Corrupt(format!("an object version is not JSON: {e}")))
+        decode_object(b)
     }
 }
 
@@ -228,10 +224,6 @@ impl std::fmt::Debug for SqliteEventStore {
             .field("path", &self.shared.path_str)
             .finish_non_exhaustive()
     }
-}
-
-fn rv_num(rv: &str) -> Option<u128> {
-    rv.parse().ok()
 }
 
 impl SqliteEventStore {
@@ -464,14 +456,6 @@ fn write_events_tx(
     Ok(out)
 }
 
-struct Latest {
-    at_ms: i64,
-    rv: String,
-    seq: i64,
-    deleted: bool,
-    object: Value,
-}
-
 fn write_objects_tx(
     sh: &Shared,
     conn: &mut Connection,
@@ -504,7 +488,7 @@ fn write_objects_tx(
             .optional()
             .map_err(sql)?;
         let latest = match latest {
-            Some((rv, seq, deleted, blob, at_ms)) => Some(Latest {
+            Some((rv, seq, deleted, blob, at_ms)) => Some(LatestState {
                 at_ms,
                 rv,
                 seq,
@@ -513,84 +497,35 @@ fn write_objects_tx(
             }),
             None => None,
         };
-        if let Some(l) = &latest {
-            if l.rv == w.resource_version && w.change != ChangeKind::Deleted {
+        let v = match plan_write(latest.as_ref(), false, &w, sh.config.keyframe_every) {
+            WritePlan::Duplicate => {
                 out.duplicates += 1;
                 continue;
             }
-            let older =
-                matches!((rv_num(&w.resource_version), rv_num(&l.rv)), (Some(a), Some(b)) if a < b);
-            if l.deleted || (older && w.change != ChangeKind::Deleted) {
-                if l.deleted && w.change == ChangeKind::Deleted {
-                    out.duplicates += 1;
-                } else {
-                    out.stale += 1;
-                }
+            WritePlan::Stale => {
+                out.stale += 1;
                 continue;
             }
-        }
-        // Versions of one object never go back in time (a change time taken
-        // from managedFields may be older than the last stored one).
-        let mut w = w;
-        if let Some(l) = &latest {
-            w.at_ms = w.at_ms.max(l.at_ms);
-        }
-        let workload = workload_of(&w.kind, &w.object).unwrap_or_default();
-        let (seq, change, patch, prev) = match &latest {
-            None => {
-                let change = match w.change {
-                    ChangeKind::Updated => ChangeKind::Observed,
-                    c => c,
-                };
-                (0i64, change, None, None)
+            WritePlan::Unchanged => {
+                tx.execute(
+                    "UPDATE ev_latest SET rv = ?3 WHERE cluster = ?1 AND uid = ?2",
+                    params![w.cluster, w.uid, w.resource_version],
+                )
+                .map_err(sql)?;
+                out.unchanged += 1;
+                continue;
             }
-            Some(l) => {
-                if w.change == ChangeKind::Deleted {
-                    (l.seq + 1, ChangeKind::Deleted, None, Some(&l.object))
-                } else {
-                    match kube_insight_core::event::merge_diff(&l.object, &w.object) {
-                        None => {
-                            tx.execute(
-                                "UPDATE ev_latest SET rv = ?3 WHERE cluster = ?1 AND uid = ?2",
-                                params![w.cluster, w.uid, w.resource_version],
-                            )
-                            .map_err(sql)?;
-                            out.unchanged += 1;
-                            continue;
-                        }
-                        Some(p) => (l.seq + 1, ChangeKind::Updated, Some(p), Some(&l.object)),
-                    }
-                }
-            }
+            WritePlan::Version(v) => v,
         };
-        let manager = match (&patch, change) {
-            (Some(p), _) => attribute(p, &w.managers),
-            (None, ChangeKind::Created) | (None, ChangeKind::Observed) => {
-                attribute(&w.object, &w.managers)
-            }
-            _ => None,
-        };
-        let who = who_label(manager.as_deref(), w.gitops.as_deref());
-        let gap = w.gap;
-        let (summary, category) = summarize(&w.kind, change, prev, &w.object, who.as_deref(), gap);
-        let deleted = change == ChangeKind::Deleted;
-        let stored_object = if deleted {
-            prev.cloned().unwrap_or_else(|| w.object.clone())
-        } else {
-            w.object.clone()
-        };
-        let keyframe = patch.is_none() || seq % sh.config.keyframe_every.max(1) == 0;
-        let latest_blob = sh.compress(&stored_object)?;
-        let full = if keyframe {
+        let deleted = v.change == ChangeKind::Deleted;
+        let latest_blob = sh.compress(&v.state)?;
+        let full = if v.keyframe {
             Some(latest_blob.clone())
         } else {
             None
         };
-        let patch_text = match &patch {
-            Some(p) => Some(
-                serde_json::to_string(p)
-                    .map_err(|e| Error::Corrupt(format!("encoding a patch: {e}")))?,
-            ),
+        let patch_text = match &v.patch {
+            Some(p) => Some(encode_patch(p)?),
             None => None,
         };
         tx.execute(
@@ -601,19 +536,19 @@ fn write_objects_tx(
                 w.cluster,
                 w.uid,
                 w.resource_version,
-                seq,
+                v.seq,
                 w.group,
                 w.kind,
                 w.namespace,
                 w.name,
-                workload,
-                w.at_ms,
-                change.as_str(),
-                category,
-                summary,
-                manager,
+                v.workload,
+                v.at_ms,
+                v.change.as_str(),
+                v.category,
+                v.summary,
+                v.manager,
                 w.gitops,
-                gap.map(|g| g.0),
+                w.gap.map(|g| g.0),
                 patch_text,
                 full,
             ],
@@ -624,7 +559,7 @@ fn write_objects_tx(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT(cluster, uid) DO UPDATE SET rv = excluded.rv, seq = excluded.seq, at_ms = excluded.at_ms,
                deleted = excluded.deleted, object = excluded.object, name = excluded.name, namespace = excluded.namespace",
-            params![w.cluster, w.uid, w.group, w.kind, w.namespace, w.name, w.resource_version, seq, w.at_ms, i64::from(deleted), latest_blob],
+            params![w.cluster, w.uid, w.group, w.kind, w.namespace, w.name, w.resource_version, v.seq, v.at_ms, i64::from(deleted), latest_blob],
         )
         .map_err(sql)?;
         out.versions_written += 1;
@@ -648,26 +583,25 @@ fn rebuild(sh: &Shared, c: &Connection, cluster: &str, uid: &str, seq: i64) -> R
         .optional()
         .map_err(sql)?
         .ok_or_else(|| Error::Corrupt(format!("object {uid} in cluster {cluster}: no keyframe at or before version {seq}")))?;
-    let mut obj = sh.decompress(&blob)?;
-    if kseq < seq {
-        let mut st = c
-            .prepare_cached("SELECT patch FROM ev_versions WHERE cluster = ?1 AND uid = ?2 AND seq > ?3 AND seq <= ?4 ORDER BY seq")
-            .map_err(sql)?;
-        let rows = st
-            .query_map(params![cluster, uid, kseq, seq], |r| {
-                r.get::<_, Option<String>>(0)
-            })
-            .map_err(sql)?;
-        for p in rows {
-            if let Some(p) = p.map_err(sql)? {
-                let patch: Value = serde_json::from_str(&p).map_err(|e| {
-                    Error::Corrupt(format!("a patch of object {uid} is not JSON: {e}"))
-                })?;
-                kube_insight_core::event::merge_apply(&mut obj, &patch);
-            }
+    let obj = sh.decompress(&blob)?;
+    if kseq >= seq {
+        return Ok(obj);
+    }
+    let mut st = c
+        .prepare_cached("SELECT patch FROM ev_versions WHERE cluster = ?1 AND uid = ?2 AND seq > ?3 AND seq <= ?4 ORDER BY seq")
+        .map_err(sql)?;
+    let rows = st
+        .query_map(params![cluster, uid, kseq, seq], |r| {
+            r.get::<_, Option<String>>(0)
+        })
+        .map_err(sql)?;
+    let mut patches = Vec::new();
+    for p in rows {
+        if let Some(p) = p.map_err(sql)? {
+            patches.push(decode_patch(p.as_bytes(), uid)?);
         }
     }
-    Ok(obj)
+    Ok(apply_patches(obj, &patches))
 }
 
 fn object_at_q(
@@ -789,11 +723,7 @@ fn query_events_q(sh: &Shared, c: &Connection, q: &EventQuery) -> Result<Vec<Kub
                 let origin: String = r.get(15)?;
                 Ok(KubeEvent {
                     cluster: r.get(0)?,
-                    count: if uid.starts_with(SYNTHETIC_UID_PREFIX) {
-                        n.max(1) as u64
-                    } else {
-                        max_count.max(1) as u64
-                    },
+                    count: event_count(&uid, max_count, n),
                     uid,
                     namespace: r.get(2)?,
                     name: r.get(3)?,
@@ -813,11 +743,7 @@ fn query_events_q(sh: &Shared, c: &Connection, q: &EventQuery) -> Result<Vec<Kub
                     first_ms: first.min(last),
                     last_ms: last,
                     resource_version: r.get(17)?,
-                    origin: if origin == "kube_eventer" {
-                        EventOrigin::KubeEventer
-                    } else {
-                        EventOrigin::Watch
-                    },
+                    origin: event_origin(&origin),
                 })
             },
         )
@@ -825,10 +751,7 @@ fn query_events_q(sh: &Shared, c: &Connection, q: &EventQuery) -> Result<Vec<Kub
     let mut out = Vec::new();
     for r in rows {
         let ev = r.map_err(sql)?;
-        if kind
-            .as_deref()
-            .is_some_and(|k| normalize_kind(&ev.involved.kind) != k)
-        {
+        if !kind_matches(kind.as_deref(), &ev.involved.kind) {
             continue;
         }
         out.push(ev);
@@ -890,10 +813,7 @@ fn changes_q(sh: &Shared, c: &Connection, q: &ChangeQuery) -> Result<Vec<ChangeR
             .map_err(sql)?;
         for r in rows {
             let row = r.map_err(sql)?;
-            if kind
-                .as_deref()
-                .is_some_and(|k| normalize_kind(&row.kind) != k)
-            {
+            if !kind_matches(kind.as_deref(), &row.kind) {
                 continue;
             }
             out.push(row);
@@ -929,57 +849,35 @@ fn changes_q(sh: &Shared, c: &Connection, q: &ChangeQuery) -> Result<Vec<ChangeR
                     let uid: String = r.get(6)?;
                     let max_count: i64 = r.get(10)?;
                     let n: i64 = r.get(11)?;
-                    let reason: String = r.get(8)?;
-                    let message: String = r.get(9)?;
-                    let component: String = r.get(12)?;
-                    let count = if uid.starts_with(SYNTHETIC_UID_PREFIX) {
-                        n
-                    } else {
-                        max_count
-                    }
-                    .max(1) as u64;
-                    let mut summary = format!("{reason}: {message}");
-                    if count > 1 {
-                        summary.push_str(&format!(" (x{count})"));
-                    }
-                    Ok(ChangeRow {
+                    Ok(ChangeRow::from(EventLine {
+                        count: event_count(&uid, max_count, n),
                         at_ms: r.get(0)?,
-                        category: "event".into(),
-                        change: r.get(1)?,
+                        event_type: r.get(1)?,
                         cluster: r.get(2)?,
                         namespace: r.get(3)?,
                         kind: r.get(4)?,
                         name: r.get(5)?,
                         uid,
                         resource_version: r.get(7)?,
-                        summary,
-                        manager: (!component.is_empty()).then_some(component),
-                        gitops: None,
-                        patch: None,
-                        reason: Some(reason),
-                        count: Some(count),
-                        gap_from_ms: None,
-                    })
+                        reason: r.get(8)?,
+                        message: r.get(9)?,
+                        source_component: r.get(12)?,
+                    }))
                 },
             )
             .map_err(sql)?;
-        let mut n = 0;
+        let mut events = Vec::new();
         for r in rows {
             let row = r.map_err(sql)?;
-            if kind
-                .as_deref()
-                .is_some_and(|k| normalize_kind(&row.kind) != k)
-            {
+            if !kind_matches(kind.as_deref(), &row.kind) {
                 continue;
             }
-            out.push(row);
-            n += 1;
-            if n >= limit {
+            events.push(row);
+            if events.len() >= limit {
                 break;
             }
         }
-        out.sort_by_key(|r| std::cmp::Reverse(r.at_ms));
-        out.truncate(limit);
+        out = merge_timeline(out, events, limit);
     }
     Ok(out)
 }

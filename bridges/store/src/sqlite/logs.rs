@@ -39,16 +39,16 @@
 //! snapshot while the writer merges blocks).
 
 use crate::error::{Error, Result};
+use crate::log_block::{
+    self, decode_block, encode_block, has_levels, level_mask, ns_bounds, Block, BlockStats,
+    Candidate, ReadStream, RecView, LEVEL_SLOTS,
+};
 use crate::logs::{
     stream_hash, LogBatch, LogMaintenance, LogPage, LogQuery, LogRatePoint, LogRateQuery,
     LogSelector, LogStore, LogWriteOutcome,
 };
 use crate::StoreOptions;
 use async_trait::async_trait;
-use crate::log_block::{
-    self, decode_block, encode_block, has_levels, level_mask,
-    ns_bounds, Block, BlockStats, Candidate, ReadStream, RecView, LEVEL_SLOTS,
-};
 use kube_insight_core::log::LogStreamKey;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::{HashMap, HashSet};
