@@ -5,6 +5,12 @@
 //! graphs, focus, diff and overlay, the dependency-change records, the
 //! Node Graph frames, and the CLI (`topology --format dot` rendered by
 //! Graphviz to a PNG, `topology diff`).
+//!
+//! No step relies on how fast the machine is: a background task pushes the
+//! current phase every 500 ms whatever the checks are doing, and every
+//! moment the checks use is chosen from what the server reports (the time
+//! of a save it has committed), then verified, with generous deadlines. A
+//! loaded CI machine makes the test slower, not flaky.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
 
@@ -15,24 +21,21 @@ mod topology_mock;
 use kube_insight_sources::prometheus::remote_write::encode;
 use serde_json::Value;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
 use topology_mock::{expected_edges, Phase, Shop};
 
+/// The derivation window the server is started with: pushes every 500 ms
+/// leave ~20 samples in it, so a stall of the test process of several
+/// seconds still leaves counters with rates.
+const WINDOW_MS: i64 = 10_000;
+/// How long any one condition may take to come true (a loaded machine).
+const DEADLINE: Duration = Duration::from_secs(240);
+const MINUTE_MS: i64 = 60_000;
+
 fn now_ms() -> i64 {
     kube_insight_core::time::now_ms()
-}
-
-async fn push(client: &reqwest::Client, ki: &KubeInsight, shop: &mut Shop, phase: Phase) {
-    let body = encode(&shop.push(phase, now_ms()), &[]).unwrap();
-    let r = client
-        .post(format!("{}/ingest/prometheus/api/v1/write", ki.ingest))
-        .header("content-encoding", "snappy")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
 }
 
 async fn get(client: &reqwest::Client, ki: &KubeInsight, path: &str) -> Value {
@@ -40,7 +43,7 @@ async fn get(client: &reqwest::Client, ki: &KubeInsight, path: &str) -> Value {
         .get(format!("{}{path}", ki.api))
         .send()
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     let status = r.status();
     let body: Value = r.json().await.unwrap();
     assert!(status.is_success(), "GET {path}: {status}: {body}");
@@ -58,46 +61,156 @@ fn ids(v: &Value) -> Vec<String> {
     out
 }
 
-/// Pushes `phase` every 500 ms until the live topology shows its edges,
-/// then for 2 s more; returns a moment inside the phase. With
-/// `cross_minute`, the moment is taken just after the next minute starts
-/// (stats are kept at one-minute resolution: the first save of a minute).
-async fn run_phase(
-    client: &reqwest::Client,
-    ki: &KubeInsight,
-    shop: &mut Shop,
-    phase: Phase,
-    cross_minute: bool,
-) -> i64 {
+/// Pushes the shop's current phase every 500 ms until dropped (remote
+/// write, timestamps "now"), independently of the checks.
+struct Pusher {
+    phase: Arc<Mutex<Phase>>,
+    /// The last push that failed, for the timeout messages (a push that
+    /// fails is retried by the next tick; the counters keep their rates).
+    last_error: Arc<Mutex<Option<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Pusher {
+    fn start(client: reqwest::Client, ingest: String, phase: Phase) -> Pusher {
+        let phase = Arc::new(Mutex::new(phase));
+        let last_error = Arc::new(Mutex::new(None));
+        let (p, err) = (phase.clone(), last_error.clone());
+        let task = tokio::spawn(async move {
+            let mut shop = Shop::default();
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let current = *p.lock().unwrap();
+                let body = encode(&shop.push(current, now_ms()), &[]).unwrap();
+                let sent = client
+                    .post(format!("{ingest}/ingest/prometheus/api/v1/write"))
+                    .header("content-encoding", "snappy")
+                    .body(body)
+                    .send()
+                    .await;
+                let failure = match sent {
+                    Ok(r) if r.status() == 204 => None,
+                    Ok(r) => Some(format!(
+                        "{}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )),
+                    Err(e) => Some(e.to_string()),
+                };
+                if failure.is_some() {
+                    *err.lock().unwrap() = failure;
+                }
+            }
+        });
+        Pusher {
+            phase,
+            last_error,
+            task,
+        }
+    }
+
+    fn set(&self, phase: Phase) {
+        *self.phase.lock().unwrap() = phase;
+    }
+
+    fn last_error(&self) -> String {
+        self.last_error
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| "none".into())
+    }
+}
+
+impl Drop for Pusher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The graph at `at`, and the time of the server's last committed save.
+async fn graph_at(client: &reqwest::Client, ki: &KubeInsight, at: i64) -> (Value, Option<i64>) {
+    let v = get(client, ki, &format!("/api/v1/topology?at={at}&cluster=e2e")).await;
+    let last = v["last"]
+        .as_str()
+        .map(|s| kube_insight_core::parse_time_ms(s).unwrap());
+    (v, last)
+}
+
+/// Whether the stats at `t` came from a full window of `phase`: every
+/// edge of the phase has its traffic, the service-graph edge its requests.
+fn stats_complete(edges: &Value) -> bool {
+    edges.as_array().unwrap().iter().all(|e| {
+        e["detail__bytes_per_s"].is_number()
+            && (e["id"] != "shop/frontend->shop/cartservice"
+                || e["detail__requests_per_s"].is_number())
+    })
+}
+
+/// Waits until the live topology shows `phase`, then returns a moment of
+/// the phase whose graph *and* stats are the phase's: the time of a save
+/// the server has committed, in a minute whose first save (stats are kept
+/// at one-minute resolution, from the first save of each minute) derived
+/// its window entirely from this phase's pushes. Verified before it is
+/// returned; a moment that fails (the machine stalled long enough to
+/// starve a window) is replaced by one of the next minute.
+async fn settle(client: &reqwest::Client, ki: &KubeInsight, pusher: &Pusher, phase: Phase) -> i64 {
     let want = expected_edges(phase);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        push(client, ki, shop, phase).await;
-        let v = get(client, ki, &format!("/api/v1/topology?at={}", now_ms())).await;
+    let started = Instant::now();
+    let timeout = |what: &str, last: &Value| -> ! {
+        panic!(
+            "phase {phase:?}: {what} within {DEADLINE:?}; last push error: {}; last answer {last}",
+            pusher.last_error()
+        )
+    };
+    // 1. The structure of the phase is live.
+    let shown_at = loop {
+        let (v, _) = graph_at(client, ki, now_ms()).await;
         if ids(&v["edges"]) == want {
-            break;
+            break now_ms();
         }
-        assert!(
-            Instant::now() < deadline,
-            "phase {phase:?}: the topology never showed {want:?}; last answer {v}"
-        );
+        if started.elapsed() > DEADLINE {
+            timeout("the topology never showed its edges", &v);
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    if cross_minute {
-        // The window (4 s) must lie inside the phase at the minute's first save.
-        let ready = now_ms() + 5_000;
-        let minute_start = (ready / 60_000 + 1) * 60_000;
-        while now_ms() < minute_start + 2_500 {
-            push(client, ki, shop, phase).await;
+    };
+    // 2. A minute whose first save looks only at this phase's samples.
+    let mut minute = (shown_at + WINDOW_MS + 1_000).div_euclid(MINUTE_MS) * MINUTE_MS + MINUTE_MS;
+    loop {
+        // 3. The server has committed a save in that minute (or later):
+        //    `last` is such a save, so the minute's first save is done too.
+        let (v, last) = graph_at(client, ki, now_ms()).await;
+        let Some(t) = last.filter(|l| *l >= minute) else {
+            if started.elapsed() > DEADLINE {
+                timeout(
+                    "no save was committed in the minute after the phase settled",
+                    &v,
+                );
+            }
             tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        // 4. Verified: the graph and the stats at that moment.
+        let (g, _) = graph_at(client, ki, t).await;
+        let edges = get(
+            client,
+            ki,
+            &format!("/api/v1/topology/edges?at={t}&cluster=e2e"),
+        )
+        .await;
+        if ids(&g["edges"]) == want && stats_complete(&edges) {
+            return t;
         }
+        if started.elapsed() > DEADLINE {
+            timeout(
+                &format!("no moment with the phase's graph and stats (tried {t})"),
+                &edges,
+            );
+        }
+        minute = t.div_euclid(MINUTE_MS) * MINUTE_MS + MINUTE_MS;
     }
-    let t = now_ms();
-    for _ in 0..4 {
-        push(client, ki, shop, phase).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,15 +220,23 @@ async fn topology_time_travel_end_to_end() {
         ("KUBE_INSIGHT_TARGETS", "metrics,topology,api".to_string()),
         ("KUBE_INSIGHT_CLUSTER", "e2e".to_string()),
         ("KUBE_INSIGHT_TOPOLOGY_INTERVAL", "1s".to_string()),
-        ("KUBE_INSIGHT_TOPOLOGY_WINDOW", "4s".to_string()),
+        (
+            "KUBE_INSIGHT_TOPOLOGY_WINDOW",
+            format!("{}s", WINDOW_MS / 1000),
+        ),
     ];
     let ki = KubeInsight::start(dir.path(), &env, None).await;
-    let client = reqwest::Client::new();
-    let mut shop = Shop::default();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let start = now_ms();
-    let t1 = run_phase(&client, &ki, &mut shop, Phase::A, false).await;
-    let t2 = run_phase(&client, &ki, &mut shop, Phase::B, false).await;
-    let t3 = run_phase(&client, &ki, &mut shop, Phase::C, true).await;
+    let pusher = Pusher::start(client.clone(), ki.ingest.clone(), Phase::A);
+    let t1 = settle(&client, &ki, &pusher, Phase::A).await;
+    pusher.set(Phase::B);
+    let t2 = settle(&client, &ki, &pusher, Phase::B).await;
+    pusher.set(Phase::C);
+    let t3 = settle(&client, &ki, &pusher, Phase::C).await;
 
     // Time travel: each moment's graph, as it was.
     for (t, phase) in [(t1, Phase::A), (t2, Phase::B), (t3, Phase::C)] {
@@ -150,7 +271,7 @@ async fn topology_time_travel_end_to_end() {
         "before the first snapshot"
     );
 
-    // Stats of the moment (t3 is just after a minute began in phase C):
+    // Stats of the moment (t3's minute began well inside phase C):
     // frontend→cartservice 20 req/s, 30 % failing, bytes of both directions.
     let edges = get(&client, &ki, &format!("/api/v1/topology/edges?at={t3}")).await;
     let fc = edges
@@ -392,5 +513,6 @@ async fn topology_time_travel_end_to_end() {
             "not a PNG"
         );
     }
+    drop(pusher);
     drop(ki);
 }

@@ -442,3 +442,101 @@ fn every_object_carries_the_prune_labels() {
         }
     }
 }
+
+/// Grafana (servers chart) gets `grafana/provisioning/` and every dashboard
+/// of `grafana/dashboards/` unchanged, and the dashboards are mounted where
+/// the dashboard provider reads them.
+#[test]
+fn grafana_gets_every_dashboard_and_its_provisioning_unchanged() {
+    let read = |p: &str| std::fs::read_to_string(repo().join(p)).expect("read grafana file");
+    let mut dashboards: Vec<(String, String)> =
+        std::fs::read_dir(repo().join("grafana/dashboards"))
+            .expect("grafana/dashboards")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".json"))
+            .map(|n| {
+                let text = read(&format!("grafana/dashboards/{n}"));
+                (n, text)
+            })
+            .collect();
+    dashboards.sort();
+    assert!(
+        dashboards.len() >= 4,
+        "the topology, workload, pod and changes dashboards: {:?}",
+        dashboards.iter().map(|d| &d.0).collect::<Vec<_>>()
+    );
+    let provider = read("grafana/provisioning/dashboards/kube-insight.yaml");
+    let provider_path = provider
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("path:"))
+        .map(str::trim)
+        .expect("the provider's path");
+    let mut checked = 0;
+    for case in cases().into_iter().filter(|c| c.chart == "servers") {
+        let docs = documents(&render(&case));
+        let find = |kind: &str, name: &str| {
+            docs.iter().find(|d| {
+                d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name)
+            })
+        };
+        let Some(grafana) = find("Deployment", "grafana") else {
+            assert!(
+                find("ConfigMap", "grafana-dashboards").is_none(),
+                "{}",
+                case.name
+            );
+            continue;
+        };
+        let what = |s: &str| format!("servers / {}: {s}", case.name);
+        let cm = find("ConfigMap", "grafana-dashboards").expect("ConfigMap grafana-dashboards");
+        let data = cm["data"].as_mapping().expect("dashboards data");
+        let keys: Vec<&str> = data.keys().filter_map(Value::as_str).collect();
+        let want: Vec<&str> = dashboards.iter().map(|d| d.0.as_str()).collect();
+        assert_eq!(keys, want, "{}", what("every dashboard, nothing else"));
+        for (name, text) in &dashboards {
+            assert_eq!(
+                data.get(name.as_str()).and_then(Value::as_str),
+                Some(text.as_str()),
+                "{}",
+                what(&format!("{name} is embedded unchanged"))
+            );
+        }
+        let prov =
+            find("ConfigMap", "grafana-provisioning").expect("ConfigMap grafana-provisioning");
+        assert_eq!(
+            prov["data"]["datasources.yaml"].as_str(),
+            Some(read("grafana/provisioning/datasources/kube-insight.yaml").as_str()),
+            "{}",
+            what("the datasources")
+        );
+        assert_eq!(
+            prov["data"]["dashboards.yaml"].as_str(),
+            Some(provider.as_str()),
+            "{}",
+            what("the dashboard provider")
+        );
+        // The dashboards volume is the ConfigMap, mounted at the provider's path.
+        let pod = &grafana["spec"]["template"]["spec"];
+        let volume = pod["volumes"]
+            .as_sequence()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["configMap"]["name"].as_str() == Some("grafana-dashboards"))
+            .and_then(|v| v["name"].as_str())
+            .expect("a volume of the dashboards ConfigMap");
+        let mounted = pod["containers"][0]["volumeMounts"]
+            .as_sequence()
+            .expect("volumeMounts")
+            .iter()
+            .any(|m| {
+                m["name"].as_str() == Some(volume) && m["mountPath"].as_str() == Some(provider_path)
+            });
+        assert!(
+            mounted,
+            "{}",
+            what(&format!("the dashboards are mounted at {provider_path}"))
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no servers rendering runs Grafana");
+}

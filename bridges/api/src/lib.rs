@@ -73,7 +73,10 @@ pub fn router(store: DynStore, telemetry: Arc<Telemetry>, config: ApiConfig) -> 
         .merge(kube::routes())
         .merge(prometheus::routes())
         .merge(logs::routes(log_store))
-        .merge(events::routes(event_store))
+        .merge(events::routes_with_topology(
+            event_store,
+            Some(topology_store.clone()),
+        ))
         .merge(topology::routes(topology_store))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -138,6 +141,7 @@ fn endpoint_label(path: &str) -> &'static str {
         "/api/v1/logs/rate",
         "/api/v1/logs",
         "/api/v1/events",
+        "/api/v1/changes/workloads",
         "/api/v1/changes",
         "/api/v1/objects",
         "/api/v1/topology/nodes",

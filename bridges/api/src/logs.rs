@@ -20,6 +20,11 @@
 //! - `GET /api/v1/logs/rate?…&step` answers `[{"time", "level", "count"}]`:
 //!   matching lines per step (default: the range / 300, at least 1 s) and
 //!   level, buckets aligned to the epoch, empty buckets left out.
+//!   With `by=workload`, `workload` is a list (comma-separated or repeated,
+//!   at most [`MAX_RATE_WORKLOADS`]) and the answer is
+//!   `[{"time", "workload", "count"}]`: one series per listed workload, the
+//!   selected levels summed (what a Grafana multi-value variable renders
+//!   with `${var:csv}`); an empty list answers `[]`.
 //!
 //! `from`/`to` are RFC 3339 or epoch (s or ms), default the last hour, both
 //! inclusive. `level` is a comma list (`error,warn`; `unknown` for lines
@@ -42,6 +47,9 @@ use kube_insight_store::logs::DEFAULT_MAX_SCAN_BYTES;
 use kube_insight_store::{LogCursor, LogQuery, LogRateQuery, LogSelector, LogStore};
 use serde_json::{json, Value};
 use std::sync::Arc;
+
+/// Workloads one `by=workload` rate answer may list.
+pub const MAX_RATE_WORKLOADS: usize = 50;
 
 /// The response header holding the cursor of the next page.
 pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
@@ -227,6 +235,16 @@ async fn logs_rate(State(st): State<Arc<LogsState>>, RawQuery(q): RawQuery) -> R
             (span / 300).max(1000)
         }
     };
+    match p.get("by") {
+        None | Some("level") => {}
+        Some("workload") => return rate_by_workload(&st, &p, c, step_ms).await,
+        Some(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("parameter by: {other:?} must be level or workload"),
+            )
+        }
+    }
     let query = LogRateQuery {
         selector: c.selector,
         range: c.range,
@@ -252,6 +270,56 @@ async fn logs_rate(State(st): State<Arc<LogsState>>, RawQuery(q): RawQuery) -> R
         .into_response(),
         Err(e) => store_error(e),
     }
+}
+
+/// `by=workload`: one rate query per listed workload, levels summed.
+async fn rate_by_workload(st: &LogsState, p: &Params, c: Common, step_ms: i64) -> Response {
+    let mut workloads: Vec<&str> = Vec::new();
+    for w in p.all("workload").iter().flat_map(|v| v.split(',')) {
+        let w = w.trim();
+        if !w.is_empty() && !workloads.contains(&w) {
+            workloads.push(w);
+        }
+    }
+    if workloads.len() > MAX_RATE_WORKLOADS {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "parameter workload: {} workloads listed, at most {MAX_RATE_WORKLOADS} with by=workload; narrow the selection",
+                workloads.len()
+            ),
+        );
+    }
+    let mut rows: Vec<(i64, &str, u64)> = Vec::new();
+    for w in workloads {
+        let mut selector = c.selector.clone();
+        selector.workload = Some(w.to_string());
+        let query = LogRateQuery {
+            selector,
+            range: c.range,
+            filter: c.filter.clone(),
+            levels: c.levels.clone(),
+            step_ms,
+            max_scan_bytes: st.config.max_scan_bytes,
+            max_points: st.config.max_points,
+        };
+        let points = match st.store.log_rate(&query).await {
+            Ok(p) => p,
+            Err(e) => return store_error(e),
+        };
+        let mut per_bucket: std::collections::BTreeMap<i64, u64> = Default::default();
+        for pt in points {
+            *per_bucket.entry(pt.timestamp_ms).or_default() += pt.count;
+        }
+        rows.extend(per_bucket.into_iter().map(|(t, n)| (t, w, n)));
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+    Json(
+        rows.into_iter()
+            .map(|(t, w, n)| json!({"time": format_rfc3339_ms(t), "workload": w, "count": n}))
+            .collect::<Vec<Value>>(),
+    )
+    .into_response()
 }
 
 #[cfg(test)]
@@ -430,6 +498,106 @@ mod tests {
             .unwrap()
             .iter()
             .any(|p| p["level"] == "error" && p["count"] == 5));
+    }
+
+    #[tokio::test]
+    async fn rate_by_workload_sums_levels_per_listed_workload() {
+        let (app, dir, t) = app().await;
+        // A second workload with 3 error lines, in the same store file.
+        let store = SqliteLogStore::open(&dir.path().join("insight.db"), StoreOptions::default())
+            .await
+            .unwrap();
+        let meta = LogStreamMeta {
+            workload: Some(kube_insight_core::Workload {
+                kind: "Deployment".into(),
+                name: "web".into(),
+            }),
+            ..Default::default()
+        };
+        store
+            .write_logs(LogBatch {
+                cluster: "prod".into(),
+                streams: vec![LogStreamBatch {
+                    key: LogStreamKey::new("prod", "shop", "web-7d9f8-abcde", "web"),
+                    meta,
+                    records: (0..3)
+                        .map(|i| LogRecord {
+                            timestamp_ns: t + i * MS,
+                            line: format!("ERROR web {i}"),
+                            level: Some(Level::Error),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }],
+            })
+            .await
+            .unwrap();
+        let from = t / MS - 1;
+        let to = t / MS + 60_000;
+        let (s, _, body) = get(
+            &app,
+            &format!("/api/v1/logs/rate?from={from}&to={to}&step=1h&level=error&by=workload&workload=web,nope&workload=web"),
+        )
+        .await;
+        assert_eq!(s, 200, "{body}");
+        let rows = body.as_array().unwrap();
+        assert!(!rows.is_empty());
+        assert!(rows
+            .iter()
+            .all(|r| r["workload"] == "web" && r.get("level").is_none()));
+        let total: u64 = rows.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+        assert_eq!(
+            total, 3,
+            "web's errors only, listed twice but counted once: {body}"
+        );
+        // Levels are summed: every level of web is 3 lines too.
+        let (_, _, body) = get(
+            &app,
+            &format!("/api/v1/logs/rate?from={from}&to={to}&step=1h&by=workload&workload=web"),
+        )
+        .await;
+        let rows = body.as_array().unwrap();
+        assert_eq!(rows.len(), 1, "one bucket: {body}");
+        assert_eq!(rows[0]["count"], 3);
+        // An empty list answers nothing; by=level is the default shape.
+        let (s, _, body) = get(
+            &app,
+            &format!("/api/v1/logs/rate?from={from}&to={to}&by=workload&workload="),
+        )
+        .await;
+        assert_eq!((s, body), (StatusCode::OK, json!([])));
+        let (s, _, body) = get(
+            &app,
+            &format!(
+                "/api/v1/logs/rate?from={from}&to={to}&step=1h&by=level&namespace=All&pod=All"
+            ),
+        )
+        .await;
+        assert_eq!(s, 200);
+        let total: u64 = body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(total, 28, "All is no filter: both streams: {body}");
+        let many: Vec<String> = (0..=MAX_RATE_WORKLOADS).map(|i| format!("w{i}")).collect();
+        let (s, _, body) = get(
+            &app,
+            &format!(
+                "/api/v1/logs/rate?from={from}&to={to}&by=workload&workload={}",
+                many.join(",")
+            ),
+        )
+        .await;
+        assert_eq!(s, 422, "{body}");
+        assert!(body["error"]
+            .as_str()
+            .unwrap()
+            .contains("parameter workload"));
+        let (s, _, body) = get(&app, "/api/v1/logs/rate?by=pod").await;
+        assert_eq!(s, 400);
+        assert!(body["error"].as_str().unwrap().contains("parameter by"));
     }
 
     #[tokio::test]

@@ -1,4 +1,11 @@
 //! Query parameters shared by every endpoint: time ranges and limits.
+//!
+//! Selector parameters (`cluster`, `namespace`, `workload`, `pod`,
+//! `container`, `kind`, `name`, `reason`, `type`, `focus`) given as `All`
+//! are the same as leaving them out: that is what a Grafana variable set to
+//! "All" renders with `${var:text}`, so a dashboard can pass its variables
+//! unconditionally. Kubernetes names are lowercase, so `All` never names a
+//! real object.
 
 use kube_insight_core::{parse_time_ms, time::now_ms, TimeRange};
 use std::collections::HashMap;
@@ -6,6 +13,24 @@ use std::collections::HashMap;
 /// Parameters as a multimap (repeated keys such as `match[]` keep every value).
 #[derive(Debug, Default, Clone)]
 pub struct Params(pub HashMap<String, Vec<String>>);
+
+/// The value of a selector parameter that means "no filter" (Grafana's
+/// `${var:text}` of a variable set to All).
+pub const ALL: &str = "All";
+
+/// Parameters for which [`ALL`] means "no filter".
+pub const SELECTORS: &[&str] = &[
+    "cluster",
+    "namespace",
+    "workload",
+    "pod",
+    "container",
+    "kind",
+    "name",
+    "reason",
+    "type",
+    "focus",
+];
 
 impl Params {
     pub fn parse(query: Option<&str>, body: Option<&[u8]>) -> Params {
@@ -18,12 +43,15 @@ impl Params {
         Params(m)
     }
 
+    /// The last value of `k`; `None` when absent or empty, or when `k` is a
+    /// selector ([`SELECTORS`]) given as [`ALL`].
     pub fn get(&self, k: &str) -> Option<&str> {
         self.0
             .get(k)
             .and_then(|v| v.last())
             .map(String::as_str)
             .filter(|s| !s.is_empty())
+            .filter(|s| *s != ALL || !SELECTORS.contains(&k))
     }
 
     pub fn all(&self, k: &str) -> &[String] {
@@ -111,6 +139,23 @@ mod tests {
         );
         assert_eq!(p.get("q"), Some("a b"));
         assert_eq!(p.get("t"), Some("%"));
+    }
+
+    #[test]
+    fn all_is_no_filter_for_selectors_only() {
+        let p = Params::parse(
+            Some("namespace=All&pod=All&workload=api&contains=All&cluster="),
+            None,
+        );
+        assert_eq!(p.get("namespace"), None);
+        assert_eq!(p.get("pod"), None);
+        assert_eq!(p.get("workload"), Some("api"));
+        assert_eq!(p.get("cluster"), None);
+        // Not a selector: a search for the word is kept.
+        assert_eq!(p.get("contains"), Some("All"));
+        // Lowercase is a name like any other.
+        let p = Params::parse(Some("namespace=all"), None);
+        assert_eq!(p.get("namespace"), Some("all"));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The topology API, with time travel:
-//! - `GET /api/v1/topology?at=T[&cluster][&namespace][&focus=W&depth=N][&group=namespace|workload|pod][&limit=N]`:
+//! - `GET /api/v1/topology?at=T[&cluster][&namespace][&focus=W&depth=N][&group=namespace|workload|pod|auto][&limit=N]`:
 //!   `{cluster, at, version, group, folded, stale, nodes: [...], edges: [...]}`;
+//!   `group=auto` groups by namespace until `namespace` or `focus` is given
+//!   (the topology dashboard's "grouped by namespace until a namespace is
+//!   chosen"); without `group`, workloads unless they exceed `limit`;
 //! - `GET /api/v1/topology/nodes`, `/edges`, same parameters: flat arrays
 //!   shaped as Grafana's Node Graph frames (a frame with a `source` field is
 //!   the edges frame);
@@ -10,8 +13,8 @@
 //!   graphs coloured added/removed/changed/unchanged (`{nodes, edges}`, or
 //!   one of them with `&frame=nodes|edges`);
 //! - `GET /api/v1/topology/changes?from&to[&cluster]`: "dependency
-//!   appeared" / "dependency lost" records (see [`change_rows`] to merge
-//!   them into `/api/v1/changes`).
+//!   appeared" / "dependency lost" records (also merged into
+//!   `/api/v1/changes`, category `dependency`: see [`crate::events`]).
 //!
 //! Times are RFC 3339, epoch seconds or epoch milliseconds; `at` defaults to
 //! now. Before the first snapshot the graph is empty (200, with a `note`).
@@ -94,6 +97,11 @@ fn time_param(p: &Params, key: &str) -> Result<i64, Response> {
 pub fn view_options(p: &Params) -> Result<ViewOptions, String> {
     let group = match p.get("group") {
         None => None,
+        // Namespaces until a namespace (or a focus) narrows the view, then
+        // the default (workloads).
+        Some("auto") => {
+            (p.get("namespace").is_none() && p.get("focus").is_none()).then_some(Group::Namespace)
+        }
         Some(g) => Some(Group::parse(g).map_err(|e| format!("parameter group: {e}"))?),
     };
     let depth = match p.get("depth") {
@@ -478,6 +486,28 @@ mod tests {
             .map(|e| e["id"].as_str().unwrap())
             .collect();
         assert_eq!(ids, ["outside--shop/w0", "shop/w0--shop/w1"]);
+        // auto: namespaces until a namespace or a focus is chosen.
+        let (s, v) = get(&app, "/api/v1/topology?at=1764000061&group=auto").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["group"], "namespace");
+        assert!(v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == "shop"));
+        for q in ["namespace=shop", "focus=w0", "namespace=All&focus=w0"] {
+            let (s, v) = get(
+                &app,
+                &format!("/api/v1/topology?at=1764000061&group=auto&{q}"),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{q}: {v}");
+            assert_eq!(v["group"], "workload", "{q}");
+        }
+        // namespace=All (a Grafana variable set to All) is no namespace.
+        let (_, all) = get(&app, "/api/v1/topology?at=1764000061&namespace=All").await;
+        let (_, none) = get(&app, "/api/v1/topology?at=1764000061").await;
+        assert_eq!(all["nodes"], none["nodes"]);
         let (s, v) = get(&app, "/api/v1/topology?at=1764000061&group=pod").await;
         assert_eq!(s, StatusCode::OK);
         assert!(v["nodes"]

@@ -199,3 +199,231 @@ async fn objects_at_before_at_between_and_no_secrets() {
     assert!(!all.contains("hunter2"), "{all}");
     assert!(!all.contains("last-applied"), "{all}");
 }
+
+/// The event store and the topology store over one SQLite file, served with
+/// the dependency changes merged into `/api/v1/changes`.
+async fn app_with_topology() -> (Router, tempfile::TempDir, Vec<Value>) {
+    use kube_insight_store::conformance_topology::sample;
+    use kube_insight_store::sqlite::topology::SqliteTopologyStore;
+    use kube_insight_store::{DependencyQuery, DynTopologyStore, TopologyStore};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("insight.db");
+    let events = Arc::new(
+        SqliteEventStore::open(&db, StoreOptions::default())
+            .await
+            .unwrap(),
+    );
+    events
+        .write_objects(vec![
+            write("api:1.4", "1", T0, ChangeKind::Created),
+            write("api:1.5", "2", T0 + 10_000, ChangeKind::Updated),
+        ])
+        .await
+        .unwrap();
+    let fixture = std::fs::read_to_string(format!(
+        "{}/../../../shared/fixtures/k8s-core-v1-event.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let ev = parse_event(
+        &serde_json::from_str(&fixture).unwrap(),
+        "prod",
+        EventOrigin::Watch,
+        0,
+    )
+    .unwrap();
+    events.write_events(vec![ev]).await.unwrap();
+    let topo = SqliteTopologyStore::open(&db, StoreOptions::default())
+        .await
+        .unwrap();
+    topo.save_snapshot("prod", T0 + 300_000, sample(0))
+        .await
+        .unwrap();
+    topo.save_snapshot("prod", T0 + 360_000, sample(1))
+        .await
+        .unwrap();
+    let topo: DynTopologyStore = Arc::new(topo);
+    let deps = topo
+        .dependency_changes(&DependencyQuery {
+            cluster: None,
+            range: kube_insight_core::TimeRange::new(T0, T0 + 3_600_000).unwrap(),
+            limit: 1000,
+        })
+        .await
+        .unwrap();
+    assert!(!deps.is_empty(), "the two samples differ in their edges");
+    let want: Vec<Value> = deps
+        .iter()
+        .map(kube_insight_api::events::dependency_row)
+        .collect();
+    let router: Router = kube_insight_api::events::routes_with_topology(events, Some(topo));
+    (router, dir, want)
+}
+
+fn keys(v: &Value) -> Vec<String> {
+    v.as_object().unwrap().keys().cloned().collect()
+}
+
+#[tokio::test]
+async fn changes_merge_the_topology_dependency_changes() {
+    let (app, _d, want) = app_with_topology().await;
+    let range = "from=2024-05-31T00:00:00Z&to=2024-06-01T00:00:00Z";
+    let (s, v) = get(&app, &format!("/api/v1/changes?{range}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let rows = v.as_array().unwrap();
+    // Every dependency change is there, told apart by source and category.
+    let deps: Vec<&Value> = rows.iter().filter(|r| r["source"] == "topology").collect();
+    assert_eq!(deps.len(), want.len(), "{v}");
+    for w in &want {
+        assert!(deps.contains(&w), "{w} missing from {v}");
+        assert_eq!(w["category"], "dependency");
+        assert_eq!(w["kind"], "Dependency");
+        assert!(w["change"] == "appeared" || w["change"] == "lost", "{w}");
+        assert!(w["summary"].as_str().unwrap().contains(": dependency "));
+    }
+    let kube: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["source"] == "kubernetes")
+        .collect();
+    assert_eq!(kube.len(), 3, "two versions and the BackOff event: {v}");
+    // One frame for Infinity: the same keys on every row.
+    assert!(rows.iter().all(|r| keys(r) == keys(&rows[0])), "{v}");
+    // Newest first across both stores: the dependency changes (16:05,
+    // 16:06) sit between the event (16:08:37) and the versions (16:00).
+    let times: Vec<&str> = rows.iter().map(|r| r["time"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+    assert_eq!(rows[0]["category"], "event");
+    assert_eq!(rows.last().unwrap()["category"], "object");
+    // The workload each row is about.
+    assert!(kube.iter().all(|r| r["workload"] == "api"), "{v}");
+    assert!(deps
+        .iter()
+        .all(|r| r["namespace"] == "shop" && r["workload"].as_str().unwrap().starts_with('w')));
+
+    // Filters.
+    let (_, v) = get(&app, &format!("/api/v1/changes?{range}&dependencies=false")).await;
+    assert_eq!(v.as_array().unwrap().len(), 3, "{v}");
+    let (_, v) = get(&app, &format!("/api/v1/changes?{range}&kind=dependency")).await;
+    assert_eq!(v.as_array().unwrap().len(), want.len(), "{v}");
+    let (_, v) = get(&app, &format!("/api/v1/changes?{range}&kind=deploy")).await;
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["kind"] == "Deployment"),
+        "{v}"
+    );
+    let (_, v) = get(&app, &format!("/api/v1/changes?{range}&category=event")).await;
+    let only: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["category"].as_str().unwrap())
+        .collect();
+    assert_eq!(only, ["event"], "{v}");
+    let (_, v) = get(
+        &app,
+        &format!("/api/v1/changes?{range}&category=object,dependency"),
+    )
+    .await;
+    assert_eq!(v.as_array().unwrap().len(), 2 + want.len(), "{v}");
+    let (s, v) = get(&app, &format!("/api/v1/changes?{range}&category=rollout")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"].as_str().unwrap().contains("parameter category"),
+        "{v}"
+    );
+    let (s, v) = get(&app, &format!("/api/v1/changes?{range}&dependencies=maybe")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("parameter dependencies"),
+        "{v}"
+    );
+    // A workload filter matches either end of an edge.
+    let one = want[0]["name"].as_str().unwrap().to_string();
+    let end = one
+        .split(['-', '>'])
+        .find(|p| p.starts_with("shop/"))
+        .unwrap()
+        .trim_start_matches("shop/")
+        .to_string();
+    let (_, v) = get(&app, &format!("/api/v1/changes?{range}&workload={end}")).await;
+    let rows = v.as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter()
+            .all(|r| r["name"].as_str().unwrap().contains(&format!("shop/{end}"))),
+        "{v}"
+    );
+    let (_, v) = get(
+        &app,
+        &format!("/api/v1/changes?{range}&namespace=elsewhere"),
+    )
+    .await;
+    assert!(v.as_array().unwrap().is_empty(), "{v}");
+    // All (a Grafana variable set to All) is no filter; the limit holds.
+    let (_, all) = get(
+        &app,
+        &format!("/api/v1/changes?{range}&namespace=All&workload=All"),
+    )
+    .await;
+    let (_, none) = get(&app, &format!("/api/v1/changes?{range}")).await;
+    assert_eq!(all, none);
+    let (_, v) = get(&app, &format!("/api/v1/changes?{range}&limit=2")).await;
+    assert_eq!(v.as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn changed_workloads_list_what_the_timeline_touches() {
+    let (app, _d, want) = app_with_topology().await;
+    let range = "from=2024-05-31T00:00:00Z&to=2024-06-01T00:00:00Z";
+    let (s, v) = get(&app, &format!("/api/v1/changes/workloads?{range}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let rows = v.as_array().unwrap();
+    let api = rows.iter().find(|r| r["workload"] == "api").unwrap();
+    assert_eq!(
+        api["changes"], 3,
+        "two versions and an event about its pod: {v}"
+    );
+    assert_eq!(api["namespace"], "shop");
+    assert_eq!(api["cluster"], "prod");
+    assert_eq!(api["first_change"], "2024-05-31T16:00:00.000Z");
+    assert_eq!(api["last_change"], "2024-05-31T16:08:37.000Z");
+    // Both ends of every changed edge are affected.
+    for w in &want {
+        for end in w["summary"]
+            .as_str()
+            .unwrap()
+            .split(": ")
+            .next()
+            .unwrap()
+            .split(' ')
+        {
+            if let Some(name) = end.strip_prefix("shop/") {
+                assert!(rows.iter().any(|r| r["workload"] == name), "{name} in {v}");
+            }
+        }
+    }
+    // Most recently changed first.
+    let last: Vec<&str> = rows
+        .iter()
+        .map(|r| r["last_change"].as_str().unwrap())
+        .collect();
+    assert!(last.windows(2).all(|w| w[0] >= w[1]), "{last:?}");
+    // Without the dependency changes only api is left.
+    let (_, v) = get(
+        &app,
+        &format!("/api/v1/changes/workloads?{range}&dependencies=false"),
+    )
+    .await;
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["workload"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["api"]);
+}

@@ -19,6 +19,16 @@
 //! `source->target`; an undirected one (network flows only: Beyla reports
 //! packet direction, not who called whom) is `a--b` with `a < b`.
 //!
+//! Ids, names, namespaces and kinds are [`Name`]s: shared strings, so a
+//! copy of a graph (the store rebuilds graphs at many moments from one
+//! keyframe) costs reference counts, not allocations.
+//!
+//! # Cost of the views
+//! The views walk a whole cluster's graph on every request, so they avoid
+//! per-element tree lookups: stats are joined to nodes and edges by walking
+//! both sorted maps together ([`SortedLookup`]), and the focus walk builds
+//! one compact adjacency of the grouped graph and copies only what it reached.
+//!
 //! # Sources
 //! - `beyla_network_flow_bytes_total` / `obi_network_flow_bytes_total`
 //!   (labels `k8s_{src,dst}_{namespace,owner_name,owner_type}`): byte rate
@@ -43,6 +53,9 @@ use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use thiserror::Error;
+
+mod name;
+pub use name::{fx_hash, FastHash, FastMap, FastSet, FxHasher, Interner, Name};
 
 /// The node of every flow endpoint outside the cluster (no namespace or owner).
 pub const OUTSIDE_ID: &str = "outside";
@@ -139,58 +152,58 @@ impl NodeKind {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Node {
-    pub id: String,
+    pub id: Name,
     pub kind: NodeKind,
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Name,
+    pub name: Name,
     /// `Deployment`, `StatefulSet`… for a workload (empty when only the
     /// service graph knows it); the pod's workload kind for a pod.
-    pub workload_kind: String,
+    pub workload_kind: Name,
     /// For a pod: its workload's id.
-    pub parent: Option<String>,
+    pub parent: Option<Name>,
 }
 
 impl Node {
     pub fn workload(namespace: &str, name: &str, kind: &str) -> Node {
         Node {
-            id: workload_id(namespace, name),
+            id: Name::from_fmt(format_args!("{namespace}/{name}")),
             kind: NodeKind::Workload,
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            workload_kind: kind.to_string(),
+            namespace: namespace.into(),
+            name: name.into(),
+            workload_kind: kind.into(),
             parent: None,
         }
     }
 
     pub fn pod(namespace: &str, workload: &str, workload_kind: &str, pod: &str) -> Node {
         Node {
-            id: format!("{namespace}/{workload}/{pod}"),
+            id: Name::from_fmt(format_args!("{namespace}/{workload}/{pod}")),
             kind: NodeKind::Pod,
-            namespace: namespace.to_string(),
-            name: pod.to_string(),
-            workload_kind: workload_kind.to_string(),
-            parent: Some(workload_id(namespace, workload)),
+            namespace: namespace.into(),
+            name: pod.into(),
+            workload_kind: workload_kind.into(),
+            parent: Some(Name::from_fmt(format_args!("{namespace}/{workload}"))),
         }
     }
 
     pub fn outside() -> Node {
         Node {
-            id: OUTSIDE_ID.to_string(),
+            id: OUTSIDE_ID.into(),
             kind: NodeKind::Outside,
-            namespace: String::new(),
-            name: "outside the cluster".to_string(),
-            workload_kind: String::new(),
+            namespace: Name::default(),
+            name: "outside the cluster".into(),
+            workload_kind: Name::default(),
             parent: None,
         }
     }
 
-    fn namespace_group(ns: &str) -> Node {
+    fn namespace_group(ns: &Name) -> Node {
         Node {
-            id: ns.to_string(),
+            id: ns.clone(),
             kind: NodeKind::Namespace,
-            namespace: ns.to_string(),
-            name: ns.to_string(),
-            workload_kind: "Namespace".to_string(),
+            namespace: ns.clone(),
+            name: ns.clone(),
+            workload_kind: "Namespace".into(),
             parent: None,
         }
     }
@@ -199,7 +212,7 @@ impl Node {
     pub fn title(&self) -> String {
         match self.kind {
             NodeKind::Outside => "Outside the cluster".to_string(),
-            _ => self.name.clone(),
+            _ => self.name.to_string(),
         }
     }
 
@@ -232,11 +245,22 @@ pub fn edge_id(a: &str, b: &str, directed: bool) -> String {
     }
 }
 
+/// [`edge_id`] as a [`Name`] (one allocation).
+fn edge_name(a: &str, b: &str, directed: bool) -> Name {
+    if directed {
+        Name::from_fmt(format_args!("{a}->{b}"))
+    } else if a <= b {
+        Name::from_fmt(format_args!("{a}--{b}"))
+    } else {
+        Name::from_fmt(format_args!("{b}--{a}"))
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Edge {
-    pub id: String,
-    pub source: String,
-    pub target: String,
+    pub id: Name,
+    pub source: Name,
+    pub target: Name,
     /// Client→server (known from the service graph); otherwise undirected.
     pub directed: bool,
     /// Seen in network flows.
@@ -247,15 +271,26 @@ pub struct Edge {
 
 impl Edge {
     pub fn new(source: &str, target: &str, directed: bool, flow: bool, requests: bool) -> Edge {
+        Edge::between(&source.into(), &target.into(), directed, flow, requests)
+    }
+
+    /// [`Edge::new`] sharing the endpoints' names.
+    pub fn between(
+        source: &Name,
+        target: &Name,
+        directed: bool,
+        flow: bool,
+        requests: bool,
+    ) -> Edge {
         let (s, t) = if directed || source <= target {
             (source, target)
         } else {
             (target, source)
         };
         Edge {
-            id: edge_id(s, t, directed),
-            source: s.to_string(),
-            target: t.to_string(),
+            id: edge_name(s, t, directed),
+            source: s.clone(),
+            target: t.clone(),
             directed,
             flow,
             requests,
@@ -266,8 +301,8 @@ impl Edge {
 /// The structure: nodes and edges, keyed by id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Graph {
-    pub nodes: BTreeMap<String, Node>,
-    pub edges: BTreeMap<String, Edge>,
+    pub nodes: BTreeMap<Name, Node>,
+    pub edges: BTreeMap<Name, Edge>,
 }
 
 /// What changed between two structures. A node or edge whose attributes
@@ -275,9 +310,9 @@ pub struct Graph {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GraphDelta {
     pub added_nodes: Vec<Node>,
-    pub removed_nodes: Vec<String>,
+    pub removed_nodes: Vec<Name>,
     pub added_edges: Vec<Edge>,
-    pub removed_edges: Vec<String>,
+    pub removed_edges: Vec<Name>,
 }
 
 impl GraphDelta {
@@ -305,31 +340,29 @@ impl Graph {
         self.edges.insert(e.id.clone(), e);
     }
 
-    /// The changes that turn `self` into `next`.
+    /// The changes that turn `self` into `next` (one walk of both sorted maps).
     pub fn delta_to(&self, next: &Graph) -> GraphDelta {
         let mut d = GraphDelta::default();
-        for (id, n) in &self.nodes {
-            match next.nodes.get(id) {
-                Some(m) if m == n => {}
-                _ => d.removed_nodes.push(id.clone()),
+        for side in merge_join(self.nodes.iter(), next.nodes.iter()) {
+            match side {
+                Joined::Both(_, a, b) if a == b => {}
+                Joined::Both(id, _, b) => {
+                    d.removed_nodes.push(id.clone());
+                    d.added_nodes.push(b.clone());
+                }
+                Joined::Left(id, _) => d.removed_nodes.push(id.clone()),
+                Joined::Right(_, b) => d.added_nodes.push(b.clone()),
             }
         }
-        for (id, n) in &next.nodes {
-            match self.nodes.get(id) {
-                Some(m) if m == n => {}
-                _ => d.added_nodes.push(n.clone()),
-            }
-        }
-        for (id, e) in &self.edges {
-            match next.edges.get(id) {
-                Some(f) if f == e => {}
-                _ => d.removed_edges.push(id.clone()),
-            }
-        }
-        for (id, e) in &next.edges {
-            match self.edges.get(id) {
-                Some(f) if f == e => {}
-                _ => d.added_edges.push(e.clone()),
+        for side in merge_join(self.edges.iter(), next.edges.iter()) {
+            match side {
+                Joined::Both(_, a, b) if a == b => {}
+                Joined::Both(id, _, b) => {
+                    d.removed_edges.push(id.clone());
+                    d.added_edges.push(b.clone());
+                }
+                Joined::Left(id, _) => d.removed_edges.push(id.clone()),
+                Joined::Right(_, b) => d.added_edges.push(b.clone()),
             }
         }
         d
@@ -348,6 +381,22 @@ impl Graph {
         }
         for e in &d.added_edges {
             self.edges.insert(e.id.clone(), e.clone());
+        }
+    }
+
+    /// [`Graph::apply`] taking the delta (no copies of what it adds).
+    pub fn apply_owned(&mut self, d: GraphDelta) {
+        for id in &d.removed_nodes {
+            self.nodes.remove(id);
+        }
+        for id in &d.removed_edges {
+            self.edges.remove(id);
+        }
+        for n in d.added_nodes {
+            self.nodes.insert(n.id.clone(), n);
+        }
+        for e in d.added_edges {
+            self.edges.insert(e.id.clone(), e);
         }
     }
 
@@ -450,8 +499,85 @@ impl NodeStats {
 /// The stats of one moment, keyed by node and edge id.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Stats {
-    pub nodes: BTreeMap<String, NodeStats>,
-    pub edges: BTreeMap<String, EdgeStats>,
+    pub nodes: BTreeMap<Name, NodeStats>,
+    pub edges: BTreeMap<Name, EdgeStats>,
+}
+
+// ---------------------------------------------------------------------------
+// Walking sorted maps together
+
+/// One key of two sorted sequences walked together.
+#[derive(Debug)]
+pub enum Joined<'a, K, A, B> {
+    Left(&'a K, &'a A),
+    Right(&'a K, &'a B),
+    Both(&'a K, &'a A, &'a B),
+}
+
+/// Walks two sequences sorted by key (two `BTreeMap`s' iterators) in one
+/// pass: O(n + m) key comparisons, no tree lookups.
+pub fn merge_join<'a, K: Ord + 'a, A: 'a, B: 'a>(
+    a: impl Iterator<Item = (&'a K, &'a A)>,
+    b: impl Iterator<Item = (&'a K, &'a B)>,
+) -> impl Iterator<Item = Joined<'a, K, A, B>> {
+    let mut a = a.peekable();
+    let mut b = b.peekable();
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (None, None) => None,
+        (Some(_), None) => a.next().map(|(k, v)| Joined::Left(k, v)),
+        (None, Some(_)) => b.next().map(|(k, v)| Joined::Right(k, v)),
+        (Some((ka, _)), Some((kb, _))) => match ka.cmp(kb) {
+            std::cmp::Ordering::Less => a.next().map(|(k, v)| Joined::Left(k, v)),
+            std::cmp::Ordering::Greater => b.next().map(|(k, v)| Joined::Right(k, v)),
+            std::cmp::Ordering::Equal => match (a.next(), b.next()) {
+                (Some((k, x)), Some((_, y))) => Some(Joined::Both(k, x, y)),
+                _ => None,
+            },
+        },
+    })
+}
+
+/// Looks keys up in a sorted map when the keys come in increasing order:
+/// a cursor that only moves forward (amortised O(1) per key) when many keys
+/// are asked of a map of similar size, plain tree lookups when few are
+/// asked of a big map. Keys asked out of order are still answered right
+/// (by a tree lookup).
+pub struct SortedLookup<'a, V> {
+    map: &'a BTreeMap<Name, V>,
+    cursor: Option<std::iter::Peekable<std::collections::btree_map::Iter<'a, Name, V>>>,
+    /// The greatest key the cursor has passed (keys up to it are behind it).
+    passed: Option<&'a Name>,
+}
+
+impl<'a, V> SortedLookup<'a, V> {
+    /// `expected` is about how many keys will be asked.
+    pub fn new(map: &'a BTreeMap<Name, V>, expected: usize) -> Self {
+        let walk = expected.saturating_mul(8) >= map.len();
+        SortedLookup {
+            map,
+            cursor: walk.then(|| map.iter().peekable()),
+            passed: None,
+        }
+    }
+
+    pub fn get(&mut self, key: &str) -> Option<&'a V> {
+        let ahead = self.passed.is_none_or(|p| p.as_str() < key);
+        let Some(cur) = self.cursor.as_mut().filter(|_| ahead) else {
+            return self.map.get(key);
+        };
+        while let Some(&(k, _)) = cur.peek() {
+            if k.as_str() < key {
+                self.passed = Some(k);
+                cur.next();
+            } else {
+                break;
+            }
+        }
+        match cur.peek() {
+            Some(&(k, v)) if k.as_str() == key => Some(v),
+            _ => None,
+        }
+    }
 }
 
 /// A graph and its stats at one moment.
@@ -654,7 +780,7 @@ pub fn derive(series: &[TimeSeries]) -> Snapshot {
     let mut graph = Graph::default();
     let mut stats = Stats::default();
     // pod key → pod node id, workload id
-    let mut pod_ids: HashMap<(String, String), (String, String)> = HashMap::new();
+    let mut pod_ids: HashMap<(String, String), (Name, Name)> = HashMap::new();
     for ((ns, pod), (kind, name)) in &owners.pods {
         let (wk, wn) = if name.is_empty() || name == "<none>" || kind.is_empty() {
             ("Pod".to_string(), pod.clone())
@@ -680,7 +806,7 @@ pub fn derive(series: &[TimeSeries]) -> Snapshot {
         if ns.is_empty() || owner.is_empty() {
             graph
                 .nodes
-                .entry(OUTSIDE_ID.to_string())
+                .entry(OUTSIDE_ID.into())
                 .or_insert_with(Node::outside);
             return OUTSIDE_ID.to_string();
         }
@@ -695,10 +821,10 @@ pub fn derive(series: &[TimeSeries]) -> Snapshot {
         let id = workload_id(ns, &wn);
         let node = graph
             .nodes
-            .entry(id.clone())
+            .entry(id.as_str().into())
             .or_insert_with(|| Node::workload(ns, &wn, &wk));
         if node.workload_kind.is_empty() {
-            node.workload_kind = wk;
+            node.workload_kind = wk.into();
         }
         id
     };
@@ -776,7 +902,7 @@ pub fn derive(series: &[TimeSeries]) -> Snapshot {
     // Service-graph endpoints: a named namespace is a workload; without
     // one, a workload of that name known in exactly one namespace, else
     // outside the cluster.
-    let mut by_name: HashMap<String, Vec<String>> = HashMap::new();
+    let mut by_name: HashMap<Name, Vec<Name>> = HashMap::new();
     for n in graph
         .nodes
         .values()
@@ -791,18 +917,18 @@ pub fn derive(series: &[TimeSeries]) -> Snapshot {
         let (ns, name) = key.split_once('\u{0}').unwrap_or(("", key));
         if ns.is_empty() {
             if let Some([only]) = by_name.get(name).map(Vec::as_slice) {
-                return only.clone();
+                return only.to_string();
             }
             graph
                 .nodes
-                .entry(OUTSIDE_ID.to_string())
+                .entry(OUTSIDE_ID.into())
                 .or_insert_with(Node::outside);
             return OUTSIDE_ID.to_string();
         }
         let id = workload_id(ns, name);
         graph
             .nodes
-            .entry(id.clone())
+            .entry(id.as_str().into())
             .or_insert_with(|| Node::workload(ns, name, ""));
         id
     };
@@ -881,7 +1007,7 @@ pub fn derive(series: &[TimeSeries]) -> Snapshot {
     }
 
     // Node stats: pods from cAdvisor/KSM, summed into workloads.
-    let mut pod_stats: HashMap<String, NodeStats> = HashMap::new();
+    let mut pod_stats: HashMap<Name, NodeStats> = HashMap::new();
     for s in series {
         let l = &s.labels;
         let name = l.metric_name();
@@ -929,7 +1055,7 @@ pub fn derive(series: &[TimeSeries]) -> Snapshot {
         stats.nodes.insert(pod_id, st);
     }
     // Health: requests served by each node.
-    let mut served: HashMap<String, (f64, f64)> = HashMap::new();
+    let mut served: HashMap<Name, (f64, f64)> = HashMap::new();
     for e in graph.edges.values().filter(|e| e.directed) {
         if let Some(st) = stats.edges.get(&e.id) {
             if let Some(r) = st.requests_per_s {
@@ -1077,13 +1203,17 @@ pub struct View {
 
 /// The id of the group a node falls in (`None`: a pod without workload at
 /// workload level, which is dropped).
-fn group_id(n: &Node, g: Group) -> Option<&str> {
+fn group_id(n: &Node, g: Group) -> Option<&Name> {
     match (g, n.kind) {
         (_, NodeKind::Outside | NodeKind::Others) => Some(&n.id),
         (Group::Namespace, _) => Some(&n.namespace),
-        (Group::Workload, NodeKind::Pod) => n.parent.as_deref(),
+        (Group::Workload, NodeKind::Pod) => n.parent.as_ref(),
         _ => Some(&n.id),
     }
+}
+
+fn same(a: &Name, b: &Name) -> bool {
+    Name::ptr_eq(a, b) || a == b
 }
 
 /// Maps nodes to their group; pods keep their identity at `Group::Pod` and
@@ -1094,108 +1224,153 @@ pub fn group(snap: &Snapshot, g: Group) -> Snapshot {
 
 /// [`group`] on borrowed parts (no copy of the input).
 pub fn group_parts(graph: &Graph, stats: &Stats, g: Group) -> Snapshot {
-    let mut out = Snapshot::default();
-    let mut map: HashMap<&str, &str> = HashMap::with_capacity(graph.nodes.len());
+    // Groups numbered in order of appearance: (id, node, merged stats); a
+    // group without a node (the workload of pods it does not list) shows
+    // nothing. Every node's group number, for its edges.
+    let mut number: FastMap<&str, u32> = FastMap::default();
+    let mut groups: Vec<(&Name, Option<Node>, Option<NodeStats>)> = Vec::new();
+    let mut of_node: FastMap<&str, u32> =
+        FastMap::with_capacity_and_hasher(graph.nodes.len(), FastHash::default());
+    let mut node_stats = SortedLookup::new(&stats.nodes, graph.nodes.len());
     for n in graph.nodes.values() {
         let Some(gid) = group_id(n, g) else { continue };
-        map.insert(&n.id, gid);
-        let is_self = gid == n.id;
+        let i = *number.entry(gid.as_str()).or_insert_with(|| {
+            groups.push((gid, None, None));
+            (groups.len() - 1) as u32
+        });
+        of_node.insert(&n.id, i);
         // A pod folded into its workload is counted by the workload already
         // (workload stats sum their pods); so is a pod in its namespace.
-        if !is_self && n.kind == NodeKind::Pod {
+        if !same(gid, &n.id) && n.kind == NodeKind::Pod {
             continue;
         }
-        if !out.graph.nodes.contains_key(gid) {
-            let node = match (g, n.kind) {
+        let (_, node, merged) = &mut groups[i as usize];
+        if node.is_none() {
+            *node = Some(match (g, n.kind) {
                 (Group::Namespace, NodeKind::Workload | NodeKind::Pod | NodeKind::Namespace) => {
                     Node::namespace_group(&n.namespace)
                 }
                 _ => n.clone(),
-            };
-            out.graph.nodes.insert(gid.to_string(), node);
+            });
         }
-        if let Some(st) = stats.nodes.get(&n.id) {
-            match out.stats.nodes.get_mut(gid) {
-                Some(x) => merge_node_stats(x, st),
-                None => {
-                    let mut x = NodeStats::default();
-                    merge_node_stats(&mut x, st);
-                    out.stats.nodes.insert(gid.to_string(), x);
-                }
-            }
+        if let Some(st) = node_stats.get(&n.id) {
+            merge_node_stats(merged.get_or_insert_with(NodeStats::default), st);
         }
     }
-    let mut ids: HashMap<(&str, &str, bool), String> = HashMap::new();
+    let shown = |i: u32| groups[i as usize].1.is_some();
+    let mut edge_at: FastMap<(u32, u32, bool), usize> = FastMap::default();
+    let mut out_edges: Vec<(Edge, Option<EdgeStats>)> = Vec::new();
+    let mut edge_stats = SortedLookup::new(&stats.edges, graph.edges.len());
     for e in graph.edges.values() {
-        let (Some(&s), Some(&t)) = (map.get(e.source.as_str()), map.get(e.target.as_str())) else {
+        let (Some(&s), Some(&t)) = (
+            of_node.get(e.source.as_str()),
+            of_node.get(e.target.as_str()),
+        ) else {
             continue;
         };
-        if s == t || !out.graph.nodes.contains_key(s) || !out.graph.nodes.contains_key(t) {
+        if s == t || !shown(s) || !shown(t) {
             continue;
         }
-        let (s, t) = if e.directed || s <= t { (s, t) } else { (t, s) };
-        let id = ids
-            .entry((s, t, e.directed))
-            .or_insert_with(|| edge_id(s, t, e.directed));
-        match out.graph.edges.get_mut(id.as_str()) {
-            Some(x) => {
+        let (s, t) = if e.directed || groups[s as usize].0 <= groups[t as usize].0 {
+            (s, t)
+        } else {
+            (t, s)
+        };
+        let at = match edge_at.entry((s, t, e.directed)) {
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let x = &mut out_edges[*o.get()].0;
                 x.flow |= e.flow;
                 x.requests |= e.requests;
+                *o.get()
             }
-            None => {
-                let ne = if s == e.source && t == e.target {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let (sid, tid) = (groups[s as usize].0, groups[t as usize].0);
+                let ne = if same(sid, &e.source) && same(tid, &e.target) {
                     e.clone()
                 } else {
-                    Edge::new(s, t, e.directed, e.flow, e.requests)
+                    Edge::between(sid, tid, e.directed, e.flow, e.requests)
                 };
-                out.graph.add_edge(ne);
+                out_edges.push((ne, None));
+                v.insert(out_edges.len() - 1);
+                out_edges.len() - 1
             }
-        }
-        if let Some(st) = stats.edges.get(&e.id) {
-            match out.stats.edges.get_mut(id.as_str()) {
-                Some(x) => merge_edge_stats(x, st),
-                None => {
-                    let mut x = EdgeStats::default();
-                    merge_edge_stats(&mut x, st);
-                    out.stats.edges.insert(id.clone(), x);
-                }
-            }
+        };
+        if let Some(st) = edge_stats.get(&e.id) {
+            merge_edge_stats(out_edges[at].1.get_or_insert_with(EdgeStats::default), st);
         }
     }
     if g == Group::Pod {
         for n in graph.nodes.values().filter(|n| n.kind == NodeKind::Pod) {
-            if let Some(p) = &n.parent {
-                if out.graph.nodes.contains_key(p) {
-                    out.graph.add_edge(Edge::new(p, &n.id, true, false, false));
-                }
+            let (Some(p), Some(&pod)) = (&n.parent, of_node.get(n.id.as_str())) else {
+                continue;
+            };
+            let Some(&parent) = number.get(p.as_str()).filter(|&&i| shown(i)) else {
+                continue;
+            };
+            let ne = Edge::between(p, &n.id, true, false, false);
+            match edge_at.get(&(parent, pod, true)) {
+                Some(&i) => out_edges[i].0 = ne,
+                None => out_edges.push((ne, None)),
             }
         }
     }
+    let mut out = Snapshot::default();
+    let mut nodes = Vec::with_capacity(groups.len());
+    let mut node_stats = Vec::new();
+    for (_, node, merged) in groups {
+        if let Some(n) = node {
+            if let Some(st) = merged {
+                node_stats.push((n.id.clone(), st));
+            }
+            nodes.push((n.id.clone(), n));
+        }
+    }
+    out.graph.nodes = nodes.into_iter().collect();
+    out.stats.nodes = node_stats.into_iter().collect();
+    out.stats.edges = out_edges
+        .iter()
+        .filter_map(|(e, st)| st.map(|st| (e.id.clone(), st)))
+        .collect();
+    out.graph.edges = out_edges
+        .into_iter()
+        .map(|(e, _)| (e.id.clone(), e))
+        .collect();
     out
 }
 
-fn subgraph(snap: &Snapshot, keep: &BTreeSet<String>) -> Snapshot {
-    subgraph_parts(&snap.graph, &snap.stats, |id| keep.contains(id))
+fn subgraph(snap: &Snapshot, keep: impl Fn(&str) -> bool) -> Snapshot {
+    subgraph_parts(&snap.graph, &snap.stats, keep)
 }
 
 fn subgraph_parts(graph: &Graph, stats: &Stats, keep: impl Fn(&str) -> bool) -> Snapshot {
     let mut out = Snapshot::default();
+    let mut node_stats = SortedLookup::new(&stats.nodes, graph.nodes.len());
+    let mut nodes = Vec::new();
+    let mut nstats = Vec::new();
     for (id, n) in &graph.nodes {
         if keep(id) {
-            out.graph.add_node(n.clone());
-            if let Some(st) = stats.nodes.get(id) {
-                out.stats.nodes.insert(id.clone(), *st);
+            nodes.push((id.clone(), n.clone()));
+            if let Some(st) = node_stats.get(id) {
+                nstats.push((id.clone(), *st));
             }
         }
     }
+    let mut edge_stats = SortedLookup::new(&stats.edges, graph.edges.len());
+    let mut edges = Vec::new();
+    let mut estats = Vec::new();
     for e in graph.edges.values() {
         if keep(&e.source) && keep(&e.target) {
-            out.graph.add_edge(e.clone());
-            if let Some(st) = stats.edges.get(&e.id) {
-                out.stats.edges.insert(e.id.clone(), *st);
+            edges.push((e.id.clone(), e.clone()));
+            if let Some(st) = edge_stats.get(&e.id) {
+                estats.push((e.id.clone(), *st));
             }
         }
     }
+    // Already in key order: collecting is a linear bulk build.
+    out.graph.nodes = nodes.into_iter().collect();
+    out.graph.edges = edges.into_iter().collect();
+    out.stats.nodes = nstats.into_iter().collect();
+    out.stats.edges = estats.into_iter().collect();
     out
 }
 
@@ -1209,7 +1384,7 @@ pub fn resolve_focus(g: &Graph, focus: &str) -> Result<String, TopologyError> {
         [] => Err(TopologyError::FocusNotFound {
             focus: focus.to_string(),
         }),
-        [one] => Ok(one.id.clone()),
+        [one] => Ok(one.id.to_string()),
         many => Err(TopologyError::FocusAmbiguous {
             focus: focus.to_string(),
             candidates: many
@@ -1233,13 +1408,13 @@ pub fn view_parts(graph: &Graph, stats: &Stats, opts: &ViewOptions) -> Result<Vi
     let filtered;
     let (graph, stats) = match opts.namespace.as_deref() {
         Some(ns) => {
-            let inside: BTreeSet<&str> = graph
+            let inside: FastSet<&str> = graph
                 .nodes
                 .values()
                 .filter(|n| n.namespace == ns)
                 .map(|n| n.id.as_str())
                 .collect();
-            let mut keep: BTreeSet<&str> = inside.clone();
+            let mut keep: FastSet<&str> = inside.clone();
             for e in graph.edges.values() {
                 if inside.contains(e.source.as_str()) || inside.contains(e.target.as_str()) {
                     keep.insert(&e.source);
@@ -1266,88 +1441,8 @@ pub fn view_parts(graph: &Graph, stats: &Stats, opts: &ViewOptions) -> Result<Vi
     let (grouped, focus_id, order) = match opts.focus.as_deref() {
         None => (group_parts(graph, stats, g), None, Vec::new()),
         Some(f) => {
-            // Walk the grouped graph without building it: group ids of nodes
-            // and edges, then group only what the walk reached.
-            let mut gid: HashMap<&str, &str> = HashMap::with_capacity(graph.nodes.len());
-            let mut names: HashMap<&str, Vec<&str>> = HashMap::new();
-            for n in graph.nodes.values() {
-                if let Some(x) = group_id(n, g) {
-                    gid.insert(&n.id, x);
-                    if x == n.id
-                        || (g == Group::Namespace
-                            && n.kind != NodeKind::Outside
-                            && n.kind != NodeKind::Others)
-                    {
-                        let name = if x == n.id { n.name.as_str() } else { x };
-                        let v = names.entry(name).or_default();
-                        if !v.contains(&x) {
-                            v.push(x);
-                        }
-                    }
-                }
-            }
-            let mut adj: HashMap<&str, Vec<&str>> = HashMap::new();
-            for e in graph.edges.values() {
-                if let (Some(&a), Some(&b)) =
-                    (gid.get(e.source.as_str()), gid.get(e.target.as_str()))
-                {
-                    if a != b {
-                        adj.entry(a).or_default().push(b);
-                        adj.entry(b).or_default().push(a);
-                    }
-                }
-            }
-            if g == Group::Pod {
-                for n in graph.nodes.values().filter(|n| n.kind == NodeKind::Pod) {
-                    if let Some(p) = n.parent.as_deref().filter(|p| graph.nodes.contains_key(*p)) {
-                        adj.entry(p).or_default().push(&n.id);
-                        adj.entry(&n.id).or_default().push(p);
-                    }
-                }
-            }
-            let known: BTreeSet<&str> = gid.values().copied().collect();
-            let id: &str = if known.contains(f) {
-                known.get(f).copied().unwrap_or(f)
-            } else {
-                match names.get(f).map(Vec::as_slice) {
-                    None | Some([]) => {
-                        return Err(TopologyError::FocusNotFound {
-                            focus: f.to_string(),
-                        })
-                    }
-                    Some([one]) => one,
-                    Some(many) => {
-                        return Err(TopologyError::FocusAmbiguous {
-                            focus: f.to_string(),
-                            candidates: many.iter().take(5).copied().collect::<Vec<_>>().join(", "),
-                        })
-                    }
-                }
-            };
-            let mut seen: BTreeSet<&str> = BTreeSet::from([id]);
-            let mut order: Vec<String> = Vec::new();
-            let mut queue = VecDeque::from([(id, 0usize)]);
-            while let Some((n, d)) = queue.pop_front() {
-                order.push(n.to_string());
-                if d >= opts.depth.min(MAX_DEPTH) {
-                    continue;
-                }
-                for &m in adj.get(n).map(Vec::as_slice).unwrap_or(&[]) {
-                    if seen.insert(m) {
-                        queue.push_back((m, d + 1));
-                    }
-                }
-            }
-            let sub = subgraph_parts(graph, stats, |x| {
-                gid.get(x).is_some_and(|g| seen.contains(g))
-            });
-            let mut grouped = group_parts(&sub.graph, &sub.stats, g);
-            // Pods of a reached workload that the walk did not reach.
-            if g == Group::Pod {
-                let keep: BTreeSet<String> = seen.iter().map(|s| s.to_string()).collect();
-                grouped = subgraph(&grouped, &keep);
-            }
-            (grouped, Some(id.to_string()), order)
+            let (grouped, id, order) = focus_walk(graph, stats, g, f, opts.depth)?;
+            (grouped, Some(id), order)
         }
     };
     let (capped, folded) = cap(grouped, opts.max_nodes.clamp(2, MAX_NODES_LIMIT), &order);
@@ -1359,22 +1454,187 @@ pub fn view_parts(graph: &Graph, stats: &Stats, opts: &ViewOptions) -> Result<Vi
     })
 }
 
+/// The focus part of a view: walks the grouped graph without building it
+/// (one numbering of the groups and one compact adjacency), then groups
+/// only what the walk reached. Returns the grouped part, the focus's group
+/// id and the walk's order.
+fn focus_walk(
+    graph: &Graph,
+    stats: &Stats,
+    g: Group,
+    f: &str,
+    depth: usize,
+) -> Result<(Snapshot, String, Vec<String>), TopologyError> {
+    // Groups numbered in order of appearance; every node's group number.
+    let mut gix: FastMap<&str, u32> =
+        FastMap::with_capacity_and_hasher(graph.nodes.len(), FastHash::default());
+    let mut gids: Vec<&Name> = Vec::new();
+    let mut of_node: FastMap<&str, u32> =
+        FastMap::with_capacity_and_hasher(graph.nodes.len(), FastHash::default());
+    let mut members: Vec<(&Node, u32)> = Vec::with_capacity(graph.nodes.len());
+    for n in graph.nodes.values() {
+        let Some(x) = group_id(n, g) else { continue };
+        let i = *gix.entry(x.as_str()).or_insert_with(|| {
+            gids.push(x);
+            (gids.len() - 1) as u32
+        });
+        of_node.insert(&n.id, i);
+        members.push((n, i));
+    }
+    // Edges between groups, as a compact adjacency (CSR) that keeps the
+    // order of the edges, then the pod→workload links at pod level.
+    let mut ends: Vec<(&Edge, u32, u32)> = Vec::with_capacity(graph.edges.len());
+    let mut links: Vec<(u32, u32)> = Vec::with_capacity(graph.edges.len());
+    for e in graph.edges.values() {
+        if let (Some(&a), Some(&b)) = (
+            of_node.get(e.source.as_str()),
+            of_node.get(e.target.as_str()),
+        ) {
+            ends.push((e, a, b));
+            if a != b {
+                links.push((a, b));
+            }
+        }
+    }
+    if g == Group::Pod {
+        for (n, i) in &members {
+            if n.kind != NodeKind::Pod {
+                continue;
+            }
+            if let Some(&p) = n.parent.as_ref().and_then(|p| of_node.get(p.as_str())) {
+                links.push((p, *i));
+            }
+        }
+    }
+    let mut start = vec![0u32; gids.len() + 1];
+    for &(a, b) in &links {
+        start[a as usize + 1] += 1;
+        start[b as usize + 1] += 1;
+    }
+    for i in 1..start.len() {
+        start[i] += start[i - 1];
+    }
+    let mut fill = start.clone();
+    let mut adj = vec![0u32; links.len() * 2];
+    for &(a, b) in &links {
+        adj[fill[a as usize] as usize] = b;
+        fill[a as usize] += 1;
+        adj[fill[b as usize] as usize] = a;
+        fill[b as usize] += 1;
+    }
+    // The focus: a group id, else a unique name.
+    let from = match gix.get(f) {
+        Some(&i) => i,
+        None => {
+            let mut found: Vec<u32> = Vec::new();
+            for (n, i) in &members {
+                let x = gids[*i as usize];
+                let hit = if same(x, &n.id) {
+                    n.name == f
+                } else {
+                    g == Group::Namespace
+                        && n.kind != NodeKind::Outside
+                        && n.kind != NodeKind::Others
+                        && *x == f
+                };
+                if hit && !found.contains(i) {
+                    found.push(*i);
+                }
+            }
+            match found.as_slice() {
+                [] => {
+                    return Err(TopologyError::FocusNotFound {
+                        focus: f.to_string(),
+                    })
+                }
+                [one] => *one,
+                many => {
+                    return Err(TopologyError::FocusAmbiguous {
+                        focus: f.to_string(),
+                        candidates: many
+                            .iter()
+                            .take(5)
+                            .map(|i| gids[*i as usize].as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+                }
+            }
+        }
+    };
+    let max_depth = depth.min(MAX_DEPTH);
+    let mut seen = vec![false; gids.len()];
+    seen[from as usize] = true;
+    let mut order: Vec<String> = Vec::new();
+    let mut queue = VecDeque::from([(from, 0usize)]);
+    while let Some((n, d)) = queue.pop_front() {
+        order.push(gids[n as usize].to_string());
+        if d >= max_depth {
+            continue;
+        }
+        let (lo, hi) = (start[n as usize] as usize, start[n as usize + 1] as usize);
+        for &m in &adj[lo..hi] {
+            if !seen[m as usize] {
+                seen[m as usize] = true;
+                queue.push_back((m, d + 1));
+            }
+        }
+    }
+    // The members of the reached groups, and the edges between them.
+    let mut sub = Snapshot::default();
+    let kept: Vec<&Node> = members
+        .iter()
+        .filter(|(_, i)| seen[*i as usize])
+        .map(|(n, _)| *n)
+        .collect();
+    let mut node_stats = SortedLookup::new(&stats.nodes, kept.len());
+    sub.stats.nodes = kept
+        .iter()
+        .filter_map(|n| node_stats.get(&n.id).map(|st| (n.id.clone(), *st)))
+        .collect();
+    sub.graph.nodes = kept.iter().map(|n| (n.id.clone(), (*n).clone())).collect();
+    let kept: Vec<&Edge> = ends
+        .iter()
+        .filter(|(_, a, b)| seen[*a as usize] && seen[*b as usize])
+        .map(|(e, _, _)| *e)
+        .collect();
+    let mut edge_stats = SortedLookup::new(&stats.edges, kept.len());
+    sub.stats.edges = kept
+        .iter()
+        .filter_map(|e| edge_stats.get(&e.id).map(|st| (e.id.clone(), *st)))
+        .collect();
+    sub.graph.edges = kept.iter().map(|e| (e.id.clone(), (*e).clone())).collect();
+    let mut grouped = group_parts(&sub.graph, &sub.stats, g);
+    // Pods of a reached workload that the walk did not reach.
+    if g == Group::Pod {
+        let keep: FastSet<&str> = gids
+            .iter()
+            .zip(&seen)
+            .filter(|(_, s)| **s)
+            .map(|(x, _)| x.as_str())
+            .collect();
+        grouped = subgraph(&grouped, |id| keep.contains(id));
+    }
+    Ok((grouped, gids[from as usize].to_string(), order))
+}
+
 /// Keeps `max` nodes (those in `first`, in order, then the busiest by
 /// degree and traffic) and folds the rest into one "N others" node.
 pub fn cap(snap: Snapshot, max: usize, first: &[String]) -> (Snapshot, usize) {
     if snap.graph.nodes.len() <= max {
         return (snap, 0);
     }
-    let mut weight: HashMap<&str, f64> = HashMap::new();
+    let mut weight: FastMap<&str, f64> = FastMap::default();
+    let mut edge_stats = SortedLookup::new(&snap.stats.edges, snap.graph.edges.len());
     for e in snap.graph.edges.values() {
-        let st = snap.stats.edges.get(&e.id).copied().unwrap_or_default();
+        let st = edge_stats.get(&e.id).copied().unwrap_or_default();
         let w = 1.0
             + st.bytes_per_s.unwrap_or(0.0).max(0.0).ln_1p()
             + st.requests_per_s.unwrap_or(0.0).max(0.0).ln_1p();
         *weight.entry(&e.source).or_default() += w;
         *weight.entry(&e.target).or_default() += w;
     }
-    let mut rank: Vec<&str> = snap.graph.nodes.keys().map(String::as_str).collect();
+    let mut rank: Vec<&str> = snap.graph.nodes.keys().map(Name::as_str).collect();
     rank.sort_by(|a, b| {
         let (wa, wb) = (
             weight.get(a).copied().unwrap_or(0.0),
@@ -1382,46 +1642,51 @@ pub fn cap(snap: Snapshot, max: usize, first: &[String]) -> (Snapshot, usize) {
         );
         wb.total_cmp(&wa).then_with(|| a.cmp(b))
     });
-    let mut keep: BTreeSet<String> = BTreeSet::new();
+    let mut keep: FastSet<&str> = FastSet::default();
     for id in first.iter().map(String::as_str).chain(rank) {
         if keep.len() >= max - 1 {
             break;
         }
-        if snap.graph.nodes.contains_key(id) {
-            keep.insert(id.to_string());
+        if let Some((k, _)) = snap.graph.nodes.get_key_value(id) {
+            keep.insert(k.as_str());
         }
     }
     let folded = snap.graph.nodes.len() - keep.len();
-    let mut out = subgraph(&snap, &keep);
+    let mut out = subgraph(&snap, |id| keep.contains(id));
+    let others = Name::from(OTHERS_ID);
     out.graph.add_node(Node {
-        id: OTHERS_ID.to_string(),
+        id: others.clone(),
         kind: NodeKind::Others,
-        namespace: String::new(),
-        name: format!("{folded} others"),
-        workload_kind: String::new(),
+        namespace: Name::default(),
+        name: format!("{folded} others").into(),
+        workload_kind: Name::default(),
         parent: None,
     });
     let mut others_stats = NodeStats::default();
     for (id, st) in &snap.stats.nodes {
-        if !keep.contains(id) {
+        if !keep.contains(id.as_str()) {
             merge_node_stats(&mut others_stats, st);
         }
     }
     if !others_stats.is_empty() {
-        out.stats.nodes.insert(OTHERS_ID.to_string(), others_stats);
+        out.stats.nodes.insert(others.clone(), others_stats);
     }
+    let mut edge_stats = SortedLookup::new(&snap.stats.edges, snap.graph.edges.len());
     for e in snap.graph.edges.values() {
-        let (ks, kt) = (keep.contains(&e.source), keep.contains(&e.target));
+        let (ks, kt) = (
+            keep.contains(e.source.as_str()),
+            keep.contains(e.target.as_str()),
+        );
         if ks == kt {
             continue;
         }
         let (s, t) = if ks {
-            (e.source.as_str(), OTHERS_ID)
+            (&e.source, &others)
         } else {
-            (OTHERS_ID, e.target.as_str())
+            (&others, &e.target)
         };
-        let ne = Edge::new(s, t, e.directed, e.flow, e.requests);
-        if let Some(st) = snap.stats.edges.get(&e.id) {
+        let ne = Edge::between(s, t, e.directed, e.flow, e.requests);
+        if let Some(st) = edge_stats.get(&e.id) {
             merge_edge_stats(out.stats.edges.entry(ne.id.clone()).or_default(), st);
         }
         match out.graph.edges.get_mut(&ne.id) {
@@ -1518,57 +1783,58 @@ fn moved(a: Option<f64>, b: Option<f64>, floor: f64, factor: f64) -> bool {
 
 pub fn diff(before: &Snapshot, after: &Snapshot, opts: &DiffOptions) -> Diff {
     let mut d = Diff::default();
-    for (id, n) in &after.graph.nodes {
-        if !before.graph.nodes.contains_key(id) {
-            d.added_nodes.push(n.clone());
+    for side in merge_join(before.graph.nodes.iter(), after.graph.nodes.iter()) {
+        match side {
+            Joined::Left(_, n) => d.removed_nodes.push(n.clone()),
+            Joined::Right(_, n) => d.added_nodes.push(n.clone()),
+            Joined::Both(..) => {}
         }
     }
-    for (id, n) in &before.graph.nodes {
-        if !after.graph.nodes.contains_key(id) {
-            d.removed_nodes.push(n.clone());
-        }
-    }
-    for (id, e) in &after.graph.edges {
-        match before.graph.edges.get(id) {
-            None => d.added_edges.push(e.clone()),
-            Some(_) => {
-                let a = before.stats.edges.get(id).copied().unwrap_or_default();
-                let b = after.stats.edges.get(id).copied().unwrap_or_default();
-                let mut why = Vec::new();
-                if (a.bytes_per_s.is_some() || b.bytes_per_s.is_some())
-                    && moved(
-                        a.bytes_per_s,
-                        b.bytes_per_s,
-                        opts.min_bytes_per_s,
-                        opts.factor,
-                    )
-                {
-                    why.push("traffic");
-                }
-                if (a.error_ratio.is_some() || b.error_ratio.is_some())
-                    && moved(
-                        a.error_ratio,
-                        b.error_ratio,
-                        opts.min_error_ratio,
-                        opts.factor,
-                    )
-                {
-                    why.push("error_ratio");
-                }
-                if !why.is_empty() {
-                    d.changed_edges.push(EdgeChange {
-                        edge: e.clone(),
-                        before: a,
-                        after: b,
-                        reason: why.join(","),
-                    });
-                }
+    let common = before.graph.edges.len().min(after.graph.edges.len());
+    let mut stats_a = SortedLookup::new(&before.stats.edges, common);
+    let mut stats_b = SortedLookup::new(&after.stats.edges, common);
+    for side in merge_join(before.graph.edges.iter(), after.graph.edges.iter()) {
+        let (id, e) = match side {
+            Joined::Left(_, e) => {
+                d.removed_edges.push(e.clone());
+                continue;
             }
+            Joined::Right(_, e) => {
+                d.added_edges.push(e.clone());
+                continue;
+            }
+            Joined::Both(id, _, e) => (id, e),
+        };
+        let a = stats_a.get(id).copied().unwrap_or_default();
+        let b = stats_b.get(id).copied().unwrap_or_default();
+        let mut why = Vec::new();
+        if (a.bytes_per_s.is_some() || b.bytes_per_s.is_some())
+            && moved(
+                a.bytes_per_s,
+                b.bytes_per_s,
+                opts.min_bytes_per_s,
+                opts.factor,
+            )
+        {
+            why.push("traffic");
         }
-    }
-    for (id, e) in &before.graph.edges {
-        if !after.graph.edges.contains_key(id) {
-            d.removed_edges.push(e.clone());
+        if (a.error_ratio.is_some() || b.error_ratio.is_some())
+            && moved(
+                a.error_ratio,
+                b.error_ratio,
+                opts.min_error_ratio,
+                opts.factor,
+            )
+        {
+            why.push("error_ratio");
+        }
+        if !why.is_empty() {
+            d.changed_edges.push(EdgeChange {
+                edge: e.clone(),
+                before: a,
+                after: b,
+                reason: why.join(","),
+            });
         }
     }
     d
@@ -1589,36 +1855,36 @@ pub fn overlay(before: &Snapshot, after: &Snapshot, d: &Diff) -> Overlay {
         .graph
         .nodes
         .keys()
-        .map(|k| (k.clone(), Change::Unchanged))
+        .map(|k| (k.to_string(), Change::Unchanged))
         .collect();
     let mut edges: BTreeMap<String, Change> = after
         .graph
         .edges
         .keys()
-        .map(|k| (k.clone(), Change::Unchanged))
+        .map(|k| (k.to_string(), Change::Unchanged))
         .collect();
     for n in &d.added_nodes {
-        nodes.insert(n.id.clone(), Change::Added);
+        nodes.insert(n.id.to_string(), Change::Added);
     }
     for n in &d.removed_nodes {
-        nodes.insert(n.id.clone(), Change::Removed);
+        nodes.insert(n.id.to_string(), Change::Removed);
         snap.graph.add_node(n.clone());
         if let Some(st) = before.stats.nodes.get(&n.id) {
             snap.stats.nodes.insert(n.id.clone(), *st);
         }
     }
     for e in &d.added_edges {
-        edges.insert(e.id.clone(), Change::Added);
+        edges.insert(e.id.to_string(), Change::Added);
     }
     for e in &d.removed_edges {
-        edges.insert(e.id.clone(), Change::Removed);
+        edges.insert(e.id.to_string(), Change::Removed);
         snap.graph.add_edge(e.clone());
         if let Some(st) = before.stats.edges.get(&e.id) {
             snap.stats.edges.insert(e.id.clone(), *st);
         }
     }
     for c in &d.changed_edges {
-        edges.insert(c.edge.id.clone(), Change::Changed);
+        edges.insert(c.edge.id.to_string(), Change::Changed);
     }
     Overlay {
         snapshot: snap,
@@ -1718,7 +1984,7 @@ pub fn node_rows(snap: &Snapshot, changes: Option<&BTreeMap<String, Change>>) ->
                     m.insert("arc__nodata".into(), round(Some(nodata), 4));
                 }
                 Some(c) => {
-                    let ch = c.get(&n.id).copied().unwrap_or(Change::Unchanged);
+                    let ch = c.get(n.id.as_str()).copied().unwrap_or(Change::Unchanged);
                     m.insert("color".into(), json!(ch.color()));
                     m.insert("detail__change".into(), json!(ch.name()));
                 }
@@ -1755,7 +2021,11 @@ pub fn edge_rows(snap: &Snapshot, changes: Option<&BTreeMap<String, Change>>) ->
         .map(|e| {
             let st = snap.stats.edges.get(&e.id).copied().unwrap_or_default();
             let color = match changes {
-                Some(c) => c.get(&e.id).copied().unwrap_or(Change::Unchanged).color(),
+                Some(c) => c
+                    .get(e.id.as_str())
+                    .copied()
+                    .unwrap_or(Change::Unchanged)
+                    .color(),
                 None if st.error_ratio.unwrap_or(0.0) >= 0.05 => "#d62728",
                 None if !e.flow && !e.requests => "#cccccc",
                 None => "#999999",
@@ -1791,7 +2061,11 @@ pub fn edge_rows(snap: &Snapshot, changes: Option<&BTreeMap<String, Change>>) ->
             if let Some(c) = changes {
                 m.insert(
                     "detail__change".into(),
-                    json!(c.get(&e.id).copied().unwrap_or(Change::Unchanged).name()),
+                    json!(c
+                        .get(e.id.as_str())
+                        .copied()
+                        .unwrap_or(Change::Unchanged)
+                        .name()),
                 );
             }
             Value::Object(m)
@@ -1840,7 +2114,7 @@ pub fn to_dot(snap: &Snapshot, changes: Option<(&Changes, &Changes)>) -> String 
         };
         let color = match changes {
             Some((nodes, _)) => nodes
-                .get(&n.id)
+                .get(n.id.as_str())
                 .copied()
                 .unwrap_or(Change::Unchanged)
                 .color(),
@@ -1863,7 +2137,7 @@ pub fn to_dot(snap: &Snapshot, changes: Option<(&Changes, &Changes)>) -> String 
         }
         let color = match changes {
             Some((_, edges)) => edges
-                .get(&e.id)
+                .get(e.id.as_str())
                 .copied()
                 .unwrap_or(Change::Unchanged)
                 .color(),
@@ -1888,5 +2162,7 @@ pub fn to_dot(snap: &Snapshot, changes: Option<(&Changes, &Changes)>) -> String 
     o
 }
 
+#[cfg(test)]
+mod reference;
 #[cfg(test)]
 mod tests;

@@ -427,7 +427,7 @@ async fn bench_remote_write(
                 let acked = Instant::now();
                 sent.fetch_add(samples as u64, Ordering::Relaxed);
                 n += 1;
-                if sid == 0 && n % 50 == 0 {
+                if sid == 0 && n.is_multiple_of(50) {
                     // Freshness: how long after the 2xx is the newest sample queryable?
                     loop {
                         if latest_ts(&store, &probe).await == Some(t) {

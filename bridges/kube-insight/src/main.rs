@@ -10,6 +10,9 @@ mod topology_cmd;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // ring is the crypto of every TLS client and listener here; the
+    // Cassandra driver links aws-lc-rs too, so the default must be named.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => return cli::usage_error(e),

@@ -289,13 +289,14 @@ async fn open_store(settings: &RunSettings) -> Result<DynStore> {
     let shared = settings.store.store.starts_with("cassandra://");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let store = loop {
-        let opened = kube_insight_store::open(&settings.store.store, settings.store.options()).await;
+        let opened =
+            kube_insight_store::open(&settings.store.store, settings.store.options()).await;
         match opened {
             Ok(s) => break s,
-            Err(e @ (kube_insight_store::Error::SchemaMismatch { found: 0, .. }
-            | kube_insight_store::Error::Unavailable(_)))
-                if shared && tokio::time::Instant::now() < deadline =>
-            {
+            Err(
+                e @ (kube_insight_store::Error::SchemaMismatch { found: 0, .. }
+                | kube_insight_store::Error::Unavailable(_)),
+            ) if shared && tokio::time::Instant::now() < deadline => {
                 tracing::warn!(error = %e, "store not ready; waiting for `kube-insight schema apply` or the cluster (retrying every 5s for up to 5 min)");
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }

@@ -262,7 +262,7 @@ impl<'a> Evaluator<'a> {
     #[inline]
     fn check(&mut self) -> Result<()> {
         self.checks = self.checks.wrapping_add(1);
-        if self.checks % 256 == 0 {
+        if self.checks.is_multiple_of(256) {
             if let Some(d) = self.deadline {
                 if Instant::now() >= d {
                     return Err(PromqlError::Timeout {

@@ -255,7 +255,7 @@ mod tests {
         }
         async fn pull_once(&self, _t: Duration) -> Result<PullSummary, PullError> {
             let n = self.0.fetch_add(1, Ordering::SeqCst);
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 Err(PullError::Http {
                     url: "u".into(),
                     status: 500,

@@ -6,6 +6,9 @@
 //! ```text
 //! cargo bench -p kube-insight-store --bench topology                 # 24 h
 //! KI_BENCH_HOURS=2 cargo bench -p kube-insight-store --bench topology   # quicker
+//! KI_BENCH_DB=/tmp/topo-24h.db cargo bench -p kube-insight-store --bench topology
+//!     # keeps the written store there, and on later runs reads it instead of
+//!     # writing it again (same hours; reads only)
 //! ```
 //!
 //! Prints structure bytes/day (keyframes + deltas + dependency changes),
@@ -150,7 +153,7 @@ impl Sim {
         for (i, (ns, name)) in self.workloads.iter().enumerate() {
             s.graph.add_node(Node::workload(ns, name, "Deployment"));
             s.stats.nodes.insert(
-                wid(i),
+                wid(i).into(),
                 NodeStats {
                     cpu_cores: Some(0.05 * (1 + i % 20) as f64 * self.node_drift),
                     memory_bytes: Some(5e7 * (1 + i % 10) as f64),
@@ -207,7 +210,31 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time of the whole process (all threads), seconds.
+fn cpu_s() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command (which may hold spaces): utime is the
+            // 14th field of the line, stime the 15th.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let t = |i: usize| f.get(i)?.parse::<f64>().ok();
+            Some((t(11)? + t(12)?) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 fn pct(mut v: Vec<f64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(f64::total_cmp);
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -222,7 +249,14 @@ fn main() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("insight.db");
+    let (path, reuse) = match std::env::var_os("KI_BENCH_DB") {
+        Some(p) => {
+            let p = std::path::PathBuf::from(p);
+            let exists = p.exists();
+            (p, exists)
+        }
+        None => (dir.path().join("insight.db"), false),
+    };
     let store = rt
         .block_on(SqliteTopologyStore::open(&path, StoreOptions::default()))
         .unwrap();
@@ -237,6 +271,10 @@ fn main() {
     let mut save_ms = Vec::new();
     let mut keyframes = 0;
     for k in 0..=steps {
+        if reuse {
+            eprintln!("  reusing the store written before at {}", path.display());
+            break;
+        }
         let t = T0 + k * STEP_MS;
         if k > 0 {
             cw += per_step(0.01 * WORKLOADS as f64);
@@ -300,17 +338,26 @@ fn main() {
     let mut rng = StdRng::seed_from_u64(11);
     let end = T0 + steps * STEP_MS;
     let (gt, stt) = (std::cell::Cell::new(0.0), std::cell::Cell::new(0.0));
+    // The last read's graph_at and stats_at times (ms).
+    let last = std::cell::Cell::new((0.0, 0.0));
     let at = |r: &SqliteTopologyStore, t: i64| {
         let s0 = Instant::now();
         let g = rt.block_on(r.graph_at("bench", t)).unwrap().unwrap().graph;
-        gt.set(gt.get() + s0.elapsed().as_secs_f64() * 1000.0);
+        let g_ms = s0.elapsed().as_secs_f64() * 1000.0;
+        gt.set(gt.get() + g_ms);
         let s0 = Instant::now();
         let st = rt.block_on(r.stats_at("bench", t)).unwrap().unwrap().stats;
-        stt.set(stt.get() + s0.elapsed().as_secs_f64() * 1000.0);
+        let s_ms = s0.elapsed().as_secs_f64() * 1000.0;
+        stt.set(stt.get() + s_ms);
+        last.set((g_ms, s_ms));
         (g, st)
     };
     let random_t = |rng: &mut StdRng| rng.random_range(T0 + 60_000..end);
+    let load_before = load_average();
+    let cpu0 = cpu_s();
     let mut focus = Vec::new();
+    let mut focus_parts = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut focus_size, mut ns_size) = ((0usize, 0usize), (0usize, 0usize));
     let mut nsg = Vec::new();
     for _ in 0..200 {
         let t = random_t(&mut rng);
@@ -323,7 +370,8 @@ fn main() {
             .nth(rng.random_range(0..WORKLOADS))
             .unwrap()
             .id
-            .clone();
+            .to_string();
+        let v0 = Instant::now();
         let v = topo::view_parts(
             &g,
             &st,
@@ -334,19 +382,34 @@ fn main() {
             },
         )
         .unwrap();
+        let view_ms = v0.elapsed().as_secs_f64() * 1000.0;
+        focus_size.0 += v.snapshot.graph.nodes.len();
+        focus_size.1 += v.snapshot.graph.edges.len();
+        let f0 = Instant::now();
         std::hint::black_box(topo::node_rows(&v.snapshot, None));
         std::hint::black_box(topo::edge_rows(&v.snapshot, None));
-        focus.push(s0.elapsed().as_secs_f64() * 1000.0);
+        let frames_ms = f0.elapsed().as_secs_f64() * 1000.0;
+        let total = s0.elapsed().as_secs_f64() * 1000.0;
+        let (g_ms, s_ms) = last.get();
+        focus_parts.0.push(g_ms);
+        focus_parts.1.push(s_ms);
+        focus_parts.2.push(view_ms);
+        focus_parts.3.push(frames_ms);
+        focus.push(total);
 
         let t = random_t(&mut rng);
         let s0 = Instant::now();
         let (g, st) = at(&reader, t);
         let v = topo::view_parts(&g, &st, &ViewOptions::default()).unwrap();
         assert_eq!(v.group, topo::Group::Namespace);
+        ns_size.0 += v.snapshot.graph.nodes.len();
+        ns_size.1 += v.snapshot.graph.edges.len();
         std::hint::black_box(topo::node_rows(&v.snapshot, None));
         std::hint::black_box(topo::edge_rows(&v.snapshot, None));
         nsg.push(s0.elapsed().as_secs_f64() * 1000.0);
     }
+    let views_cpu = cpu_s() - cpu0;
+    let cpu0 = cpu_s();
     let mut diffs = Vec::new();
     let mut diff_size = (0, 0, 0);
     for _ in 0..20 {
@@ -370,6 +433,7 @@ fn main() {
         diffs.push(s0.elapsed().as_secs_f64() * 1000.0);
     }
 
+    let diffs_cpu = cpu_s() - cpu0;
     println!("topology bench: {WORKLOADS} workloads, {} pods, {EDGES} edges, 15 s snapshots over {hours} h, 1 %/h churn", WORKLOADS * PODS_PER_WORKLOAD);
     println!("  writes: {} saves in {write_s:.1} s (save p50 {:.2} ms, p99 {:.2} ms), {keyframes} structure keyframes", steps + 1, pct(save_ms.clone(), 0.5), pct(save_ms, 0.99));
     println!(
@@ -386,6 +450,24 @@ fn main() {
         pct(focus, 0.99)
     );
     println!(
+        "    answers: {} nodes and {} edges on average (namespace graph: {} and {})",
+        focus_size.0 / 200,
+        focus_size.1 / 200,
+        ns_size.0 / 200,
+        ns_size.1 / 200
+    );
+    println!(
+        "    parts (p50/p99): graph_at {:.2}/{:.2} ms, stats_at {:.2}/{:.2} ms, view {:.2}/{:.2} ms, frames {:.2}/{:.2} ms",
+        pct(focus_parts.0.clone(), 0.5),
+        pct(focus_parts.0, 0.99),
+        pct(focus_parts.1.clone(), 0.5),
+        pct(focus_parts.1, 0.99),
+        pct(focus_parts.2.clone(), 0.5),
+        pct(focus_parts.2, 0.99),
+        pct(focus_parts.3.clone(), 0.5),
+        pct(focus_parts.3, 0.99)
+    );
+    println!(
         "  namespace graph:  p50 {:>7.2} ms  p99 {:>7.2} ms",
         pct(nsg.clone(), 0.5),
         pct(nsg, 0.99)
@@ -395,6 +477,12 @@ fn main() {
         "  (reads: graph_at {:.1} ms total, stats_at {:.1} ms total over 440 reads)",
         gt.get(),
         stt.get()
+    );
+    println!(
+        "  CPU (all threads): {:.1} ms per focus + namespace pair, {:.1} ms per diff; load average {load_before} before the reads, {} after",
+        views_cpu * 1000.0 / 200.0,
+        diffs_cpu * 1000.0 / 20.0,
+        load_average()
     );
     println!("  peak RSS: {:.0} MiB", peak_rss_kib() as f64 / 1024.0);
     let file = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);

@@ -35,6 +35,7 @@ pub const CASES: &[&str] = &[
     "topo_dependency_changes",
     "topo_clusters_are_separate",
     "topo_retry_and_out_of_order",
+    "topo_reads_in_any_order",
 ];
 
 const T0: i64 = 1_764_000_000_000; // on a whole minute
@@ -50,6 +51,34 @@ pub fn options_for(case: &str) -> StoreOptions {
 
 #[macro_export]
 macro_rules! topology_store_conformance_suite {
+    // A backend that needs a server: the factory returns `None` (after
+    // saying why) when there is none, and the cases are skipped.
+    (optional $factory:expr) => {
+        $crate::topology_store_conformance_suite!(@optional $factory;
+            topo_before_first_snapshot,
+            topo_exactly_on_keyframe,
+            topo_between_deltas,
+            topo_unchanged_graph_costs_nothing,
+            topo_stats_one_minute_resolution,
+            topo_after_retention,
+            topo_dependency_changes,
+            topo_clusters_are_separate,
+            topo_retry_and_out_of_order,
+            topo_reads_in_any_order,
+        );
+    };
+    (@optional $factory:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let options = $crate::conformance_topology::options_for(stringify!($case));
+                let Some((store, _guard)) = ($factory)(stringify!($case), options).await else {
+                    return;
+                };
+                $crate::conformance_topology::$case(store).await;
+            }
+        )+
+    };
     ($factory:expr) => {
         $crate::topology_store_conformance_suite!(@cases $factory;
             topo_before_first_snapshot,
@@ -61,6 +90,7 @@ macro_rules! topology_store_conformance_suite {
             topo_dependency_changes,
             topo_clusters_are_separate,
             topo_retry_and_out_of_order,
+            topo_reads_in_any_order,
         );
     };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
@@ -90,7 +120,7 @@ pub fn sample(version: usize) -> Snapshot {
             &format!("w{i}-pod"),
         ));
         s.stats.nodes.insert(
-            format!("shop/w{i}"),
+            format!("shop/w{i}").into(),
             NodeStats {
                 cpu_cores: Some(0.1 * (i + 1) as f64 + version as f64 * 0.01),
                 memory_bytes: Some(1e8 * (i + 1) as f64),
@@ -102,7 +132,7 @@ pub fn sample(version: usize) -> Snapshot {
     }
     s.graph.add_node(Node::outside());
     for i in 1..n {
-        if (i + version) % 5 == 0 {
+        if (i + version).is_multiple_of(5) {
             continue;
         }
         let e = Edge::new(
@@ -555,4 +585,55 @@ pub async fn topo_retry_and_out_of_order(store: DynTopologyStore) {
         graph(&store, "prod", T0 + 20_000).await.unwrap(),
         sample(1).graph
     );
+}
+
+/// Saves 120 snapshots (every 15 s, the structure changing at most of
+/// them), then reads moments in a scrambled order, again and again, while
+/// holding some answers: every read is that moment's graph, version and
+/// stats, whatever was read (or cached) before. `reader` may be `writer`
+/// or another instance on the same storage.
+pub async fn check_reads_in_any_order(writer: &DynTopologyStore, reader: &DynTopologyStore) {
+    let saved: Vec<(i64, Snapshot)> = (0..120usize)
+        .map(|k| (T0 + k as i64 * 15_000, sample(k / 3 + k % 2)))
+        .collect();
+    let mut versions = Vec::new();
+    for (i, (t, snap)) in saved.iter().enumerate() {
+        writer
+            .save_snapshot("prod", *t, snap.clone())
+            .await
+            .unwrap();
+        let changed = i == 0 || saved[i - 1].1.graph != snap.graph;
+        versions.push(if changed { *t } else { versions[i - 1] });
+    }
+    let mut held = Vec::new();
+    let mut i = 7usize;
+    for round in 0..400usize {
+        i = (i * 37 + 11 + round) % saved.len();
+        let (t, snap) = &saved[i];
+        // Anywhere within the 15 s the save stands for.
+        let at = t + (round % 3) as i64 * 6_000;
+        let g = reader.graph_at("prod", at).await.unwrap().unwrap();
+        assert_eq!(*g.graph, snap.graph, "round {round}: graph at {at}");
+        assert_eq!(g.version_ms, versions[i], "round {round}: version at {at}");
+        // Stats: those of the first save of the minute (saves start on a minute).
+        let minute = at - at.rem_euclid(60_000);
+        let first = usize::try_from((minute - T0) / 15_000).unwrap();
+        let st = reader.stats_at("prod", at).await.unwrap().unwrap();
+        assert_eq!(st.minute_ms, minute, "round {round}");
+        assert_stats_close(
+            &st.stats,
+            &saved[first].1.stats,
+            &format!("round {round}: stats at {at}"),
+        );
+        if round % 5 == 0 {
+            held.push((g, st));
+        }
+        if held.len() > 6 {
+            held.remove(0);
+        }
+    }
+}
+
+pub async fn topo_reads_in_any_order(store: DynTopologyStore) {
+    check_reads_in_any_order(&store, &store).await;
 }

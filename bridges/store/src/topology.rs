@@ -27,9 +27,10 @@
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use kube_insight_core::topology::{
-    Edge, EdgeStats, Graph, GraphDelta, Node, NodeKind, NodeStats, Snapshot, Stats,
+    Edge, EdgeStats, Graph, GraphDelta, Interner, Name, Node, NodeKind, NodeStats, Snapshot, Stats,
 };
 use kube_insight_core::TimeRange;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -187,13 +188,13 @@ pub fn dependency_changes_of(
     let added: std::collections::HashSet<&str> =
         delta.added_edges.iter().map(|e| e.id.as_str()).collect();
     let removed: std::collections::HashSet<&str> =
-        delta.removed_edges.iter().map(String::as_str).collect();
+        delta.removed_edges.iter().map(Name::as_str).collect();
     let mut out = Vec::new();
     for id in &delta.removed_edges {
         if added.contains(id.as_str()) {
             continue;
         }
-        if let Some(e) = before.edges.get(id) {
+        if let Some(e) = before.edges.get(id.as_str()) {
             if is_pod(before, &e.source) || is_pod(before, &e.target) {
                 continue;
             }
@@ -225,15 +226,19 @@ fn change(cluster: &str, at_ms: i64, kind: DependencyChangeKind, e: &Edge) -> De
         cluster: cluster.to_string(),
         at_ms,
         kind,
-        edge_id: e.id.clone(),
-        source: e.source.clone(),
-        target: e.target.clone(),
+        edge_id: e.id.to_string(),
+        source: e.source.to_string(),
+        target: e.target.to_string(),
         directed: e.directed,
     }
 }
 
 // ---------------------------------------------------------------------------
 // Binary codecs (shared by every backend)
+//
+// Decoding is pure (bytes in, model out); the strings of a decoded keyframe
+// are shared [`Name`]s: a namespace, kind or workload id is stored once and
+// every edge points at its endpoints' ids.
 
 const FORMAT_VERSION: u64 = 1;
 const RAW: u8 = 0;
@@ -291,16 +296,36 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64> {
+        // Most values of a stats row are small differences: one byte.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        self.varint_long()
+    }
+
+    #[inline(never)]
+    fn varint_long(&mut self) -> Result<u64> {
         let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.u8()?;
+        let mut shift = 0u32;
+        loop {
+            let Some(&b) = self.buf.get(self.pos) else {
+                return Err(self.bad("truncated"));
+            };
+            self.pos += 1;
             v |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
                 return Ok(v);
             }
+            shift += 7;
+            if shift >= 64 {
+                return Err(self.bad("varint too long"));
+            }
         }
-        Err(self.bad("varint too long"))
     }
 
     fn len(&mut self) -> Result<usize> {
@@ -317,7 +342,8 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    fn str(&mut self) -> Result<String> {
+    /// A string borrowed from the frame.
+    fn str_ref(&mut self) -> Result<&'a str> {
         let n = self.varint()? as usize;
         let end = self
             .pos
@@ -327,7 +353,12 @@ impl<'a> Reader<'a> {
         let s = std::str::from_utf8(&self.buf[self.pos..end])
             .map_err(|_| self.bad("string is not utf-8"))?;
         self.pos = end;
-        Ok(s.to_string())
+        Ok(s)
+    }
+
+    fn name(&mut self, names: &mut Interner) -> Result<Name> {
+        let s = self.str_ref()?;
+        Ok(names.intern(s))
     }
 }
 
@@ -348,19 +379,64 @@ fn seal(raw: Vec<u8>) -> Vec<u8> {
     out
 }
 
-fn unseal(data: &[u8], what: &'static str) -> Result<Vec<u8>> {
+thread_local! {
+    /// One decompression context per thread, reused by every frame (creating
+    /// one per frame costs more than decoding a small delta).
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+    /// The decompressed bytes of the frame being decoded, reused (a stats
+    /// keyframe of a large cluster is megabytes: a fresh buffer per frame
+    /// is page faults).
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A scratch buffer bigger than this is not kept for the next frame.
+const SCRATCH_KEEP: usize = 64 << 20;
+
+/// Calls `decode` on the frame's payload (decompressed if it is).
+fn with_unsealed<T>(
+    data: &[u8],
+    what: &'static str,
+    decode: impl FnOnce(&[u8]) -> Result<T>,
+) -> Result<T> {
+    let corrupt = |why: String| Error::Corrupt(format!("topology {what}: {why}"));
     match data.first() {
-        Some(&RAW) => Ok(data[1..].to_vec()),
+        Some(&RAW) => decode(&data[1..]),
         Some(&ZSTD) => {
-            let n = zstd::bulk::Decompressor::upper_bound(&data[1..])
-                .unwrap_or(MAX_DECODED)
-                .min(MAX_DECODED);
-            zstd::bulk::decompress(&data[1..], n.max(1))
-                .map_err(|e| Error::Corrupt(format!("topology {what}: zstd: {e}")))
+            let body = &data[1..];
+            // Frames written by `seal` carry their size: reserve exactly it.
+            let size = match zstd::zstd_safe::get_frame_content_size(body) {
+                Ok(Some(n)) if n <= MAX_DECODED as u64 => n as usize,
+                Ok(Some(n)) => {
+                    return Err(corrupt(format!("zstd frame of {n} bytes is too large")))
+                }
+                Ok(None) => MAX_DECODED,
+                Err(_) => return Err(corrupt("zstd: not a zstd frame".into())),
+            };
+            // Taken, not borrowed: a nested decode gets a fresh buffer.
+            let mut buf = SCRATCH.with(|s| s.take());
+            buf.clear();
+            buf.reserve(size.max(1));
+            let unpacked = DECOMPRESSOR.with(|cell| {
+                let mut cell = cell.borrow_mut();
+                if cell.is_none() {
+                    *cell = Some(zstd::bulk::Decompressor::new()?);
+                }
+                match cell.as_mut() {
+                    Some(d) => d.decompress_to_buffer(body, &mut buf),
+                    None => Err(std::io::Error::other("no decompressor")),
+                }
+            });
+            let out = match unpacked {
+                Ok(_) => decode(&buf),
+                Err(e) => Err(corrupt(format!("zstd: {e}"))),
+            };
+            if buf.capacity() <= SCRATCH_KEEP {
+                SCRATCH.with(|s| s.replace(buf));
+            }
+            out
         }
-        _ => Err(Error::Corrupt(format!(
-            "topology {what}: unknown frame type"
-        ))),
+        _ => Err(corrupt("unknown frame type".into())),
     }
 }
 
@@ -373,21 +449,31 @@ fn put_node(out: &mut Vec<u8>, n: &Node) {
     put_str(out, n.parent.as_deref().unwrap_or(""));
 }
 
-fn get_node(r: &mut Reader<'_>) -> Result<Node> {
-    let id = r.str()?;
+fn get_node(r: &mut Reader<'_>, names: &mut Interner) -> Result<Node> {
+    let id = r.str_ref()?;
     let code = r.u8()?;
     let kind = NodeKind::from_code(code).ok_or_else(|| r.bad("unknown node kind"))?;
-    let namespace = r.str()?;
-    let name = r.str()?;
-    let workload_kind = r.str()?;
-    let parent = r.str()?;
+    // Workload ids are shared with their pods' `parent`; pod ids and names
+    // are unique, not worth a lookup.
+    let id = if kind == NodeKind::Pod {
+        Name::from(id)
+    } else {
+        names.intern(id)
+    };
+    let namespace = r.name(names)?;
+    let name = match kind {
+        NodeKind::Pod => Name::from(r.str_ref()?),
+        _ => r.name(names)?,
+    };
+    let workload_kind = r.name(names)?;
+    let parent = r.str_ref()?;
     Ok(Node {
         id,
         kind,
         namespace,
         name,
         workload_kind,
-        parent: (!parent.is_empty()).then_some(parent),
+        parent: (!parent.is_empty()).then(|| names.intern(parent)),
     })
 }
 
@@ -408,22 +494,24 @@ fn put_edge(out: &mut Vec<u8>, e: &Edge, index: &HashMap<&str, usize>) {
     out.push(edge_flags(e));
 }
 
-fn get_edge(r: &mut Reader<'_>, nodes: &[String]) -> Result<Edge> {
-    let mut ends = [String::new(), String::new()];
+fn get_edge(r: &mut Reader<'_>, nodes: &[Name], names: &mut Interner) -> Result<Edge> {
+    let mut ends: [Option<Name>; 2] = [None, None];
     for end in &mut ends {
         let i = r.varint()? as usize;
-        *end = if i == 0 {
-            r.str()?
+        *end = Some(if i == 0 {
+            r.name(names)?
         } else {
             nodes
                 .get(i - 1)
                 .cloned()
                 .ok_or_else(|| r.bad("edge names an unknown node"))?
-        };
+        });
     }
     let f = r.u8()?;
-    let [s, t] = ends;
-    Ok(Edge::new(&s, &t, f & 1 != 0, f & 2 != 0, f & 4 != 0))
+    let [Some(s), Some(t)] = ends else {
+        return Err(r.bad("edge without both ends"));
+    };
+    Ok(Edge::between(&s, &t, f & 1 != 0, f & 2 != 0, f & 4 != 0))
 }
 
 /// A whole graph (a keyframe).
@@ -444,24 +532,32 @@ pub fn encode_graph(g: &Graph) -> Vec<u8> {
 }
 
 pub fn decode_graph(data: &[u8]) -> Result<Graph> {
-    let raw = unseal(data, "keyframe")?;
-    let mut r = Reader::new(&raw, "keyframe");
+    with_unsealed(data, "keyframe", decode_graph_raw)
+}
+
+fn decode_graph_raw(raw: &[u8]) -> Result<Graph> {
+    let mut r = Reader::new(raw, "keyframe");
     if r.varint()? != FORMAT_VERSION {
         return Err(r.bad("unknown format version"));
     }
-    let mut g = Graph::default();
+    let mut names = Interner::new();
     let n = r.len()?;
-    let mut ids = Vec::with_capacity(n);
+    let mut nodes = Vec::with_capacity(n);
     for _ in 0..n {
-        let node = get_node(&mut r)?;
-        ids.push(node.id.clone());
-        g.add_node(node);
+        nodes.push(get_node(&mut r, &mut names)?);
     }
+    let ids: Vec<Name> = nodes.iter().map(|n| n.id.clone()).collect();
     let m = r.len()?;
+    let mut edges = Vec::with_capacity(m);
     for _ in 0..m {
-        g.add_edge(get_edge(&mut r, &ids)?);
+        edges.push(get_edge(&mut r, &ids, &mut names)?);
     }
-    Ok(g)
+    // Written in key order: collecting is a linear bulk build (and a later
+    // duplicate replaces an earlier one, as inserting would).
+    Ok(Graph {
+        nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
+        edges: edges.into_iter().map(|e| (e.id.clone(), e)).collect(),
+    })
 }
 
 pub fn encode_delta(d: &GraphDelta) -> Vec<u8> {
@@ -488,23 +584,32 @@ pub fn encode_delta(d: &GraphDelta) -> Vec<u8> {
 }
 
 pub fn decode_delta(data: &[u8]) -> Result<GraphDelta> {
-    let raw = unseal(data, "delta")?;
-    let mut r = Reader::new(&raw, "delta");
+    decode_delta_with(data, &mut Interner::new())
+}
+
+/// [`decode_delta`] sharing strings through `names` (a reconstruction
+/// decodes hundreds of deltas that name the same namespaces and kinds).
+pub fn decode_delta_with(data: &[u8], names: &mut Interner) -> Result<GraphDelta> {
+    with_unsealed(data, "delta", |raw| decode_delta_raw(raw, names))
+}
+
+fn decode_delta_raw(raw: &[u8], names: &mut Interner) -> Result<GraphDelta> {
+    let mut r = Reader::new(raw, "delta");
     if r.varint()? != FORMAT_VERSION {
         return Err(r.bad("unknown format version"));
     }
     let mut d = GraphDelta::default();
     for _ in 0..r.len()? {
-        d.removed_nodes.push(r.str()?);
+        d.removed_nodes.push(Name::from(r.str_ref()?));
     }
     for _ in 0..r.len()? {
-        d.added_nodes.push(get_node(&mut r)?);
+        d.added_nodes.push(get_node(&mut r, names)?);
     }
     for _ in 0..r.len()? {
-        d.removed_edges.push(r.str()?);
+        d.removed_edges.push(Name::from(r.str_ref()?));
     }
     for _ in 0..r.len()? {
-        d.added_edges.push(get_edge(&mut r, &[])?);
+        d.added_edges.push(get_edge(&mut r, &[], names)?);
     }
     Ok(d)
 }
@@ -552,14 +657,32 @@ fn quantize(q: Quant, v: Option<f64>) -> i64 {
     }
 }
 
+/// `exp_m1(n × ln 1.01)` for the first steps of the log scale (9,000 steps
+/// span 0 to 10^39: every realistic value), so decoding a minute of a large
+/// cluster is lookups, not hundreds of thousands of `exp_m1` calls.
+const LOG_TABLE_STEPS: usize = 9_000;
+
+fn log_step(n: usize) -> f64 {
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        (0..LOG_TABLE_STEPS)
+            .map(|i| (i as f64 * LN_STEP).exp_m1())
+            .collect()
+    });
+    match t.get(n) {
+        Some(v) => *v,
+        None => (n as f64 * LN_STEP).exp_m1(),
+    }
+}
+
 fn dequantize(q: Quant, n: i64) -> Option<f64> {
     if n <= 0 {
         return None;
     }
-    let n = (n - 1) as f64;
+    let n = n - 1;
     Some(match q {
-        Quant::Log(s) => (n * LN_STEP).exp_m1() / s,
-        Quant::Linear(s) => n / s,
+        Quant::Log(s) => log_step(usize::try_from(n).unwrap_or(usize::MAX)) / s,
+        Quant::Linear(s) => n as f64 / s,
     })
 }
 
@@ -568,14 +691,14 @@ fn dequantize(q: Quant, n: i64) -> Option<f64> {
 /// (flat: `fields` per entity; `present[i]` false when entity i had no row).
 #[derive(Debug, Clone, Default)]
 pub struct StatsTable {
-    pub dict: Vec<String>,
-    pub index: HashMap<String, usize>,
+    pub dict: Vec<Name>,
+    pub index: HashMap<Name, usize>,
     pub present: Vec<bool>,
     pub values: Vec<i64>,
 }
 
 impl StatsTable {
-    fn slot(&mut self, id: &str, fields: usize) -> usize {
+    fn slot(&mut self, id: &Name, fields: usize) -> usize {
         if self.index.len() < self.dict.len() {
             // A decoded chain (readers never look ids up): index it now.
             self.index = self
@@ -588,10 +711,10 @@ impl StatsTable {
         if let Some(i) = self.index.get(id) {
             return *i;
         }
-        self.dict.push(id.to_string());
+        self.dict.push(id.clone());
         self.present.push(false);
         self.values.extend(std::iter::repeat_n(0, fields));
-        self.index.insert(id.to_string(), self.dict.len() - 1);
+        self.index.insert(id.clone(), self.dict.len() - 1);
         self.dict.len() - 1
     }
 }
@@ -608,7 +731,7 @@ pub struct StatsChain {
 fn encode_table<'a, const F: usize>(
     out: &mut Vec<u8>,
     table: &mut StatsTable,
-    current: impl Iterator<Item = (&'a String, [i64; F])>,
+    current: impl Iterator<Item = (&'a Name, [i64; F])>,
     keyframe: bool,
 ) {
     let before = if keyframe { 0 } else { table.dict.len() };
@@ -664,28 +787,37 @@ fn decode_table(
         *table = StatsTable::default();
     }
     let added = r.len()?;
+    table.dict.reserve(added);
+    table.present.reserve(added);
+    table.values.reserve(added.saturating_mul(fields));
     for _ in 0..added {
         // Readers only append: no id index to maintain.
-        table.dict.push(r.str()?);
+        table.dict.push(Name::from(r.str_ref()?));
         table.present.push(false);
         table.values.extend(std::iter::repeat_n(0, fields));
     }
-    for i in 0..table.dict.len() {
+    if table.present.len() != table.dict.len() || table.values.len() != table.dict.len() * fields {
+        return Err(r.bad("stats chain state does not match its dictionary"));
+    }
+    for (present, vals) in table
+        .present
+        .iter_mut()
+        .zip(table.values.chunks_exact_mut(fields))
+    {
         match r.u8()? {
-            0 => table.present[i] = false,
+            0 => *present = false,
             1 => {
-                if !table.present[i] {
+                if !*present {
                     return Err(r.bad("unchanged value without a previous one"));
                 }
             }
             2 => {
-                let had = table.present[i];
-                for k in 0..fields {
+                let had = *present;
+                for slot in vals.iter_mut() {
                     let d = unzigzag(r.varint()?);
-                    let slot = &mut table.values[i * fields + k];
                     *slot = if had { slot.saturating_add(d) } else { d };
                 }
-                table.present[i] = true;
+                *present = true;
             }
             _ => return Err(r.bad("unknown value tag")),
         }
@@ -726,8 +858,11 @@ pub fn encode_stats(chain: &mut StatsChain, stats: &Stats, keyframe: bool) -> Ve
 
 /// Applies one stats row to `chain`; returns whether it was a keyframe.
 pub fn decode_stats_into(chain: &mut StatsChain, data: &[u8]) -> Result<bool> {
-    let raw = unseal(data, "stats")?;
-    let mut r = Reader::new(&raw, "stats");
+    with_unsealed(data, "stats", |raw| decode_stats_raw(chain, raw))
+}
+
+fn decode_stats_raw(chain: &mut StatsChain, raw: &[u8]) -> Result<bool> {
+    let mut r = Reader::new(raw, "stats");
     if r.varint()? != FORMAT_VERSION {
         return Err(r.bad("unknown format version"));
     }
@@ -740,30 +875,35 @@ pub fn decode_stats_into(chain: &mut StatsChain, data: &[u8]) -> Result<bool> {
 
 /// The stats a chain holds after its latest row.
 pub fn chain_stats(chain: &StatsChain) -> Stats {
-    let mut s = Stats::default();
-    let f = NodeStats::FIELDS;
-    for (i, id) in chain.nodes.dict.iter().enumerate() {
-        if chain.nodes.present[i] {
-            let vals: Vec<Option<f64>> = chain.nodes.values[i * f..(i + 1) * f]
-                .iter()
-                .zip(NODE_Q)
-                .map(|(n, q)| dequantize(q, *n))
-                .collect();
-            s.nodes.insert(id.clone(), NodeStats::from_array(&vals));
-        }
+    Stats {
+        nodes: table_stats(&chain.nodes, &NODE_Q, NodeStats::from_array),
+        edges: table_stats(&chain.edges, &EDGE_Q, EdgeStats::from_array),
     }
-    let f = EdgeStats::FIELDS;
-    for (i, id) in chain.edges.dict.iter().enumerate() {
-        if chain.edges.present[i] {
-            let vals: Vec<Option<f64>> = chain.edges.values[i * f..(i + 1) * f]
-                .iter()
-                .zip(EDGE_Q)
-                .map(|(n, q)| dequantize(q, *n))
-                .collect();
-            s.edges.insert(id.clone(), EdgeStats::from_array(&vals));
+}
+
+fn table_stats<T, const F: usize>(
+    t: &StatsTable,
+    q: &[Quant; F],
+    make: impl Fn(&[Option<f64>]) -> T,
+) -> std::collections::BTreeMap<Name, T> {
+    let mut out: Vec<(Name, T)> = Vec::with_capacity(t.dict.len());
+    let mut vals = [None; F];
+    for (i, id) in t.dict.iter().enumerate() {
+        if !t.present.get(i).copied().unwrap_or(false) {
+            continue;
         }
+        let Some(row) = t.values.get(i * F..(i + 1) * F) else {
+            continue;
+        };
+        for k in 0..F {
+            vals[k] = dequantize(q[k], row[k]);
+        }
+        out.push((id.clone(), make(&vals)));
     }
-    s
+    // A chain's dictionary is its keyframe's ids in key order, then the ids
+    // each later minute added: collecting sorts those runs and builds the
+    // tree in one pass.
+    out.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -819,7 +959,7 @@ mod tests {
         let mut s = Stats::default();
         for i in 0..500 {
             s.edges.insert(
-                format!("e{i}"),
+                format!("e{i}").into(),
                 EdgeStats {
                     bytes_per_s: Some(1000.0 * i as f64),
                     requests_per_s: (i % 3 == 0).then_some(0.5 * i as f64),
@@ -830,7 +970,7 @@ mod tests {
                 },
             );
             s.nodes.insert(
-                format!("n{i}"),
+                format!("n{i}").into(),
                 NodeStats {
                     cpu_cores: Some(0.25),
                     memory_bytes: Some(1.5e8),

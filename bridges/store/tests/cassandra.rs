@@ -142,6 +142,19 @@ mod events_conformance {
     kube_insight_store::event_store_conformance_suite!(optional fresh_events);
 }
 
+async fn fresh_topology(
+    case: &str,
+    options: StoreOptions,
+) -> Option<(kube_insight_store::DynTopologyStore, DropKeyspace)> {
+    let (s, guard) = fresh_store(case, options).await?;
+    Some((s.topology(), guard))
+}
+
+mod topology_conformance {
+    use super::*;
+    kube_insight_store::topology_store_conformance_suite!(optional fresh_topology);
+}
+
 /// `schema apply` twice gives one version; a process that only checks
 /// opens the same keyspace; a keyspace without the schema is refused with
 /// the command to run.

@@ -98,6 +98,34 @@ async fn reopening_resumes_deltas_and_reads_every_moment_from_disk() {
     );
 }
 
+/// Another instance reads from disk only, with the smallest caches: every
+/// read starts from a keyframe, a decoded chain or a graph another read
+/// left (moved forward in place, or copied while an answer still holds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_with_tiny_caches_reads_every_moment_in_any_order() {
+    for cache_entries in [1, 2, 8] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("insight.db");
+        let config = SqliteTopologyConfig {
+            max_deltas_per_keyframe: 7,
+            stats_chain_minutes: 4,
+            cache_entries,
+            ..Default::default()
+        };
+        let writer: DynTopologyStore = Arc::new(
+            SqliteTopologyStore::open_with(&path, StoreOptions::default(), config.clone())
+                .await
+                .unwrap(),
+        );
+        let reader: DynTopologyStore = Arc::new(
+            SqliteTopologyStore::open_with(&path, StoreOptions::default(), config)
+                .await
+                .unwrap(),
+        );
+        kube_insight_store::conformance_topology::check_reads_in_any_order(&writer, &reader).await;
+    }
+}
+
 #[tokio::test]
 async fn corrupt_rows_are_reported_not_panicked() {
     let dir = tempfile::tempdir().unwrap();

@@ -90,7 +90,7 @@ fn fixture_single_scrape_gives_undirected_edges_and_the_outside_node() {
         .collect();
     assert_eq!(series.len(), 5);
     let snap = derive(&series);
-    let ids: Vec<&str> = snap.graph.nodes.keys().map(String::as_str).collect();
+    let ids: Vec<&str> = snap.graph.nodes.keys().map(Name::as_str).collect();
     assert_eq!(
         ids,
         [
@@ -102,7 +102,7 @@ fn fixture_single_scrape_gives_undirected_edges_and_the_outside_node() {
             "shop/redis-cart"
         ]
     );
-    let edges: Vec<&str> = snap.graph.edges.keys().map(String::as_str).collect();
+    let edges: Vec<&str> = snap.graph.edges.keys().map(Name::as_str).collect();
     assert_eq!(
         edges,
         [
@@ -322,7 +322,7 @@ fn both_sources_merge_into_one_directed_edge_with_traffic_and_health() {
         ),
     ];
     let snap = derive(&series);
-    let ids: Vec<&str> = snap.graph.edges.keys().map(String::as_str).collect();
+    let ids: Vec<&str> = snap.graph.edges.keys().map(Name::as_str).collect();
     assert_eq!(ids, ["shop/cart--shop/redis", "shop/frontend->shop/cart"]);
     let e = &snap.graph.edges["shop/frontend->shop/cart"];
     assert!(e.directed && e.flow && e.requests);
@@ -479,7 +479,7 @@ fn owners_and_stats() -> Vec<TimeSeries> {
 #[test]
 fn owners_make_workloads_and_pods_with_summed_stats() {
     let snap = derive(&owners_and_stats());
-    let ids: Vec<&str> = snap.graph.nodes.keys().map(String::as_str).collect();
+    let ids: Vec<&str> = snap.graph.nodes.keys().map(Name::as_str).collect();
     assert_eq!(
         ids,
         [
@@ -547,9 +547,9 @@ fn sample_cluster() -> Snapshot {
 fn grouping_by_namespace_and_pod() {
     let snap = sample_cluster();
     let ns = group(&snap, Group::Namespace);
-    let ids: Vec<&str> = ns.graph.nodes.keys().map(String::as_str).collect();
+    let ids: Vec<&str> = ns.graph.nodes.keys().map(Name::as_str).collect();
     assert_eq!(ids, ["backup", "default", "kube-system", "outside", "shop"]);
-    let edges: Vec<&str> = ns.graph.edges.keys().map(String::as_str).collect();
+    let edges: Vec<&str> = ns.graph.edges.keys().map(Name::as_str).collect();
     assert_eq!(
         edges,
         ["backup--outside", "backup--shop", "kube-system--shop"],
@@ -583,7 +583,7 @@ fn focus_walks_depth_hops_and_errors_name_the_focus() {
         },
     )
     .unwrap();
-    let ids: Vec<&str> = v.snapshot.graph.nodes.keys().map(String::as_str).collect();
+    let ids: Vec<&str> = v.snapshot.graph.nodes.keys().map(Name::as_str).collect();
     assert_eq!(
         ids,
         ["kube-system/coredns", "shop/api", "shop/db", "shop/web"]
@@ -618,7 +618,7 @@ fn focus_walks_depth_hops_and_errors_name_the_focus() {
         },
     )
     .unwrap();
-    let ids: Vec<&str> = v.snapshot.graph.nodes.keys().map(String::as_str).collect();
+    let ids: Vec<&str> = v.snapshot.graph.nodes.keys().map(Name::as_str).collect();
     assert_eq!(ids, ["backup/agent", "outside", "shop/db"]);
 }
 
@@ -831,4 +831,285 @@ fn ids_are_unambiguous() {
         "invalid group \"bogus\": expected namespace, workload or pod"
     );
     let _ = T0;
+}
+
+// ---------------------------------------------------------------------------
+// The fast views against the plain oracle (`reference.rs`), on random graphs
+
+/// A small deterministic generator (xorshift*), so failures replay.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len())]
+    }
+}
+
+/// A random cluster: workloads in a few namespaces (some sharing a name
+/// across namespaces), pods (some whose workload is not a node), the
+/// outside node, edges between any of them (pods too), stats on some.
+fn random_snapshot(rng: &mut Rng) -> Snapshot {
+    let mut s = Snapshot::default();
+    let namespaces = ["shop", "data", "kube-system"];
+    let names = ["web", "api", "db", "cache", "queue", "auth", "search"];
+    let mut ids: Vec<String> = Vec::new();
+    for _ in 0..(3 + rng.below(14)) {
+        let ns = *rng.pick(&namespaces);
+        let name = *rng.pick(&names);
+        let kind = *rng.pick(&["Deployment", "StatefulSet", ""]);
+        let w = Node::workload(ns, name, kind);
+        let present = rng.chance(90);
+        for p in 0..rng.below(3) {
+            let pod = Node::pod(ns, name, kind, &format!("{name}-{p}{}", rng.below(9)));
+            ids.push(pod.id.to_string());
+            s.graph.add_node(pod);
+        }
+        if present {
+            ids.push(w.id.to_string());
+            s.graph.add_node(w);
+        }
+    }
+    if rng.chance(60) {
+        s.graph.add_node(Node::outside());
+        ids.push(OUTSIDE_ID.into());
+    }
+    if ids.len() >= 2 {
+        for _ in 0..rng.below(40) {
+            let a = rng.pick(&ids).clone();
+            let b = if rng.chance(10) {
+                // An edge to something that is not a node.
+                "ghost/thing".to_string()
+            } else {
+                rng.pick(&ids).clone()
+            };
+            if a == b {
+                continue;
+            }
+            let directed = rng.chance(40);
+            let e = Edge::new(&a, &b, directed, rng.chance(80), directed || rng.chance(20));
+            if rng.chance(75) {
+                let v = |rng: &mut Rng| (rng.below(4) > 0).then(|| rng.below(100_000) as f64 / 7.0);
+                s.stats.edges.insert(
+                    e.id.clone(),
+                    EdgeStats {
+                        bytes_per_s: v(rng),
+                        requests_per_s: v(rng),
+                        error_ratio: (rng.below(3) > 0).then(|| rng.below(100) as f64 / 100.0),
+                        p50_ms: v(rng),
+                        p95_ms: v(rng),
+                        p99_ms: v(rng),
+                    },
+                );
+            }
+            s.graph.add_edge(e);
+        }
+    }
+    for id in &ids {
+        if rng.chance(70) {
+            let v = |rng: &mut Rng| (rng.below(4) > 0).then(|| rng.below(10_000) as f64 / 3.0);
+            s.stats.nodes.insert(
+                id.as_str().into(),
+                NodeStats {
+                    cpu_cores: v(rng),
+                    memory_bytes: v(rng),
+                    restarts: v(rng),
+                    requests_per_s: v(rng),
+                    error_ratio: (rng.below(3) > 0).then(|| rng.below(100) as f64 / 100.0),
+                },
+            );
+        }
+    }
+    // Stats of things that are not in the graph are ignored by both.
+    if rng.chance(30) {
+        s.stats
+            .edges
+            .insert("nowhere--else".into(), EdgeStats::default());
+    }
+    s
+}
+
+fn random_options(rng: &mut Rng, snap: &Snapshot) -> ViewOptions {
+    let node_ids: Vec<&Name> = snap.graph.nodes.keys().collect();
+    let focus = match rng.below(6) {
+        0 | 1 => None,
+        2 if !node_ids.is_empty() => Some(rng.pick(&node_ids).to_string()),
+        3 if !node_ids.is_empty() => {
+            let id = rng.pick(&node_ids);
+            Some(snap.graph.nodes[id.as_str()].name.to_string())
+        }
+        4 => Some(
+            rng.pick(&["shop", "data", "web", "api", "nothing"])
+                .to_string(),
+        ),
+        _ => Some("shop/web".into()),
+    };
+    ViewOptions {
+        namespace: rng.chance(25).then(|| {
+            rng.pick(&["shop", "data", "kube-system", "none"])
+                .to_string()
+        }),
+        focus,
+        depth: rng.below(4),
+        group: *rng.pick(&[
+            None,
+            None,
+            Some(Group::Namespace),
+            Some(Group::Workload),
+            Some(Group::Pod),
+        ]),
+        max_nodes: *rng.pick(&[2, 3, 5, 8, 300]),
+    }
+}
+
+#[test]
+fn views_cap_and_diff_match_the_plain_oracle_on_random_graphs() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut compared = (0, 0, 0);
+    for round in 0..3_000 {
+        let a = random_snapshot(&mut rng);
+        let opts = random_options(&mut rng, &a);
+        let fast = view(&a, &opts);
+        let plain = reference::view_parts(&a.graph, &a.stats, &opts);
+        assert_eq!(fast, plain, "round {round}: {opts:?}\n{a:#?}");
+        compared.0 += usize::from(fast.is_ok());
+        for g in [Group::Namespace, Group::Workload, Group::Pod] {
+            assert_eq!(
+                group(&a, g),
+                reference::group_parts(&a.graph, &a.stats, g),
+                "round {round}: {g:?}"
+            );
+        }
+        let b = random_snapshot(&mut rng);
+        let d = diff(&a, &b, &DiffOptions::default());
+        assert_eq!(
+            d,
+            reference::diff(&a, &b, &DiffOptions::default()),
+            "round {round}"
+        );
+        compared.1 += d.added_edges.len() + d.changed_edges.len();
+        let delta = a.graph.delta_to(&b.graph);
+        assert_eq!(
+            delta,
+            reference::delta_to(&a.graph, &b.graph),
+            "round {round}"
+        );
+        let mut c = a.graph.clone();
+        c.apply(&delta);
+        assert_eq!(
+            c, b.graph,
+            "round {round}: the delta rebuilds the later graph"
+        );
+        let first: Vec<String> = a
+            .graph
+            .nodes
+            .keys()
+            .rev()
+            .take(2)
+            .map(|k| k.to_string())
+            .collect();
+        let max = 2 + rng.below(6);
+        let (x, y) = (
+            cap(a.clone(), max, &first),
+            reference::cap(a.clone(), max, &first),
+        );
+        compared.2 += x.1;
+        assert_eq!(x, y, "round {round}: cap {max}");
+    }
+    // The rounds exercised what they claim to.
+    assert!(
+        compared.0 > 1_000 && compared.1 > 1_000 && compared.2 > 1_000,
+        "{compared:?}"
+    );
+}
+
+#[test]
+fn names_compare_hash_and_print_as_their_text() {
+    let a = Name::from("shop/web");
+    let b = Name::from(String::from("shop/web"));
+    assert_eq!(a, b);
+    assert!(!Name::ptr_eq(&a, &b));
+    assert!(Name::ptr_eq(&a, &a.clone()));
+    assert_eq!(a, "shop/web");
+    assert_eq!("shop/web", a);
+    assert_eq!(a, String::from("shop/web"));
+    let (x, y) = (Name::from("a"), Name::from("b/c"));
+    assert!(x < y);
+    // Maps keyed by names are looked up by text.
+    let m: BTreeMap<Name, u32> = [(a.clone(), 1)].into_iter().collect();
+    assert_eq!(m.get("shop/web"), Some(&1));
+    let h: FastMap<Name, u32> = [(a.clone(), 2)].into_iter().collect();
+    assert_eq!(h.get("shop/web"), Some(&2));
+    // Width and alignment in tables.
+    assert_eq!(format!("[{:<10}]", a), "[shop/web  ]");
+    assert_eq!(format!("{a:?}"), "\"shop/web\"");
+    assert_eq!(
+        serde_json::to_value(&a).unwrap(),
+        serde_json::json!("shop/web")
+    );
+    let back: Name = serde_json::from_value(serde_json::json!("x/y")).unwrap();
+    assert_eq!(back, "x/y");
+    assert_eq!(Name::from_fmt(format_args!("{}/{}", "ns", "w")), "ns/w");
+    assert!(Name::default().is_empty());
+    let mut i = Interner::new();
+    let x = i.intern("shop");
+    assert!(Name::ptr_eq(&x, &i.intern("shop")));
+    i.adopt(&a);
+    assert!(Name::ptr_eq(&a, &i.intern("shop/web")));
+    assert_eq!(i.len(), 2);
+    assert_eq!(fx_hash("shop"), fx_hash(&String::from("shop")));
+}
+
+#[test]
+fn sorted_lookup_answers_in_and_out_of_order_in_both_modes() {
+    let map: BTreeMap<Name, u32> = (0..100u32)
+        .map(|i| (Name::from(format!("k{:03}", i * 2)), i))
+        .collect();
+    for expected in [1, 1_000] {
+        // In order, with misses between hits.
+        let mut l = SortedLookup::new(&map, expected);
+        for i in 0..200u32 {
+            let want = (i % 2 == 0).then_some(i / 2);
+            assert_eq!(l.get(&format!("k{i:03}")).copied(), want, "k{i:03}");
+        }
+        assert_eq!(l.get("zzz"), None);
+        // Going back (and asking again) still answers right.
+        assert_eq!(l.get("k010").copied(), Some(5));
+        assert_eq!(l.get("k010").copied(), Some(5));
+        assert_eq!(l.get("k000").copied(), Some(0));
+        assert_eq!(l.get("a").copied(), None);
+    }
+    let empty: BTreeMap<Name, u32> = BTreeMap::new();
+    assert_eq!(SortedLookup::new(&empty, 5).get("x"), None);
+}
+
+#[test]
+fn merge_join_walks_both_sides_once() {
+    let a: BTreeMap<Name, u8> = ["a", "c", "d"]
+        .iter()
+        .map(|k| (Name::from(*k), 1))
+        .collect();
+    let b: BTreeMap<Name, u8> = ["b", "c", "e"]
+        .iter()
+        .map(|k| (Name::from(*k), 2))
+        .collect();
+    let got: Vec<String> = merge_join(a.iter(), b.iter())
+        .map(|j| match j {
+            Joined::Left(k, _) => format!("<{k}"),
+            Joined::Right(k, _) => format!(">{k}"),
+            Joined::Both(k, _, _) => format!("={k}"),
+        })
+        .collect();
+    assert_eq!(got, ["<a", ">b", "=c", "<d", ">e"]);
 }

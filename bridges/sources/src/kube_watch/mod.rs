@@ -92,6 +92,10 @@ impl WatchConfig {
 
 /// A client for `KUBE_INSIGHT_KUBECONFIG`, or the in-cluster config.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, WatchError> {
+    // Two rustls crypto providers are linked (ring, ours, and aws-lc-rs,
+    // the Cassandra driver's): kube picks the process default, so name it.
+    // Already installed (by the binary or an earlier call) is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match kubeconfig {
         Some(p) => {
             let bad = |reason: String| WatchError::Kubeconfig {

@@ -198,7 +198,7 @@ mod tests {
         let s = src.snapshot_at(now).await.unwrap();
         assert_eq!(s.accepted, 3, "two workloads and one edge");
         let g = topo.graph_at("prod", now).await.unwrap().unwrap();
-        let edges: Vec<&str> = g.graph.edges.keys().map(String::as_str).collect();
+        let edges: Vec<&str> = g.graph.edges.keys().map(|k| k.as_str()).collect();
         assert_eq!(edges, ["shop/api--shop/web"]);
         let st = topo.stats_at("prod", now).await.unwrap().unwrap();
         let b = st.stats.edges["shop/api--shop/web"].bytes_per_s.unwrap();

@@ -15,8 +15,9 @@ pub mod logs;
 pub mod metrics;
 pub mod schema;
 pub mod session;
+pub mod topology;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::metrics::{
     EntityQuery, MetricBatch, MetricStore, SelectQuery, SeriesQuery, WriteOutcome,
 };
@@ -58,12 +59,11 @@ impl CassandraStore {
             schema::check(&db).await?;
         }
         tracing::info!(hosts = %hosts, keyspace = %keyspace, "cassandra store open");
-        let unbuilt = |signal: &'static str| Arc::new(Unbuilt(signal));
         Ok(CassandraStore {
             metrics: metrics::Metrics::new(db.clone(), opts.clone()),
             logs: Arc::new(logs::CassandraLogStore::new(db.clone(), opts.clone())),
             events: Arc::new(events::CassandraEventStore::new(db.clone(), opts.clone())),
-            topology: unbuilt("topology"),
+            topology: Arc::new(topology::CassandraTopologyStore::new(db.clone(), &opts)),
             db,
             opts,
         })
@@ -139,31 +139,9 @@ impl Store for CassandraStore {
 
     async fn maintain(&self, now_ms: i64) -> Result<MaintenanceReport> {
         let mut report = self.metrics.maintain(now_ms).await?;
-        for (signal, r) in [
-            (
-                "logs",
-                self.logs
-                    .maintain_logs(now_ms)
-                    .await
-                    .map(|m| m.rows_expired),
-            ),
-            ("events", self.events.maintain_events(now_ms).await),
-            (
-                "topology",
-                self.topology
-                    .maintain_topology(now_ms)
-                    .await
-                    .map(|m| m.rows_expired),
-            ),
-        ] {
-            match r {
-                Ok(n) => report.rows_expired += n,
-                Err(Error::Cassandra(why)) if why.contains("not built yet") => {
-                    tracing::debug!(signal, "no cassandra maintenance: {why}");
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        report.rows_expired += self.logs.maintain_logs(now_ms).await?.rows_expired;
+        report.rows_expired += self.events.maintain_events(now_ms).await?;
+        report.rows_expired += self.topology.maintain_topology(now_ms).await?.rows_expired;
         Ok(report)
     }
 
@@ -189,118 +167,5 @@ impl Store for CassandraStore {
 
     fn topology(&self) -> Arc<dyn crate::TopologyStore> {
         self.topology.clone()
-    }
-}
-
-/// A signal this backend does not store yet: every call says so.
-struct Unbuilt(&'static str);
-
-impl Unbuilt {
-    fn err<T>(&self) -> Result<T> {
-        Err(Error::Cassandra(format!(
-            "the cassandra backend does not store {} yet (not built yet); use sqlite:// for this signal's target",
-            self.0
-        )))
-    }
-}
-
-#[async_trait]
-impl crate::LogStore for Unbuilt {
-    async fn write_logs(&self, _: crate::LogBatch) -> Result<crate::LogWriteOutcome> {
-        self.err()
-    }
-    async fn query_logs(&self, _: &crate::LogQuery) -> Result<crate::LogPage> {
-        self.err()
-    }
-    async fn log_rate(&self, _: &crate::LogRateQuery) -> Result<Vec<crate::LogRatePoint>> {
-        self.err()
-    }
-    async fn maintain_logs(&self, _: i64) -> Result<crate::LogMaintenance> {
-        self.err()
-    }
-}
-
-#[async_trait]
-impl crate::EventStore for Unbuilt {
-    async fn write_events(
-        &self,
-        _: Vec<kube_insight_core::event::KubeEvent>,
-    ) -> Result<crate::EventWriteOutcome> {
-        self.err()
-    }
-    async fn write_objects(&self, _: Vec<crate::ObjectWrite>) -> Result<crate::ObjectWriteOutcome> {
-        self.err()
-    }
-    async fn query_events(
-        &self,
-        _: &crate::EventQuery,
-    ) -> Result<Vec<kube_insight_core::event::KubeEvent>> {
-        self.err()
-    }
-    async fn changes(&self, _: &crate::ChangeQuery) -> Result<Vec<crate::ChangeRow>> {
-        self.err()
-    }
-    async fn object_at(
-        &self,
-        _: Option<&str>,
-        _: &str,
-        _: &str,
-        _: &str,
-        _: i64,
-    ) -> Result<Option<crate::ObjectAt>> {
-        self.err()
-    }
-    async fn live_objects(&self, _: &str, _: &str, _: &str) -> Result<Vec<crate::LiveObject>> {
-        self.err()
-    }
-    async fn set_checkpoint(
-        &self,
-        _: &str,
-        _: &str,
-        _: &str,
-        _: crate::WatchCheckpoint,
-    ) -> Result<()> {
-        self.err()
-    }
-    async fn checkpoint(
-        &self,
-        _: &str,
-        _: &str,
-        _: &str,
-    ) -> Result<Option<crate::WatchCheckpoint>> {
-        self.err()
-    }
-    async fn maintain_events(&self, _: i64) -> Result<u64> {
-        self.err()
-    }
-}
-
-#[async_trait]
-impl crate::TopologyStore for Unbuilt {
-    async fn save_snapshot(
-        &self,
-        _: &str,
-        _: i64,
-        _: kube_insight_core::topology::Snapshot,
-    ) -> Result<crate::SaveOutcome> {
-        self.err()
-    }
-    async fn graph_at(&self, _: &str, _: i64) -> Result<Option<crate::GraphAt>> {
-        self.err()
-    }
-    async fn stats_at(&self, _: &str, _: i64) -> Result<Option<crate::StatsAt>> {
-        self.err()
-    }
-    async fn dependency_changes(
-        &self,
-        _: &crate::DependencyQuery,
-    ) -> Result<Vec<crate::DependencyChange>> {
-        self.err()
-    }
-    async fn topology_clusters(&self) -> Result<Vec<crate::TopologyCluster>> {
-        self.err()
-    }
-    async fn maintain_topology(&self, _: i64) -> Result<crate::TopologyMaintenance> {
-        self.err()
     }
 }

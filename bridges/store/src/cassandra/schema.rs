@@ -212,16 +212,42 @@ pub const TABLES: &[Table] = &[
         ttl: objects_ttl,
     },
     Table {
-        name: "topology_keys",
-        body: "cluster text, bucket bigint, at_ms bigint, kind int, data blob, \
-               PRIMARY KEY ((cluster, bucket), at_ms, kind)",
+        name: "topo_keyframes",
+        body: "cluster text, day int, t_ms bigint, data blob, PRIMARY KEY ((cluster, day), t_ms)",
         order: None,
         ttl: topology_ttl,
     },
     Table {
-        name: "topology_changes",
-        body: "cluster text, day int, at_ms bigint, seq int, data blob, \
-               PRIMARY KEY ((cluster, day), at_ms, seq)",
+        name: "topo_deltas",
+        body: "cluster text, day int, t_ms bigint, data blob, PRIMARY KEY ((cluster, day), t_ms)",
+        order: None,
+        ttl: topology_ttl,
+    },
+    Table {
+        name: "topo_stats",
+        body: "cluster text, day int, minute_ms bigint, keyframe boolean, data blob, \
+               PRIMARY KEY ((cluster, day), minute_ms)",
+        order: None,
+        ttl: topology_ttl,
+    },
+    Table {
+        name: "topo_changes",
+        body: "cluster text, day int, t_ms bigint, source text, target text, directed boolean, \
+               change int, PRIMARY KEY ((cluster, day), t_ms, source, target, directed, change)",
+        order: None,
+        ttl: topology_ttl,
+    },
+    Table {
+        name: "topo_coverage",
+        body:
+            "cluster text, day int, first_ms bigint, last_ms bigint, PRIMARY KEY ((cluster), day)",
+        order: None,
+        ttl: topology_ttl,
+    },
+    Table {
+        name: "topo_clusters",
+        body: "shard int, cluster text, seen_ms bigint, kept_from bigint, \
+               PRIMARY KEY ((shard), cluster)",
         order: None,
         ttl: topology_ttl,
     },
