@@ -225,12 +225,13 @@ async fn topology_time_travel_end_to_end() {
             format!("{}s", WINDOW_MS / 1000),
         ),
     ];
+    // Before the server starts: no snapshot can be older.
+    let start = now_ms();
     let ki = KubeInsight::start(dir.path(), &env, None).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let start = now_ms();
     let pusher = Pusher::start(client.clone(), ki.ingest.clone(), Phase::A);
     let t1 = settle(&client, &ki, &pusher, Phase::A).await;
     pusher.set(Phase::B);

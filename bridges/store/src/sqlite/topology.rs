@@ -107,9 +107,10 @@ pub struct SqliteTopologyConfig {
     pub stats_chain_minutes: usize,
     /// Decoded keyframes kept in memory (the costly part of reading an
     /// older moment: a whole graph to decode; 8 cover a day or more of
-    /// history), and half as many rebuilt graphs, stats minutes and decoded
-    /// stats chains. For a cluster of 12,000 nodes and 20,000 edges a
-    /// keyframe is about 5 MB in memory, the others 2 to 4 MB.
+    /// history), as many rebuilt graphs (where later reads start), and half
+    /// as many stats minutes and decoded stats chains. For a cluster of
+    /// 12,000 nodes and 20,000 edges a keyframe is about 5 MB in memory, a
+    /// rebuilt graph (its strings shared) about 3 MB, the others about 2 MB.
     pub cache_entries: usize,
 }
 
@@ -363,7 +364,7 @@ impl SqliteTopologyStore {
 }
 
 impl Inner {
-    /// Capacity of the caches of rebuilt graphs, stats and chains.
+    /// Capacity of the caches of stats minutes and decoded chains.
     fn small_cache(&self) -> usize {
         (self.config.cache_entries / 2).max(1)
     }
@@ -429,7 +430,7 @@ impl Inner {
                         cluster,
                         version,
                         shared.clone(),
-                        self.small_cache(),
+                        self.config.cache_entries,
                     );
                     self.reclaimer.reclaim(evicted);
                 }
@@ -501,7 +502,7 @@ impl Inner {
             cluster,
             version,
             g.clone(),
-            self.small_cache(),
+            self.config.cache_entries,
         );
         self.reclaimer.reclaim(evicted);
         Ok(Some((g, version)))
