@@ -71,10 +71,13 @@ pub fn options_for(case: &str) -> StoreOptions {
 /// until the case ends.
 #[macro_export]
 macro_rules! store_conformance_suite {
-    // A backend that needs a server: the factory returns `None` (after
-    // saying why) when there is none, and the cases are skipped.
+    // A backend that needs a server: the factory takes the case's name and
+    // returns `None` (after saying why) when there is none; the cases skip.
     (optional $factory:expr) => {
-        $crate::store_conformance_suite!(@optional $factory;
+        $crate::store_conformance_suite!(@list optional $factory);
+    };
+    (@list $mode:ident $factory:expr) => {
+        $crate::store_conformance_suite!(@$mode $factory;
             case_schema_and_ping,
             case_write_read_exact,
             case_time_range_inclusive,
@@ -103,24 +106,6 @@ macro_rules! store_conformance_suite {
             }
         )+
     };
-    ($factory:expr) => {
-        $crate::store_conformance_suite!(@cases $factory;
-            case_schema_and_ping,
-            case_write_read_exact,
-            case_time_range_inclusive,
-            case_matchers,
-            case_dedup_resent_and_overlapping,
-            case_out_of_order,
-            case_series_label_names_values,
-            case_limits,
-            case_series_cap,
-            case_too_old_samples,
-            case_retention,
-            case_compaction_boundary,
-            case_concurrent_writers,
-            case_entities,
-        );
-    };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,6 +115,9 @@ macro_rules! store_conformance_suite {
                 $crate::conformance::$case(store).await;
             }
         )+
+    };
+    ($factory:expr) => {
+        $crate::store_conformance_suite!(@list cases $factory);
     };
 }
 

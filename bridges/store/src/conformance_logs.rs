@@ -73,10 +73,13 @@ pub fn options_for(case: &str) -> StoreOptions {
 
 #[macro_export]
 macro_rules! log_store_conformance_suite {
-    // A backend that needs a server: the factory returns `None` (after
-    // saying why) when there is none, and the cases are skipped.
+    // A backend that needs a server: the factory takes the case's name and
+    // returns `None` (after saying why) when there is none; the cases skip.
     (optional $factory:expr) => {
-        $crate::log_store_conformance_suite!(@optional $factory;
+        $crate::log_store_conformance_suite!(@list optional $factory);
+    };
+    (@list $mode:ident $factory:expr) => {
+        $crate::log_store_conformance_suite!(@$mode $factory;
             logs_write_read_exact,
             logs_newest_first,
             logs_paging_with_cursors,
@@ -107,26 +110,6 @@ macro_rules! log_store_conformance_suite {
             }
         )+
     };
-    ($factory:expr) => {
-        $crate::log_store_conformance_suite!(@cases $factory;
-            logs_write_read_exact,
-            logs_newest_first,
-            logs_paging_with_cursors,
-            logs_paging_while_writing,
-            logs_contains,
-            logs_regex,
-            logs_level_filter,
-            logs_time_range_inclusive,
-            logs_selectors,
-            logs_retry_is_idempotent,
-            logs_all_or_nothing_and_empty,
-            logs_many_small_batches_then_maintenance,
-            logs_rate,
-            logs_retention,
-            logs_scan_limit,
-            logs_concurrent_writers_and_readers,
-        );
-    };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,6 +119,9 @@ macro_rules! log_store_conformance_suite {
                 $crate::conformance_logs::$case(store).await;
             }
         )+
+    };
+    ($factory:expr) => {
+        $crate::log_store_conformance_suite!(@list cases $factory);
     };
 }
 

@@ -51,10 +51,13 @@ pub fn options_for(case: &str) -> StoreOptions {
 
 #[macro_export]
 macro_rules! topology_store_conformance_suite {
-    // A backend that needs a server: the factory returns `None` (after
-    // saying why) when there is none, and the cases are skipped.
+    // A backend that needs a server: the factory takes the case's name and
+    // returns `None` (after saying why) when there is none; the cases skip.
     (optional $factory:expr) => {
-        $crate::topology_store_conformance_suite!(@optional $factory;
+        $crate::topology_store_conformance_suite!(@list optional $factory);
+    };
+    (@list $mode:ident $factory:expr) => {
+        $crate::topology_store_conformance_suite!(@$mode $factory;
             topo_before_first_snapshot,
             topo_exactly_on_keyframe,
             topo_between_deltas,
@@ -79,20 +82,6 @@ macro_rules! topology_store_conformance_suite {
             }
         )+
     };
-    ($factory:expr) => {
-        $crate::topology_store_conformance_suite!(@cases $factory;
-            topo_before_first_snapshot,
-            topo_exactly_on_keyframe,
-            topo_between_deltas,
-            topo_unchanged_graph_costs_nothing,
-            topo_stats_one_minute_resolution,
-            topo_after_retention,
-            topo_dependency_changes,
-            topo_clusters_are_separate,
-            topo_retry_and_out_of_order,
-            topo_reads_in_any_order,
-        );
-    };
     (@cases $factory:expr; $($case:ident),+ $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,6 +91,9 @@ macro_rules! topology_store_conformance_suite {
                 $crate::conformance_topology::$case(store).await;
             }
         )+
+    };
+    ($factory:expr) => {
+        $crate::topology_store_conformance_suite!(@list cases $factory);
     };
 }
 

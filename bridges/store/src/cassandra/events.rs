@@ -2635,32 +2635,7 @@ mod tests {
     // -----------------------------------------------------------------
     // Events
 
-    fn event(uid: &str, count: u64, last_ms: i64) -> KubeEvent {
-        KubeEvent {
-            cluster: "prod".into(),
-            uid: uid.into(),
-            namespace: "shop".into(),
-            name: format!("api-5f6d7c8b9-qwz7p.{uid}"),
-            reason: "BackOff".into(),
-            event_type: "Warning".into(),
-            message: "Back-off restarting failed container api".into(),
-            involved: ObjectRef {
-                kind: "Pod".into(),
-                namespace: "shop".into(),
-                name: "api-5f6d7c8b9-qwz7p".into(),
-                uid: "pod-uid".into(),
-                api_version: "v1".into(),
-                field_path: String::new(),
-            },
-            source_component: "kubelet".into(),
-            source_host: "node-1".into(),
-            count,
-            first_ms: T0,
-            last_ms,
-            resource_version: "1".into(),
-            origin: EventOrigin::Watch,
-        }
-    }
+    use crate::conformance_events::event;
 
     /// An occurrence row as `write_event` stores it.
     fn occ(ev: &KubeEvent) -> Occurrence {
