@@ -176,6 +176,62 @@ pub trait TopologyStore: Send + Sync {
 
 pub type DynTopologyStore = Arc<dyn TopologyStore>;
 
+/// A save's place after the cluster's last save: `Ok(true)` is a retry of
+/// it (a no-op), an older time is [`Error::InvalidQuery`]. Every backend's
+/// `save_snapshot` starts here.
+pub(crate) fn check_save_order(
+    cluster: &str,
+    last_save_ms: Option<i64>,
+    at_ms: i64,
+) -> Result<bool> {
+    match last_save_ms {
+        Some(last) if at_ms == last => Ok(true),
+        Some(last) if at_ms < last => Err(Error::InvalidQuery(format!(
+            "topology snapshot of cluster {cluster:?} at {at_ms} is older than the last saved one at {last}"
+        ))),
+        _ => Ok(false),
+    }
+}
+
+/// The structure keyframes since the last one: (keyframe time, its bytes,
+/// deltas after it, their bytes).
+pub(crate) type KeyframeBook = (i64, u64, usize, u64);
+
+/// The keyframe policy every backend follows: a structure change writes a
+/// keyframe for the first save, after `max_deltas` deltas, when the deltas
+/// since the last keyframe outweigh it, or when it is `max_age_ms` old.
+pub(crate) fn needs_keyframe(
+    book: Option<KeyframeBook>,
+    delta_len: u64,
+    at_ms: i64,
+    max_deltas: usize,
+    max_age_ms: i64,
+) -> bool {
+    match book {
+        None => true,
+        Some((kf_ms, kf_bytes, n, bytes)) => {
+            n + 1 > max_deltas
+                || bytes + delta_len > kf_bytes
+                || at_ms.saturating_sub(kf_ms) >= max_age_ms
+        }
+    }
+}
+
+/// Stats are kept for the first save of each minute: `None` when this
+/// minute already has its row, else whether the row starts a new chain (no
+/// chain yet, a minute skipped, or the chain is `chain_minutes` long).
+pub(crate) fn stats_row_due(
+    prev: Option<&(i64, StatsChain)>,
+    minute: i64,
+    chain_minutes: usize,
+) -> Option<bool> {
+    match prev {
+        Some((m, _)) if *m >= minute => None,
+        None => Some(true),
+        Some((m, chain)) => Some(minute - m != MINUTE_MS || chain.len >= chain_minutes.max(1)),
+    }
+}
+
 /// The dependency changes a delta makes: workload-level edges added or
 /// removed (an edge re-added with other attributes is no change).
 pub fn dependency_changes_of(
@@ -910,6 +966,51 @@ fn table_stats<T, const F: usize>(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn save_policies_shared_by_the_backends() {
+        assert!(!check_save_order("c", None, 5).unwrap());
+        assert!(check_save_order("c", Some(5), 5).unwrap(), "a retry");
+        assert!(!check_save_order("c", Some(5), 6).unwrap());
+        let e = check_save_order("c", Some(5), 4).unwrap_err().to_string();
+        assert!(e.contains("older than"), "{e}");
+
+        assert!(needs_keyframe(None, 10, 0, 8, 100), "the first save");
+        let book = Some((0, 1_000, 2, 500));
+        assert!(!needs_keyframe(book, 100, 50, 8, 100));
+        assert!(
+            needs_keyframe(book, 600, 50, 8, 100),
+            "deltas outweigh the keyframe"
+        );
+        assert!(needs_keyframe(book, 100, 100, 8, 100), "too old");
+        assert!(
+            needs_keyframe(Some((0, 1_000, 8, 0)), 1, 1, 8, 100),
+            "too many deltas"
+        );
+
+        let chain = |len| StatsChain {
+            len,
+            ..Default::default()
+        };
+        assert_eq!(stats_row_due(None, MINUTE_MS, 15), Some(true));
+        assert_eq!(
+            stats_row_due(Some(&(MINUTE_MS, chain(1))), MINUTE_MS, 15),
+            None
+        );
+        assert_eq!(
+            stats_row_due(Some(&(0, chain(3))), MINUTE_MS, 15),
+            Some(false)
+        );
+        assert_eq!(
+            stats_row_due(Some(&(0, chain(15))), MINUTE_MS, 15),
+            Some(true)
+        );
+        assert_eq!(
+            stats_row_due(Some(&(0, chain(3))), 3 * MINUTE_MS, 15),
+            Some(true),
+            "a skipped minute"
+        );
+    }
 
     fn graph(n: usize) -> Graph {
         let mut g = Graph::default();

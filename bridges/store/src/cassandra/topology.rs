@@ -19,10 +19,11 @@
 use super::session::{result_rows, Db};
 use crate::error::{Error, Result};
 use crate::topology::{
-    chain_stats, decode_delta, decode_graph, decode_stats_into, dependency_changes_of,
-    encode_delta, encode_graph, encode_stats, DependencyChange, DependencyChangeKind,
-    DependencyQuery, GraphAt, SaveOutcome, StatsAt, StatsChain, TopologyCluster,
-    TopologyMaintenance, TopologyStore, MINUTE_MS, STATS_CHAIN_MINUTES, STATS_MAX_AGE_MS,
+    chain_stats, check_save_order, decode_delta, decode_graph, decode_stats_into,
+    dependency_changes_of, encode_delta, encode_graph, encode_stats, needs_keyframe, stats_row_due,
+    DependencyChange, DependencyChangeKind, DependencyQuery, GraphAt, SaveOutcome, StatsAt,
+    StatsChain, TopologyCluster, TopologyMaintenance, TopologyStore, MINUTE_MS,
+    STATS_CHAIN_MINUTES, STATS_MAX_AGE_MS,
 };
 use crate::StoreOptions;
 use async_trait::async_trait;
@@ -209,16 +210,8 @@ impl CassandraTopologyStore {
         // new chain.
         let taken_stats = states.get_mut(cluster).and_then(|s| s.stats.take());
         let state = states.get(cluster);
-        if let Some(st) = state {
-            if at_ms == st.last_save_ms {
-                return Ok(SaveOutcome::default());
-            }
-            if at_ms < st.last_save_ms {
-                return Err(Error::InvalidQuery(format!(
-                    "topology snapshot of cluster {cluster:?} at {at_ms} is older than the last saved one at {}",
-                    st.last_save_ms
-                )));
-            }
+        if check_save_order(cluster, state.map(|s| s.last_save_ms), at_ms)? {
+            return Ok(SaveOutcome::default());
         }
         let mut out = SaveOutcome::default();
         let empty = Graph::default();
@@ -267,14 +260,13 @@ impl CassandraTopologyStore {
                 }
                 out.dependency_changes = changes.len() as u64;
             }
-            let need_kf = match next_kf {
-                None => true,
-                Some((kf_ms, kf_bytes, n, bytes)) => {
-                    n + 1 > MAX_DELTAS_PER_KEYFRAME
-                        || bytes + delta_len > kf_bytes
-                        || at_ms.saturating_sub(kf_ms) >= MAX_KEYFRAME_AGE_MS
-                }
-            };
+            let need_kf = needs_keyframe(
+                next_kf,
+                delta_len,
+                at_ms,
+                MAX_DELTAS_PER_KEYFRAME,
+                MAX_KEYFRAME_AGE_MS,
+            );
             if need_kf {
                 let data = encode_graph(&snap.graph);
                 out.keyframe = true;
@@ -291,11 +283,9 @@ impl CassandraTopologyStore {
         }
         // Stats: the first save of each minute.
         let minute = at_ms - at_ms.rem_euclid(MINUTE_MS);
-        let new_chain = if taken_stats.as_ref().is_none_or(|(m, _)| *m < minute) {
-            let keyframe = match &taken_stats {
-                None => true,
-                Some((m, chain)) => minute - m != MINUTE_MS || chain.len >= STATS_CHAIN_MINUTES,
-            };
+        let new_chain = if let Some(keyframe) =
+            stats_row_due(taken_stats.as_ref(), minute, STATS_CHAIN_MINUTES)
+        {
             let mut chain = taken_stats.map(|(_, c)| c).unwrap_or_default();
             let data = encode_stats(&mut chain, &snap.stats, keyframe);
             out.stats_written = true;

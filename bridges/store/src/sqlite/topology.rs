@@ -36,10 +36,11 @@
 
 use crate::error::{Error, Result};
 use crate::topology::{
-    chain_stats, decode_delta_with, decode_graph, decode_stats_into, dependency_changes_of,
-    encode_delta, encode_graph, encode_stats, DependencyChange, DependencyChangeKind,
-    DependencyQuery, GraphAt, SaveOutcome, StatsAt, StatsChain, TopologyCluster,
-    TopologyMaintenance, TopologyStore, MINUTE_MS, STATS_CHAIN_MINUTES, STATS_MAX_AGE_MS,
+    chain_stats, check_save_order, decode_delta_with, decode_graph, decode_stats_into,
+    dependency_changes_of, encode_delta, encode_graph, encode_stats, needs_keyframe, stats_row_due,
+    DependencyChange, DependencyChangeKind, DependencyQuery, GraphAt, SaveOutcome, StatsAt,
+    StatsChain, TopologyCluster, TopologyMaintenance, TopologyStore, MINUTE_MS,
+    STATS_CHAIN_MINUTES, STATS_MAX_AGE_MS,
 };
 use crate::StoreOptions;
 use async_trait::async_trait;
@@ -571,16 +572,8 @@ impl Inner {
         // below fails, the next stats row starts a new chain.
         let taken_stats = states.get_mut(cluster).and_then(|s| s.stats.take());
         let state = states.get(cluster);
-        if let Some(st) = state {
-            if at_ms == st.last_save_ms {
-                return Ok(SaveOutcome::default());
-            }
-            if at_ms < st.last_save_ms {
-                return Err(Error::InvalidQuery(format!(
-                    "topology snapshot of cluster {cluster:?} at {at_ms} is older than the last saved one at {}",
-                    st.last_save_ms
-                )));
-            }
+        if check_save_order(cluster, state.map(|s| s.last_save_ms), at_ms)? {
+            return Ok(SaveOutcome::default());
         }
         let mut out = SaveOutcome::default();
         let empty = Graph::default();
@@ -626,16 +619,13 @@ impl Inner {
                 }
                 out.dependency_changes = changes.len() as u64;
             }
-            let need_kf = match next_kf {
-                None => true,
-                Some((kf_ms, kf_bytes, n, bytes)) => {
-                    n + 1 > self.config.max_deltas_per_keyframe
-                        || bytes + delta_len > kf_bytes
-                        || at_ms.saturating_sub(kf_ms)
-                            >= i64::try_from(self.config.max_keyframe_age.as_millis())
-                                .unwrap_or(i64::MAX)
-                }
-            };
+            let need_kf = needs_keyframe(
+                next_kf,
+                delta_len,
+                at_ms,
+                self.config.max_deltas_per_keyframe,
+                i64::try_from(self.config.max_keyframe_age.as_millis()).unwrap_or(i64::MAX),
+            );
             if need_kf {
                 let data = encode_graph(&snap.graph);
                 tx.execute("INSERT OR REPLACE INTO topo_keyframes (cluster, t_ms, data) VALUES (?1, ?2, ?3)", params![cluster, at_ms, data])
@@ -652,13 +642,9 @@ impl Inner {
         let minute = at_ms - at_ms.rem_euclid(MINUTE_MS);
         let prev_stats = taken_stats;
         let new_chain;
-        if prev_stats.as_ref().is_none_or(|(m, _)| *m < minute) {
-            let keyframe = match &prev_stats {
-                None => true,
-                Some((m, chain)) => {
-                    minute - m != MINUTE_MS || chain.len >= self.config.stats_chain_minutes.max(1)
-                }
-            };
+        if let Some(keyframe) =
+            stats_row_due(prev_stats.as_ref(), minute, self.config.stats_chain_minutes)
+        {
             let mut chain = prev_stats.map(|(_, c)| c).unwrap_or_default();
             let data = encode_stats(&mut chain, &snap.stats, keyframe);
             tx.execute(
