@@ -19,7 +19,7 @@ use kube_insight_promql::params::{
     parse_duration_param, parse_match_selector, parse_range_params, parse_time_param,
 };
 use kube_insight_promql::querier::{Querier, SelectHints};
-use kube_insight_promql::{Engine, EngineOptions};
+use kube_insight_promql::{Engine, EngineOptions, RollupPolicy};
 use kube_insight_store::{DynStore, Error as StoreError, SelectQuery, SeriesQuery};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -71,7 +71,7 @@ impl Querier for StoreQuerier {
             } else {
                 hints.max_samples
             },
-            resolution: Default::default(),
+            resolution: hints.resolution,
         };
         self.store.select(&q).await.map_err(|e| match e {
             StoreError::LimitExceeded { .. } => QuerierError::LimitExceeded(e.to_string()),
@@ -113,13 +113,20 @@ fn store_failure(e: StoreError) -> Response {
     }
 }
 
-fn engine(st: &ApiState) -> Engine {
-    Engine::new(EngineOptions {
+/// The engine for one request: the configured limits, and the rollup
+/// policy of Thanos' `max_source_resolution` parameter (`auto` when absent).
+fn engine(st: &ApiState, p: &Params) -> Result<Engine, PromqlError> {
+    let rollups = match p.get("max_source_resolution") {
+        Some(v) => RollupPolicy::from_param(v)?,
+        None => RollupPolicy::default(),
+    };
+    Ok(Engine::new(EngineOptions {
         max_samples: st.config.max_samples,
         max_series: st.config.max_series,
         timeout: st.config.query_timeout,
+        rollups,
         ..Default::default()
-    })
+    }))
 }
 
 fn timeout_param(p: &Params) -> Result<Option<std::time::Duration>, PromqlError> {
@@ -158,7 +165,11 @@ async fn run_query(st: Arc<ApiState>, p: Params) -> Response {
     let querier = StoreQuerier {
         store: st.store.clone(),
     };
-    match engine(&st).query(&querier, expr, time, timeout).await {
+    let engine = match engine(&st, &p) {
+        Ok(e) => e,
+        Err(e) => return promql_failure(e),
+    };
+    match engine.query(&querier, expr, time, timeout).await {
         Ok(r) => result_response(&r),
         Err(e) => promql_failure(e),
     }
@@ -195,7 +206,11 @@ async fn run_query_range(st: Arc<ApiState>, p: Params) -> Response {
     let querier = StoreQuerier {
         store: st.store.clone(),
     };
-    match engine(&st)
+    let engine = match engine(&st, &p) {
+        Ok(e) => e,
+        Err(e) => return promql_failure(e),
+    };
+    match engine
         .query_range(&querier, expr, start, end, step, timeout)
         .await
     {

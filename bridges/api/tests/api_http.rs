@@ -207,6 +207,76 @@ async fn query_range_reads_the_stored_samples() {
     let _ = TimeRange::all();
 }
 
+/// `max_source_resolution` (Thanos' parameter) switches long-range reads
+/// to the 5-minute rollups, stored ones after compaction included; the
+/// answers stay within a bucket's share of the raw ones.
+#[tokio::test]
+async fn max_source_resolution_reads_rollups() {
+    let (store, _d) = filled_store().await;
+    let h = 3_600_000i64;
+    let end = kube_insight_core::time::now_ms().div_euclid(2 * h) * 2 * h;
+    let start = end - 8 * h;
+    let labels = kube_insight_core::Labels::from_pairs([
+        ("__name__", "requests_total"),
+        ("cluster", "prod"),
+        ("pod", "api-0"),
+    ]);
+    let samples = (0..8 * 240)
+        .map(|i| kube_insight_core::Sample::new(start + i * 15_000 + 777, 10.0 * i as f64))
+        .collect();
+    store
+        .write_samples(kube_insight_store::MetricBatch {
+            cluster: "prod".into(),
+            series: vec![kube_insight_core::TimeSeries::new(labels, samples)],
+        })
+        .await
+        .unwrap();
+    let base = serve(store.clone(), None).await;
+    let url = |res: &str| {
+        format!(
+            "{base}/prometheus/api/v1/query_range?query=rate(requests_total[1h])&start={}&end={}&step=1800{res}",
+            (start + 2 * h) / 1000,
+            end / 1000
+        )
+    };
+    let values = |body: &Value| -> Vec<f64> {
+        body["data"]["result"][0]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[1].as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+    let (status, raw) = get(&url("&max_source_resolution=0s")).await;
+    assert_eq!(status, 200, "{raw}");
+    assert_eq!(values(&raw).len(), 13, "{raw}");
+    for round in ["head", "compacted"] {
+        for res in ["&max_source_resolution=5m", ""] {
+            let (status, body) = get(&url(res)).await;
+            assert_eq!(status, 200, "{body}");
+            let (a, b) = (values(&raw), values(&body));
+            assert_eq!(a.len(), b.len(), "{round}{res}: {body}");
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x - y).abs() <= 1e-3 * x,
+                    "{round}{res}: raw {x} rollups {y}"
+                );
+            }
+        }
+        store.maintain(end + 2 * h).await.unwrap();
+    }
+    let (status, body) = get(&url("&max_source_resolution=1m")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errorType"], "bad_data");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_source_resolution"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn the_api_token_is_required_when_set() {
     let (store, _d) = filled_store().await;

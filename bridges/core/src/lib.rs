@@ -10,6 +10,7 @@ pub mod event;
 pub mod labels;
 pub mod log;
 pub mod matcher;
+pub mod rollup;
 pub mod sample;
 pub mod time;
 pub mod topology;
@@ -21,5 +22,6 @@ pub use log::{
     extract_level, Level, LineFilter, LogRecord, LogStreamKey, LogStreamMeta, StdStream,
 };
 pub use matcher::{MatchOp, Matcher};
+pub use rollup::{Resolution, RollupField};
 pub use sample::{is_stale_nan, Sample, TimeSeries, STALE_NAN, STALE_NAN_BITS};
 pub use time::{parse_duration, parse_time_ms, TimeRange};

@@ -5,6 +5,7 @@ use crate::error::PromqlError;
 use crate::eval::{at_ms, offset_ms, selector_key, subquery_grid, Evaluator, Grid, Result, Val};
 use crate::querier::{Querier, SelectHints};
 use crate::result::{InstantSample, QueryResult, RangeSeries};
+use kube_insight_core::rollup::{Resolution, RollupField, ROLLUP_STEP_MS};
 use kube_insight_core::{MatchOp, Matcher, TimeRange, TimeSeries, METRIC_NAME};
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::token::{
@@ -48,6 +49,94 @@ pub struct EngineOptions {
     /// Subquery step when none is given (Prometheus' global evaluation interval, 1m).
     pub default_subquery_step_ms: i64,
     pub compat: Compat,
+    /// When selections may read 5-minute rollups instead of raw samples.
+    pub rollups: RollupPolicy,
+}
+
+/// When a selection reads 5-minute rollups ([`Resolution::Rollup5m`])
+/// instead of raw samples. Rollups are read only where they give the raw
+/// answer up to the window edges: an instant selector (the bucket's last
+/// value), and `rate`, `increase`, `max_over_time`, `min_over_time`,
+/// `sum_over_time` and `last_over_time` over ranges of at least two buckets
+/// (one for the `*_over_time` functions). Everything else reads raw samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RollupPolicy {
+    /// Raw samples only (`max_source_resolution=0s`).
+    Never,
+    /// Rollups when the evaluation step is at least this many ms (range
+    /// queries only). The default, 25 minutes, is Thanos' `auto` (step / 5
+    /// at least the 5-minute resolution): a window edge cuts at most a fifth
+    /// of a step.
+    Auto { min_step_ms: i64 },
+    /// Rollups wherever they apply (`max_source_resolution=5m`).
+    Always,
+}
+
+impl Default for RollupPolicy {
+    fn default() -> Self {
+        RollupPolicy::Auto {
+            min_step_ms: 5 * ROLLUP_STEP_MS,
+        }
+    }
+}
+
+impl RollupPolicy {
+    /// Parses Thanos' `max_source_resolution` parameter: `auto`, `0s`/`raw`
+    /// or `5m` (any longer duration also allows the 5-minute rollups).
+    pub fn from_param(value: &str) -> Result<RollupPolicy> {
+        let v = value.trim();
+        if v.is_empty() || v == "auto" {
+            return Ok(RollupPolicy::default());
+        }
+        if v == "raw" {
+            return Ok(RollupPolicy::Never);
+        }
+        let d = crate::params::parse_duration_param("max_source_resolution", v)?;
+        let ms = d.as_millis() as i64;
+        Ok(if ms == 0 {
+            RollupPolicy::Never
+        } else if ms >= ROLLUP_STEP_MS {
+            RollupPolicy::Always
+        } else {
+            return Err(PromqlError::BadData(format!(
+                "invalid parameter \"max_source_resolution\": {v:?} is below the only \
+                 downsampled resolution, 5m; use auto, 0s (raw) or 5m"
+            )));
+        })
+    }
+
+    /// The resolution a selection is read at: `func` consumes it, `range_ms`
+    /// is its range (0 for an instant selector), `step_ms` the grid step (0
+    /// for an instant query).
+    pub fn resolution(self, func: Option<&str>, range_ms: i64, step_ms: i64) -> Resolution {
+        let allowed = match self {
+            RollupPolicy::Never => false,
+            RollupPolicy::Always => true,
+            RollupPolicy::Auto { min_step_ms } => step_ms > 0 && step_ms >= min_step_ms,
+        };
+        if !allowed {
+            return Resolution::Raw;
+        }
+        let field = if range_ms == 0 {
+            // `timestamp()` would see the bucket's time, not the sample's.
+            (func != Some("timestamp")).then_some(RollupField::Last)
+        } else {
+            match func {
+                Some("rate" | "increase") if range_ms >= 2 * ROLLUP_STEP_MS => {
+                    Some(RollupField::Counter)
+                }
+                Some(f) if range_ms >= ROLLUP_STEP_MS => match f {
+                    "max_over_time" => Some(RollupField::Max),
+                    "min_over_time" => Some(RollupField::Min),
+                    "sum_over_time" => Some(RollupField::Sum),
+                    "last_over_time" => Some(RollupField::Last),
+                    _ => None,
+                },
+                _ => None,
+            }
+        };
+        field.map_or(Resolution::Raw, Resolution::Rollup5m)
+    }
 }
 
 impl Default for EngineOptions {
@@ -59,6 +148,7 @@ impl Default for EngineOptions {
             timeout: Duration::from_secs(120),
             default_subquery_step_ms: 60_000,
             compat: Compat::Prometheus2,
+            rollups: RollupPolicy::default(),
         }
     }
 }
@@ -496,6 +586,7 @@ fn plan(
                     step_ms: g.interval,
                     range_ms: 0,
                     func: func.map(str::to_string),
+                    resolution: opts.rollups.resolution(func, 0, g.interval),
                     ..Default::default()
                 },
             });
@@ -515,6 +606,7 @@ fn plan(
                     step_ms: g.interval,
                     range_ms: range,
                     func: func.map(str::to_string),
+                    resolution: opts.rollups.resolution(func, range, g.interval),
                     ..Default::default()
                 },
             });

@@ -17,6 +17,10 @@
 //! `abs`, `ceil`, `floor`, `round`, `sqrt`, `exp`, `ln`, `log2`, `log10`,
 //! `sgn`, `clamp`, `clamp_min`, `clamp_max`, `time`, `vector`, `scalar`.
 //! Anything else is a `bad_data` error naming the construct.
+//!
+//! Long ranges at a coarse step read 5-minute rollups where they give the
+//! raw answer up to the window edges ([`RollupPolicy`]; Thanos'
+//! `max_source_resolution` parameter overrides it per query).
 
 pub mod engine;
 pub mod error;
@@ -27,7 +31,7 @@ pub mod params;
 pub mod querier;
 pub mod result;
 
-pub use engine::{parse, Compat, Engine, EngineOptions};
+pub use engine::{parse, Compat, Engine, EngineOptions, RollupPolicy};
 pub use error::{ErrorType, PromqlError, QuerierError};
 pub use openmetrics::{parse_openmetrics, OpenMetricsError};
 pub use params::{

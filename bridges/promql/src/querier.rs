@@ -4,7 +4,8 @@
 use crate::error::QuerierError;
 use async_trait::async_trait;
 use kube_insight_core::matcher::matches_all;
-use kube_insight_core::{Matcher, TimeRange, TimeSeries};
+use kube_insight_core::rollup::{self, Resolution};
+use kube_insight_core::{Matcher, Sample, TimeRange, TimeSeries};
 
 /// What the engine will do with a selection, so a store can pick a cheaper
 /// representation (e.g. 5-minute rollups for long ranges at a coarse step).
@@ -21,6 +22,10 @@ pub struct SelectHints {
     pub max_series: usize,
     /// Same for samples.
     pub max_samples: usize,
+    /// Raw samples, or one synthetic sample per 5-minute rollup bucket
+    /// (see [`kube_insight_core::rollup`]); the engine picks it from its
+    /// [`crate::RollupPolicy`].
+    pub resolution: Resolution,
 }
 
 /// Where the engine reads series from. The store layer implements it.
@@ -38,7 +43,11 @@ pub trait Querier: Send + Sync {
     ) -> Result<Vec<TimeSeries>, QuerierError>;
 }
 
-/// A [`Querier`] over series held in memory.
+/// The chunk window [`MemoryQuerier`] rolls up by: the stores' default.
+pub const MEMORY_CHUNK_WINDOW_MS: i64 = 2 * 3600 * 1000;
+
+/// A [`Querier`] over series held in memory. Rollup reads are computed from
+/// the samples on the fly.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryQuerier {
     series: Vec<TimeSeries>,
@@ -70,11 +79,28 @@ impl Querier for MemoryQuerier {
         &self,
         matchers: &[Matcher],
         range: TimeRange,
-        _hints: &SelectHints,
+        hints: &SelectHints,
     ) -> Result<Vec<TimeSeries>, QuerierError> {
         let mut out = Vec::new();
         for s in &self.series {
             if !matches_all(matchers, &s.labels) {
+                continue;
+            }
+            if let Resolution::Rollup5m(field) = hints.resolution {
+                // Rolled up per chunk window, as the stores do.
+                let raw: Vec<(i64, f64)> = s
+                    .samples
+                    .iter()
+                    .map(|x| (x.timestamp_ms, x.value))
+                    .collect();
+                let buckets = rollup::rollup_5m_windowed(&raw, MEMORY_CHUNK_WINDOW_MS);
+                let synth = rollup::synthesize_range(buckets, range, field, MEMORY_CHUNK_WINDOW_MS);
+                if !synth.is_empty() {
+                    out.push(TimeSeries::new(
+                        s.labels.clone(),
+                        synth.into_iter().map(|(t, v)| Sample::new(t, v)).collect(),
+                    ));
+                }
                 continue;
             }
             let lo = s

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use kube_insight_core::{Labels, Matcher, Sample, TimeRange, TimeSeries, STALE_NAN};
 use kube_insight_promql::{
     Compat, Engine, EngineOptions, ErrorType, InstantSample, MemoryQuerier, PromqlError, Querier,
-    QuerierError, QueryResult, SelectHints,
+    QuerierError, QueryResult, RollupPolicy, SelectHints,
 };
 use std::time::Duration;
 
@@ -680,4 +680,179 @@ fn range_query_over_all_steps() {
     // since they never collide on one step.
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].1, vec![(0, 2.0), (5 * M, 2.0), (20 * M, 4.0)]);
+}
+
+// ---------------------------------------------------------------------------
+// Rollups
+
+const H: i64 = 60 * M;
+
+fn range_with(
+    q: &MemoryQuerier,
+    rollups: RollupPolicy,
+    query: &str,
+    s: i64,
+    e: i64,
+    step: i64,
+) -> Vec<(Labels, Vec<(i64, f64)>)> {
+    let engine = Engine::new(EngineOptions {
+        rollups,
+        ..Default::default()
+    });
+    match rt().block_on(engine.query_range(q, query, s, e, step, None)) {
+        Ok(QueryResult::Matrix(m)) => m.into_iter().map(|s| (s.labels, s.points)).collect(),
+        other => panic!("{query}: expected a matrix, got {other:?}"),
+    }
+}
+
+/// Two days at 15 s (scrape jitter keeps samples off bucket edges): a
+/// counter growing ~2/s with resets (one on a chunk-window edge) and a
+/// wobbling gauge, for three pods.
+fn two_days() -> MemoryQuerier {
+    let mut out = Vec::new();
+    for pod in ["a", "b", "c"] {
+        let seed = pod.as_bytes()[0] as i64;
+        let mut v = 0.0;
+        let mut c = Vec::new();
+        let mut g = Vec::new();
+        for i in 0..(48 * 240) {
+            let t = i * 15_000 + 1_234 + seed;
+            v = if i == 1_000 || i == 2 * 480 {
+                7.0
+            } else {
+                v + 30.0 + (i * seed % 3) as f64
+            };
+            c.push((t, v));
+            g.push((t, 1e6 + ((i * 7_919 + seed) % 1_000) as f64));
+        }
+        out.push(series(&[("__name__", "cpu_total"), ("pod", pod)], &c));
+        out.push(series(&[("__name__", "mem"), ("pod", pod)], &g));
+    }
+    MemoryQuerier::new(out)
+}
+
+#[track_caller]
+fn assert_within(
+    raw: &[(Labels, Vec<(i64, f64)>)],
+    rolled: &[(Labels, Vec<(i64, f64)>)],
+    rel: f64,
+    what: &str,
+) {
+    assert_eq!(raw.len(), rolled.len(), "{what}: series");
+    let mut worst = 0.0f64;
+    for (a, b) in raw.iter().zip(rolled) {
+        assert_eq!(a.0, b.0, "{what}: labels");
+        assert_eq!(
+            a.1.iter().map(|p| p.0).collect::<Vec<_>>(),
+            b.1.iter().map(|p| p.0).collect::<Vec<_>>(),
+            "{what}: steps"
+        );
+        for (x, y) in a.1.iter().zip(&b.1) {
+            worst = worst.max((x.1 - y.1).abs() / x.1.abs().max(1e-300));
+        }
+    }
+    assert!(
+        worst <= rel,
+        "{what}: worst relative difference {worst:e} > {rel:e}"
+    );
+}
+
+#[test]
+fn rollups_answer_like_raw_samples() {
+    let q = two_days();
+    let (s, e) = (6 * H, 48 * H - 30 * M);
+    // Bucket-aligned windows, no sample on an edge: max, min, sum, last and
+    // instant selectors are the raw answers.
+    for (query, rel) in [
+        ("max_over_time(mem[1h])", 0.0),
+        ("min_over_time(mem[30m])", 0.0),
+        ("last_over_time(mem[10m])", 0.0),
+        ("mem", 0.0),
+        ("sum by (pod) (mem)", 0.0),
+        ("sum_over_time(mem[1h])", 1e-12),
+        // The counter: a window's first and last buckets are cut where the
+        // raw samples are not, so rate is within a bucket's share.
+        ("rate(cpu_total[1h])", 1e-3),
+        ("increase(cpu_total[2h])", 5e-3),
+        ("sum(rate(cpu_total[6h]))", 1e-4),
+    ] {
+        let raw = range_with(&q, RollupPolicy::Never, query, s, e, 30 * M);
+        let rolled = range_with(&q, RollupPolicy::Always, query, s, e, 30 * M);
+        assert!(!raw.is_empty(), "{query}");
+        assert_within(&raw, &rolled, rel, query);
+        // `auto` picks the rollups at this step: the same answer.
+        assert_eq!(
+            range_with(&q, RollupPolicy::default(), query, s, e, 30 * M),
+            rolled,
+            "{query}"
+        );
+    }
+    // What rollups cannot answer is read raw, whatever the policy.
+    for query in [
+        "avg_over_time(mem[1h])",
+        "irate(cpu_total[10m])",
+        "rate(cpu_total[5m])",
+    ] {
+        assert_eq!(
+            range_with(&q, RollupPolicy::Always, query, s, e, 30 * M),
+            range_with(&q, RollupPolicy::Never, query, s, e, 30 * M),
+            "{query}"
+        );
+    }
+}
+
+#[test]
+fn rollup_policy_picks_the_resolution() {
+    use kube_insight_core::{Resolution, RollupField};
+    let auto = RollupPolicy::default();
+    assert_eq!(
+        auto.resolution(Some("rate"), 60 * M, 30 * M),
+        Resolution::Rollup5m(RollupField::Counter)
+    );
+    assert_eq!(
+        auto.resolution(Some("rate"), 60 * M, 10 * M),
+        Resolution::Raw,
+        "fine step"
+    );
+    assert_eq!(
+        auto.resolution(Some("rate"), 60 * M, 0),
+        Resolution::Raw,
+        "instant query"
+    );
+    assert_eq!(
+        auto.resolution(Some("rate"), 5 * M, 30 * M),
+        Resolution::Raw,
+        "one bucket"
+    );
+    assert_eq!(
+        auto.resolution(None, 0, H),
+        Resolution::Rollup5m(RollupField::Last)
+    );
+    assert_eq!(
+        auto.resolution(Some("max_over_time"), 5 * M, H),
+        Resolution::Rollup5m(RollupField::Max)
+    );
+    assert_eq!(
+        auto.resolution(Some("quantile_over_time"), H, H),
+        Resolution::Raw
+    );
+    let always = RollupPolicy::Always;
+    assert_eq!(
+        always.resolution(Some("increase"), H, 0),
+        Resolution::Rollup5m(RollupField::Counter)
+    );
+    assert_eq!(RollupPolicy::Never.resolution(None, 0, H), Resolution::Raw);
+    assert_eq!(RollupPolicy::from_param("auto").unwrap(), auto);
+    assert_eq!(RollupPolicy::from_param("0s").unwrap(), RollupPolicy::Never);
+    assert_eq!(
+        RollupPolicy::from_param("raw").unwrap(),
+        RollupPolicy::Never
+    );
+    assert_eq!(RollupPolicy::from_param("5m").unwrap(), always);
+    assert_eq!(RollupPolicy::from_param("1h").unwrap(), always);
+    for bad in ["1m", "fast"] {
+        let e = RollupPolicy::from_param(bad).unwrap_err();
+        assert_eq!(e.error_type(), ErrorType::BadData, "{bad}");
+        assert!(e.to_string().contains("max_source_resolution"), "{e}");
+    }
 }

@@ -628,70 +628,10 @@ pub fn sample_count(data: &[u8]) -> Result<u32, ChunkError> {
 // ---------------------------------------------------------------------------
 // 5-minute rollups
 
-/// Width of one rollup bucket.
-pub const ROLLUP_STEP_MS: i64 = 5 * 60 * 1000;
+pub use kube_insight_core::rollup::{rollup_5m, RollupBucket, ROLLUP_STEP_MS};
+
 /// Format version of an encoded rollup blob.
 pub const ROLLUP_VERSION: u8 = 1;
-
-/// One 5-minute bucket of a series. Stale markers are not counted; a
-/// bucket holding only stale markers is not emitted.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RollupBucket {
-    /// Bucket start (a multiple of [`ROLLUP_STEP_MS`]).
-    pub start_ms: i64,
-    pub count: u32,
-    pub min: f64,
-    pub max: f64,
-    pub sum: f64,
-    /// The value of the bucket's last sample.
-    pub last: f64,
-    /// Counter increase over the bucket, reset-aware: the sum of
-    /// `v[i] - v[i-1]` for consecutive samples, where a decrease counts as a
-    /// reset and adds `v[i]`. The step from the previous bucket's last sample
-    /// (inside the same chunk window) into this bucket is included, so the
-    /// buckets of a window add up to the window's increase. Meaningless for
-    /// gauges.
-    pub increase: f64,
-}
-
-/// Computes 5-minute rollups from samples sorted by timestamp.
-pub fn rollup_5m(samples: &[(i64, f64)]) -> Vec<RollupBucket> {
-    let mut out: Vec<RollupBucket> = Vec::new();
-    let mut prev: Option<f64> = None;
-    for &(t, v) in samples {
-        if v.to_bits() == kube_insight_core::STALE_NAN_BITS {
-            continue;
-        }
-        let start = t.div_euclid(ROLLUP_STEP_MS) * ROLLUP_STEP_MS;
-        let inc = match prev {
-            Some(p) if v >= p => v - p,
-            Some(_) => v, // counter reset
-            None => 0.0,
-        };
-        let inc = if inc.is_nan() { 0.0 } else { inc };
-        prev = Some(v);
-        match out.last_mut() {
-            Some(b) if b.start_ms == start => {
-                b.count += 1;
-                b.min = b.min.min(v);
-                b.max = b.max.max(v);
-                b.sum += v;
-                b.last = v;
-                b.increase += inc;
-            }
-            _ => out.push(RollupBucket {
-                start_ms: start,
-                count: 1,
-                min: v,
-                max: v,
-                sum: v,
-                last: v,
-                increase: inc,
-            }),
-        }
-    }
-    out
-}
 
 /// Encodes rollup buckets. Per bucket, in one bit stream: the step from the
 /// previous bucket (`0` for the next one, else `1` and a varint), the count
@@ -1146,7 +1086,7 @@ mod tests {
     }
 
     #[test]
-    fn rollups_summarise_five_minute_buckets() {
+    fn rollups_round_trip_bit_for_bit() {
         let base = 1_717_171_200_000i64; // a multiple of 5 min
         let mut s = Vec::new();
         // Counter: +10 per 15 s, reset in the middle of bucket 2.
@@ -1160,18 +1100,9 @@ mod tests {
             s.push((base + i * 15_000, v));
         }
         s.push((base + 60 * 15_000, f64::from_bits(STALE_NAN_BITS)));
+        // What the buckets hold is tested in kube_insight_core::rollup.
         let r = rollup_5m(&s);
         assert_eq!(r.len(), 3);
-        assert_eq!(r[0].start_ms, base);
-        assert_eq!(r[0].count, 20);
-        assert_eq!(r[0].min, 100.0);
-        assert_eq!(r[0].max, 290.0);
-        assert_eq!(r[0].last, 290.0);
-        assert_eq!(r[0].increase, 190.0);
-        assert_eq!(r[1].increase, 200.0); // includes the step into the bucket
-                                          // Bucket 2: 10 (step in), 4 × 10, reset adds 5, then 14 × 10.
-        assert_eq!(r[2].increase, 10.0 + 40.0 + 5.0 + 140.0);
-        assert_eq!(r[2].count, 20);
         let enc = encode_rollups(&r);
         assert_eq!(decode_rollups(&enc).unwrap(), r);
         assert_eq!(decode_rollups(&encode_rollups(&[])).unwrap(), vec![]);

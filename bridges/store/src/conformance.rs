@@ -29,7 +29,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic is a failing case
 
-use crate::{DynStore, EntityQuery, Error, MetricBatch, Resolution, SelectQuery, SeriesQuery};
+use crate::{
+    DynStore, EntityQuery, Error, MetricBatch, Resolution, RollupField, SelectQuery, SeriesQuery,
+};
 use crate::{StoreOptions, WriteOutcome};
 use kube_insight_core::{
     Entity, Labels, MatchOp, Matcher, Sample, TimeRange, TimeSeries, STALE_NAN, STALE_NAN_BITS,
@@ -49,6 +51,7 @@ pub const CASES: &[&str] = &[
     "case_too_old_samples",
     "case_retention",
     "case_compaction_boundary",
+    "case_rollup_reads",
     "case_concurrent_writers",
     "case_entities",
 ];
@@ -90,6 +93,7 @@ macro_rules! store_conformance_suite {
             case_too_old_samples,
             case_retention,
             case_compaction_boundary,
+            case_rollup_reads,
             case_concurrent_writers,
             case_entities,
         );
@@ -823,6 +827,87 @@ pub async fn case_compaction_boundary(store: DynStore) {
     assert_eq!(o.samples_duplicate, 1, "{o:?}");
     store.flush().await.unwrap();
     assert_samples(&all().await[0].samples, &want);
+}
+
+/// Rollup reads: one synthetic sample per 5-minute bucket, the same before
+/// and after compaction (head windows are rolled up on the fly exactly as
+/// compaction will), equal to the rollups of the raw samples.
+pub async fn case_rollup_reads(store: DynStore) {
+    let t0 = aligned_hours_ago(8);
+    let window = 2 * HOUR;
+    let cpu = cadvisor_labels("container_cpu_usage_seconds_total", "shop", "api-0", "api");
+    let mem = cadvisor_labels("container_memory_working_set_bytes", "shop", "api-0", "api");
+    // 8 h at 15 s: four 2 h windows, the last one open. The counter resets
+    // once mid-window and once on a window boundary; the gauge wobbles.
+    let mut c = Vec::new();
+    let mut g = Vec::new();
+    let mut v = 5_000.0;
+    for i in 0..8 * 240i64 {
+        let t = t0 + i * 15_000;
+        v = if i == 333 || t == t0 + window {
+            1.5
+        } else {
+            v + 0.25 * (i % 5) as f64
+        };
+        c.push((t, v));
+        g.push((t, 1e8 + ((i * 7919) % 1000) as f64));
+    }
+    for (a, b) in c.chunks(240).zip(g.chunks(240)) {
+        write(
+            &store,
+            batch("prod", vec![series(&cpu, a), series(&mem, b)]),
+        )
+        .await;
+    }
+    let read = |field: RollupField, r: TimeRange| {
+        let mut q = select_q(vec![eq("pod", "api-0")], r);
+        q.resolution = Resolution::Rollup5m(field);
+        let store = store.clone();
+        async move { store.select(&q).await.expect("rollup select") }
+    };
+    let expect = |raw: &[(i64, f64)], field: RollupField, r: TimeRange| -> Vec<(i64, f64)> {
+        use kube_insight_core::rollup::{rollup_5m_windowed, synthesize_range};
+        synthesize_range(rollup_5m_windowed(raw, window), r, field, window)
+    };
+    let ranges = [
+        TimeRange::all(),
+        range(t0 + HOUR + 1, t0 + 5 * HOUR + 17 * 60_000),
+        range(t0 + 6 * HOUR, now()),
+    ];
+    for round in ["head", "compacted"] {
+        for r in ranges {
+            for field in [
+                RollupField::Counter,
+                RollupField::Last,
+                RollupField::Max,
+                RollupField::Min,
+                RollupField::Sum,
+            ] {
+                let got = read(field, r).await;
+                assert_eq!(names(&got).len(), 2, "{round} {field:?} {r:?}");
+                // Sorted by labels: cpu before memory.
+                for (ts, raw) in got.iter().zip([&c, &g]) {
+                    let want = expect(raw, field, r);
+                    assert!(!want.is_empty());
+                    assert_samples(&ts.samples, &want);
+                }
+            }
+        }
+        if round == "head" {
+            let report = store.maintain(now()).await.unwrap();
+            assert!(report.chunks_written >= 6, "{report:?}");
+        }
+    }
+    // Raw reads are unchanged by the rollups beside them.
+    let got = select(&store, vec![eq("pod", "api-0")], TimeRange::all()).await;
+    assert_samples(&got[0].samples, &c);
+    // 96 buckets of 5 minutes in 8 h, not 1,920 samples.
+    assert_eq!(
+        read(RollupField::Last, TimeRange::all()).await[0]
+            .samples
+            .len(),
+        96
+    );
 }
 
 /// Eight tasks write overlapping series and timestamps at once; every

@@ -2,6 +2,7 @@
 
 use crate::error::Result;
 use async_trait::async_trait;
+pub use kube_insight_core::rollup::{Resolution, RollupField};
 use kube_insight_core::{Entity, Labels, Matcher, TimeRange, TimeSeries};
 
 /// Samples to store for one cluster. Every series' labels already carry the
@@ -39,14 +40,6 @@ impl WriteOutcome {
         self.samples_rejected_limit += o.samples_rejected_limit;
         self.samples_too_old += o.samples_too_old;
     }
-}
-
-/// Which data a select reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Resolution {
-    /// Every stored sample.
-    #[default]
-    Raw,
 }
 
 /// Series lookup: all matchers must match (AND), and the series must have

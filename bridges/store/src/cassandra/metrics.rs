@@ -32,10 +32,13 @@ use super::session::{result_rows, Db, MAX_BATCH_BYTES};
 use crate::chunk;
 use crate::entity_tree::{self, EntitySeries};
 use crate::error::{Error, Result};
-use crate::metrics::{EntityQuery, MetricBatch, SelectQuery, SeriesQuery, WriteOutcome};
+use crate::metrics::{
+    EntityQuery, MetricBatch, Resolution, RollupField, SelectQuery, SeriesQuery, WriteOutcome,
+};
 use crate::sqlite::codec::{decode_labels, encode_labels};
 use crate::{MaintenanceReport, StoreOptions};
 use futures::stream::{self, StreamExt, TryStreamExt};
+use kube_insight_core::rollup::{self, RollupBucket};
 use kube_insight_core::{Entity, Labels, MatchOp, Matcher, Sample, TimeRange, TimeSeries};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -924,6 +927,61 @@ impl Metrics {
         Ok(merged.into_iter().collect())
     }
 
+    /// One synthetic sample per 5-minute bucket in `range`: the stored
+    /// rollups of sealed windows, then rollups computed here from the raw
+    /// samples of the windows after the last sealed one (whole windows, as
+    /// sealing computes them, so both agree). A window left unsealed behind a
+    /// sealed one is missed here until it is sealed.
+    async fn read_series_rollup(
+        &self,
+        c: &Candidate,
+        range: TimeRange,
+        now: i64,
+        field: RollupField,
+    ) -> Result<Vec<(i64, f64)>> {
+        const ROLLUPS: &str = "SELECT window_start, data FROM metrics_rollups WHERE cluster = ? AND fp = ? AND day = ? AND window_start > ? AND window_start <= ?";
+        let w = self.window_ms();
+        let lo = range.start_ms.max(self.horizon(now));
+        let hi = range.end_ms;
+        if lo > hi {
+            return Ok(Vec::new());
+        }
+        let cluster = c.cluster.as_str();
+        let mut buckets: BTreeMap<i64, RollupBucket> = BTreeMap::new();
+        let mut sealed_until = self.window_start(lo);
+        for &d in &c.days {
+            let r = self
+                .db
+                .exec(ROLLUPS, (cluster, c.fp, d, lo.saturating_sub(w), hi))
+                .await?;
+            for (start, data) in result_rows::<(i64, Vec<u8>)>(ROLLUPS, r)? {
+                sealed_until = sealed_until.max(start.saturating_add(w));
+                let decoded = chunk::decode_rollups(&data).map_err(|e| {
+                    Error::Corrupt(format!("rollups of series {} at {start}: {e}", c.fp))
+                })?;
+                for b in decoded {
+                    buckets.entry(b.start_ms).or_insert(b);
+                }
+            }
+        }
+        if sealed_until <= hi {
+            let rest = TimeRange {
+                start_ms: sealed_until,
+                end_ms: self.window_start(hi).saturating_add(w - 1),
+            };
+            let raw = self.read_series(c, rest, now).await?;
+            for b in rollup::rollup_5m_windowed(&raw, w) {
+                buckets.entry(b.start_ms).or_insert(b);
+            }
+        }
+        Ok(rollup::synthesize_range(
+            buckets.into_values(),
+            range,
+            field,
+            w,
+        ))
+    }
+
     pub async fn select(&self, q: &SelectQuery) -> Result<Vec<TimeSeries>> {
         let now = kube_insight_core::time::now_ms();
         let cands: Vec<Candidate> = self
@@ -940,7 +998,12 @@ impl Metrics {
         }
         let data: Vec<Vec<(i64, f64)>> = all(cands
             .iter()
-            .map(|c| self.read_series(c, q.range, now))
+            .map(|c| async move {
+                match q.resolution {
+                    Resolution::Raw => self.read_series(c, q.range, now).await,
+                    Resolution::Rollup5m(f) => self.read_series_rollup(c, q.range, now, f).await,
+                }
+            })
             .collect::<Vec<_>>())
         .await?;
         let mut out = Vec::new();

@@ -8,10 +8,11 @@ use super::{lock_read, Shared};
 use crate::chunk;
 use crate::entity_tree::{self, EntitySeries};
 use crate::error::{Error, Result};
-use crate::metrics::{EntityQuery, SelectQuery, SeriesQuery};
+use crate::metrics::{EntityQuery, Resolution, RollupField, SelectQuery, SeriesQuery};
+use kube_insight_core::rollup::{self, rollup_5m, RollupBucket};
 use kube_insight_core::{Entity, Labels, Matcher, Sample, TimeRange, TimeSeries};
 use rusqlite::params;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Ids of series matching `matchers` with data overlapping `range`.
 fn matching(head: &Head, matchers: &[Matcher], range: TimeRange) -> Vec<u32> {
@@ -78,13 +79,22 @@ pub(crate) fn select(shared: &Shared, q: &SelectQuery) -> Result<Vec<TimeSeries>
         Some(c) => Some(c.transaction().map_err(|e| shared.sql_err(e))?),
         None => None,
     };
+    let rollup = match q.resolution {
+        Resolution::Raw => None,
+        Resolution::Rollup5m(field) => Some(field),
+    };
     let mut stmt = match &tx {
         Some(tx) => Some(
-            tx.prepare_cached(
+            tx.prepare_cached(if rollup.is_some() {
+                // Rollup rows are keyed by their chunk window's start.
+                "SELECT window_start_ms, data FROM rollups
+                 WHERE series_id = ?1 AND window_start_ms <= ?2 AND window_start_ms > ?3 - ?4
+                 ORDER BY window_start_ms"
+            } else {
                 "SELECT start_ms, data FROM chunks
-                 WHERE series_id = ?1 AND start_ms <= ?2 AND end_ms >= ?3
-                 ORDER BY start_ms",
-            )
+                 WHERE series_id = ?1 AND start_ms <= ?2 AND end_ms >= ?3 AND ?4 > 0
+                 ORDER BY start_ms"
+            })
             .map_err(|e| shared.sql_err(e))?,
         ),
         None => None,
@@ -92,46 +102,27 @@ pub(crate) fn select(shared: &Shared, q: &SelectQuery) -> Result<Vec<TimeSeries>
     let mut out = Vec::with_capacity(snaps.len());
     let mut total = 0usize;
     for snap in snaps {
-        let mut samples: Vec<(i64, f64)> = Vec::new();
-        if let Some(st) = stmt.as_mut() {
-            // A chunk starting before range.start can still overlap it.
-            let mut rows = st
-                .query(params![snap.id, range.end_ms, range.start_ms])
-                .map_err(|e| shared.sql_err(e))?;
-            while let Some(r) = rows.next().map_err(|e| shared.sql_err(e))? {
-                let start: i64 = r.get(0).map_err(|e| shared.sql_err(e))?;
-                let data: Vec<u8> = r.get(1).map_err(|e| shared.sql_err(e))?;
-                for s in chunk::ChunkIter::new(&data) {
-                    let (t, v) = s.map_err(|e| {
-                        Error::Corrupt(format!("chunk of series {} at {start}: {e}", snap.id))
-                    })?;
-                    if t > range.end_ms {
-                        break;
-                    }
-                    if t >= range.start_ms {
-                        samples.push((t, v));
-                    }
+        let stored = match stmt.as_mut() {
+            Some(st) => {
+                let mut rows = st
+                    .query(params![snap.id, range.end_ms, range.start_ms, window_ms])
+                    .map_err(|e| shared.sql_err(e))?;
+                let mut blobs = Vec::new();
+                while let Some(r) = rows.next().map_err(|e| shared.sql_err(e))? {
+                    let start: i64 = r.get(0).map_err(|e| shared.sql_err(e))?;
+                    let data: Vec<u8> = r.get(1).map_err(|e| shared.sql_err(e))?;
+                    blobs.push((start, data));
                 }
+                blobs
             }
-        }
-        for (bytes, ooo) in &snap.windows {
-            for s in chunk::ChunkIter::new(bytes) {
-                let (t, v) = s.map_err(|e| {
-                    Error::Corrupt(format!("head chunk of series {}: {e}", snap.id))
-                })?;
-                if t > range.end_ms {
-                    break;
-                }
-                if t >= range.start_ms {
-                    samples.push((t, v));
-                }
+            None => Vec::new(),
+        };
+        let samples = match rollup {
+            None => raw_samples(snap.id, &stored, &snap.windows, range)?,
+            Some(field) => {
+                rollup_samples(snap.id, &stored, &snap.windows, range, field, window_ms)?
             }
-            samples.extend(ooo.iter().copied().filter(|s| range.contains(s.0)));
-        }
-        if !samples.windows(2).all(|w| w[0].0 < w[1].0) {
-            samples.sort_by_key(|s| s.0);
-            samples.dedup_by_key(|s| s.0);
-        }
+        };
         if samples.is_empty() {
             continue;
         }
@@ -150,13 +141,96 @@ pub(crate) fn select(shared: &Shared, q: &SelectQuery) -> Result<Vec<TimeSeries>
                 .collect(),
         ));
     }
-    let _ = window_ms;
     drop(stmt);
     if let Some(tx) = tx {
         tx.commit().map_err(|e| shared.sql_err(e))?;
     }
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(out)
+}
+
+/// Samples of one series in `range`, from its stored chunks (`(start, blob)`)
+/// and its head windows, sorted and one per timestamp.
+fn raw_samples(
+    id: u32,
+    chunks: &[(i64, Vec<u8>)],
+    head: &[WindowCopy],
+    range: TimeRange,
+) -> Result<Vec<(i64, f64)>> {
+    let mut samples: Vec<(i64, f64)> = Vec::new();
+    for (start, data) in chunks {
+        // A chunk starting before range.start can still overlap it.
+        for s in chunk::ChunkIter::new(data) {
+            let (t, v) =
+                s.map_err(|e| Error::Corrupt(format!("chunk of series {id} at {start}: {e}")))?;
+            if t > range.end_ms {
+                break;
+            }
+            if t >= range.start_ms {
+                samples.push((t, v));
+            }
+        }
+    }
+    for (bytes, ooo) in head {
+        for s in chunk::ChunkIter::new(bytes) {
+            let (t, v) =
+                s.map_err(|e| Error::Corrupt(format!("head chunk of series {id}: {e}")))?;
+            if t > range.end_ms {
+                break;
+            }
+            if t >= range.start_ms {
+                samples.push((t, v));
+            }
+        }
+        samples.extend(ooo.iter().copied().filter(|s| range.contains(s.0)));
+    }
+    if !samples.windows(2).all(|w| w[0].0 < w[1].0) {
+        samples.sort_by_key(|s| s.0);
+        samples.dedup_by_key(|s| s.0);
+    }
+    Ok(samples)
+}
+
+/// One synthetic sample per 5-minute bucket in `range`: stored rollups of
+/// compacted windows, and rollups computed here of head windows (each whole
+/// window, as compaction will, so both agree).
+fn rollup_samples(
+    id: u32,
+    rollups: &[(i64, Vec<u8>)],
+    head: &[WindowCopy],
+    range: TimeRange,
+    field: RollupField,
+    window_ms: i64,
+) -> Result<Vec<(i64, f64)>> {
+    let mut buckets: BTreeMap<i64, RollupBucket> = BTreeMap::new();
+    for (bytes, ooo) in head {
+        let mut samples = Vec::new();
+        for s in chunk::ChunkIter::new(bytes) {
+            samples.push(s.map_err(|e| Error::Corrupt(format!("head chunk of series {id}: {e}")))?);
+        }
+        if !ooo.is_empty() {
+            samples.extend_from_slice(ooo);
+            samples.sort_by_key(|s| s.0);
+            samples.dedup_by_key(|s| s.0);
+        }
+        for b in rollup_5m(&samples) {
+            buckets.insert(b.start_ms, b);
+        }
+    }
+    for (start, data) in rollups {
+        let decoded = chunk::decode_rollups(data)
+            .map_err(|e| Error::Corrupt(format!("rollups of series {id} at {start}: {e}")))?;
+        for b in decoded {
+            // A window compacted while this read ran is in both: same buckets.
+            buckets.entry(b.start_ms).or_insert(b);
+        }
+    }
+    Ok(rollup::synthesize_range(
+        buckets.into_values(),
+        range,
+        field,
+        window_ms,
+    ))
 }
 
 pub(crate) fn series(shared: &Shared, q: &SeriesQuery) -> Result<Vec<Labels>> {
