@@ -16,6 +16,11 @@
 // Tests and benches may unwrap: a panic is a failing run with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// The binary's allocator (`src/main.rs`), so the bench measures what runs.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use axum::Router;
 use kube_insight_core::{Labels, Matcher, Sample, TimeRange, TimeSeries};
 use kube_insight_sources::metrics::transform::LabelPolicy;

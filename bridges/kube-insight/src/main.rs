@@ -9,6 +9,13 @@ mod topology_cmd;
 
 use clap::Parser;
 
+/// jemalloc, as vector and TiKV use: under ingest load glibc's malloc spent
+/// about half of the process' CPU time in `malloc`/`free`/consolidation
+/// (BENCHMARKS.md, "allocator").
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     // ring is the crypto of every TLS client and listener here; the
     // Cassandra driver links aws-lc-rs too, so the default must be named.

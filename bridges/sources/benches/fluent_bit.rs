@@ -17,6 +17,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// The binary's allocator (`bridges/kube-insight/src/main.rs`), so the bench
+/// measures what runs.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use axum::Router;
 use flate2::write::GzEncoder;
 use kube_insight_core::log::{LineFilter, LogRecord, LogStreamKey, LogStreamMeta};
