@@ -4,6 +4,8 @@
 use crate::error::{Error, Result};
 use crate::CassandraAuth;
 use scylla::statement::Consistency;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Keyspace replication, applied by `schema apply` only.
@@ -63,10 +65,14 @@ pub struct CassandraConfig {
     /// How long a write waits for an in-flight slot before it is refused.
     pub enqueue_timeout: Duration,
     pub retry: RetryMode,
+    /// Addresses the nodes broadcast, mapped to addresses this process
+    /// reaches them at (`address_map=10.0.0.5:9042=203.0.113.7:9042,…`):
+    /// for nodes behind NAT or per-node load balancers.
+    pub address_map: HashMap<SocketAddr, SocketAddr>,
     pub auth: CassandraAuth,
 }
 
-const PARAMS: &str = "dc, consistency, replication, request_timeout, connect_timeout, max_in_flight, enqueue_timeout, retry";
+const PARAMS: &str = "dc, consistency, replication, request_timeout, connect_timeout, max_in_flight, enqueue_timeout, retry, address_map";
 
 impl CassandraConfig {
     /// Builds the settings from a parsed `cassandra://` URL. `url` is only
@@ -93,6 +99,7 @@ impl CassandraConfig {
             max_in_flight: 256,
             enqueue_timeout: Duration::from_secs(2),
             retry: RetryMode::Default,
+            address_map: HashMap::new(),
             auth,
         };
         let duration = |k: &str, v: &str| {
@@ -140,6 +147,19 @@ impl CassandraConfig {
                                 "parameter retry={v:?} is neither default nor never"
                             )))
                         }
+                    }
+                }
+                "address_map" => {
+                    for pair in v.split(',').filter(|p| !p.is_empty()) {
+                        let parsed = pair.split_once('=').and_then(|(from, to)| {
+                            Some((from.trim().parse().ok()?, to.trim().parse().ok()?))
+                        });
+                        let Some((from, to)) = parsed else {
+                            return Err(bad(format!(
+                                "parameter address_map entry {pair:?} is not BROADCAST_IP:PORT=REACHABLE_IP:PORT (e.g. 10.0.0.5:9042=203.0.113.7:9042)"
+                            )));
+                        };
+                        c.address_map.insert(from, to);
                     }
                 }
                 other => {
@@ -242,8 +262,17 @@ mod tests {
             ("enqueue_timeout", "1s"),
             ("max_in_flight", "64"),
             ("retry", "never"),
+            (
+                "address_map",
+                "10.0.0.5:9042=127.0.0.1:19042,[fd00::1]:9042=[::1]:9042",
+            ),
         ])
         .unwrap();
+        assert_eq!(c.address_map.len(), 2);
+        assert_eq!(
+            c.address_map[&"10.0.0.5:9042".parse().unwrap()],
+            "127.0.0.1:19042".parse().unwrap()
+        );
         assert_eq!(c.dc.as_deref(), Some("eu-west"));
         assert_eq!(c.consistency, Consistency::Quorum);
         assert_eq!(
@@ -267,6 +296,8 @@ mod tests {
             ("request_timeout", "0s"),
             ("max_in_flight", "0"),
             ("retry", "always"),
+            ("address_map", "10.0.0.5:9042"),
+            ("address_map", "cass-0:9042=127.0.0.1:9042"),
             ("dc", ""),
             ("colour", "blue"),
         ] {

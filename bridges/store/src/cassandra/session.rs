@@ -8,7 +8,9 @@ use futures::TryStreamExt;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use scylla::errors::{DbError, ExecutionError, PagerExecutionError, RequestAttemptError};
+use scylla::errors::{
+    DbError, ExecutionError, PagerExecutionError, PrepareError, RequestAttemptError,
+};
 use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::policies::retry::{DefaultRetryPolicy, FallthroughRetryPolicy, RetryPolicy};
 use scylla::response::query_result::QueryResult;
@@ -81,6 +83,9 @@ impl Db {
         if let Some(ca) = &config.auth.ca_file {
             builder = builder.tls_context(Some(tls(ca)?));
         }
+        if !config.address_map.is_empty() {
+            builder = builder.address_translator(Arc::new(AddressMap(config.address_map.clone())));
+        }
         let session = builder.build().await.map_err(|e| {
             Error::Unavailable(format!(
                 "cannot connect to cassandra at {}: {e}; check the hosts of KUBE_INSIGHT_STORE, that port 9042 is reachable, and the credentials",
@@ -121,7 +126,7 @@ impl Db {
             .session
             .prepare(cql)
             .await
-            .map_err(|e| Error::Cassandra(format!("preparing {cql:?}: {e}")))?;
+            .map_err(|e| map_prepare_err(cql, e))?;
         p.set_is_idempotent(true);
         write(&self.prepared).insert(cql, p.clone());
         Ok(p)
@@ -278,7 +283,10 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 /// server refuses is not.
 pub fn map_err(cql: &str, e: ExecutionError) -> Error {
     let permanent = match &e {
-        ExecutionError::BadQuery(_) | ExecutionError::PrepareError(_) => true,
+        ExecutionError::BadQuery(_) => true,
+        ExecutionError::PrepareError(p) => {
+            return map_prepare_err(cql, p.clone());
+        }
         ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
             db,
             DbError::SyntaxError
@@ -297,13 +305,34 @@ pub fn map_err(cql: &str, e: ExecutionError) -> Error {
     }
 }
 
+/// A statement the server rejects is a bug (permanent); a prepare that
+/// failed because no node could be reached is retryable, like any request
+/// while Cassandra is down.
+fn map_prepare_err(cql: &str, e: PrepareError) -> Error {
+    let rejected = match &e {
+        PrepareError::AllAttemptsFailed {
+            first_attempt: RequestAttemptError::DbError(db, _),
+        } => matches!(
+            db,
+            DbError::SyntaxError | DbError::Invalid | DbError::Unauthorized | DbError::ConfigError
+        ),
+        PrepareError::PreparedStatementIdsMismatch => true,
+        _ => false,
+    };
+    if rejected {
+        Error::Cassandra(format!("preparing {cql:?}: {e}"))
+    } else {
+        Error::Unavailable(format!("cassandra: preparing {cql:?}: {e}"))
+    }
+}
+
 fn map_pager_err(cql: &str, e: PagerExecutionError) -> Error {
     match e {
         PagerExecutionError::NextPageError(n) => Error::Unavailable(format!(
             "cassandra: {n} (statement {:?})",
             cql.chars().take(80).collect::<String>()
         )),
-        PagerExecutionError::PrepareError(p) => Error::Cassandra(format!("{cql:?}: {p}")),
+        PagerExecutionError::PrepareError(p) => map_prepare_err(cql, p),
         other => Error::Unavailable(format!("cassandra: {other} (statement {cql:?})")),
     }
 }
@@ -335,6 +364,21 @@ fn tls(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// `address_map`: mapped broadcast addresses are replaced, the others are
+/// used as the nodes broadcast them.
+struct AddressMap(HashMap<std::net::SocketAddr, std::net::SocketAddr>);
+
+#[async_trait::async_trait]
+impl scylla::policies::address_translator::AddressTranslator for AddressMap {
+    async fn translate_address(
+        &self,
+        peer: &scylla::policies::address_translator::UntranslatedPeer,
+    ) -> std::result::Result<std::net::SocketAddr, scylla::errors::TranslationError> {
+        let from = peer.untranslated_address();
+        Ok(self.0.get(&from).copied().unwrap_or(from))
+    }
 }
 
 #[cfg(test)]
