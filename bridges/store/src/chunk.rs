@@ -1088,19 +1088,12 @@ mod tests {
     #[test]
     fn rollups_round_trip_bit_for_bit() {
         let base = 1_717_171_200_000i64; // a multiple of 5 min
-        let mut s = Vec::new();
-        // Counter: +10 per 15 s, reset in the middle of bucket 2.
-        let mut v = 100.0;
-        for i in 0..60 {
-            if i == 45 {
-                v = 5.0;
-            } else if i > 0 {
-                v += 10.0;
-            }
-            s.push((base + i * 15_000, v));
-        }
+                                         // A counter with a reset, then a stale marker; what the buckets hold
+                                         // is tested in kube_insight_core::rollup, the codec here.
+        let mut s: Vec<(i64, f64)> = (0..60)
+            .map(|i| (base + i * 15_000, ((i * 10) % 450) as f64))
+            .collect();
         s.push((base + 60 * 15_000, f64::from_bits(STALE_NAN_BITS)));
-        // What the buckets hold is tested in kube_insight_core::rollup.
         let r = rollup_5m(&s);
         assert_eq!(r.len(), 3);
         let enc = encode_rollups(&r);

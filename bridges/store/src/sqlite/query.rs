@@ -158,11 +158,10 @@ fn raw_samples(
     range: TimeRange,
 ) -> Result<Vec<(i64, f64)>> {
     let mut samples: Vec<(i64, f64)> = Vec::new();
-    for (start, data) in chunks {
-        // A chunk starting before range.start can still overlap it.
+    // Decodes one Gorilla chunk's samples within `range`.
+    let mut take = |data: &[u8], what: &dyn Fn() -> String| -> Result<()> {
         for s in chunk::ChunkIter::new(data) {
-            let (t, v) =
-                s.map_err(|e| Error::Corrupt(format!("chunk of series {id} at {start}: {e}")))?;
+            let (t, v) = s.map_err(|e| Error::Corrupt(format!("{}: {e}", what())))?;
             if t > range.end_ms {
                 break;
             }
@@ -170,18 +169,16 @@ fn raw_samples(
                 samples.push((t, v));
             }
         }
+        Ok(())
+    };
+    // A chunk starting before range.start can still overlap it.
+    for (start, data) in chunks {
+        take(data, &|| format!("chunk of series {id} at {start}"))?;
     }
-    for (bytes, ooo) in head {
-        for s in chunk::ChunkIter::new(bytes) {
-            let (t, v) =
-                s.map_err(|e| Error::Corrupt(format!("head chunk of series {id}: {e}")))?;
-            if t > range.end_ms {
-                break;
-            }
-            if t >= range.start_ms {
-                samples.push((t, v));
-            }
-        }
+    for (bytes, _) in head {
+        take(bytes, &|| format!("head chunk of series {id}"))?;
+    }
+    for (_, ooo) in head {
         samples.extend(ooo.iter().copied().filter(|s| range.contains(s.0)));
     }
     if !samples.windows(2).all(|w| w[0].0 < w[1].0) {
