@@ -163,6 +163,16 @@ pub struct RunSettings {
     /// Bearer token required on /api/* and /prometheus/*.
     #[arg(long, env = "KUBE_INSIGHT_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// Samples one PromQL query may load (Prometheus' --query.max-samples); more is an error, not an OOM.
+    #[arg(
+        long,
+        env = "KUBE_INSIGHT_QUERY_MAX_SAMPLES",
+        default_value_t = 50_000_000
+    )]
+    pub query_max_samples: usize,
+    /// Deadline of one query (Prometheus' --query.timeout); the `timeout` parameter can only shorten it.
+    #[arg(long, env = "KUBE_INSIGHT_QUERY_TIMEOUT", default_value = "2m", value_parser = duration)]
+    pub query_timeout: Duration,
     /// Allow a non-loopback ingest listener without tokens.
     #[arg(long, env = "KUBE_INSIGHT_INSECURE_NO_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
     pub insecure_no_auth: bool,
@@ -254,6 +264,12 @@ impl RunSettings {
             if t.len() < 16 {
                 bail!("invalid KUBE_INSIGHT_INGEST_TOKEN: shorter than 16 characters; generate one with `openssl rand -hex 32`");
             }
+        }
+        if self.query_max_samples == 0 {
+            bail!("invalid KUBE_INSIGHT_QUERY_MAX_SAMPLES: 0; set a positive number of samples (default 50000000)");
+        }
+        if self.query_timeout.is_zero() {
+            bail!("invalid KUBE_INSIGHT_QUERY_TIMEOUT: 0; set a duration such as 2m");
         }
         if let Some(t) = &self.api_token {
             if t.len() < 16 {
@@ -355,6 +371,11 @@ impl RunSettings {
             ),
             ("KUBE_INSIGHT_INGEST_TOKEN", mask(&self.ingest_token)),
             ("KUBE_INSIGHT_API_TOKEN", mask(&self.api_token)),
+            (
+                "KUBE_INSIGHT_QUERY_MAX_SAMPLES",
+                self.query_max_samples.to_string(),
+            ),
+            ("KUBE_INSIGHT_QUERY_TIMEOUT", d(self.query_timeout)),
             (
                 "KUBE_INSIGHT_INSECURE_NO_AUTH",
                 self.insecure_no_auth.to_string(),
@@ -482,6 +503,28 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("KUBE_INSIGHT_RETENTION_METRICS"));
+    }
+
+    #[test]
+    fn query_limits_are_settings() {
+        let r = parse(&["--query-max-samples", "200000000", "--query-timeout", "5m"]);
+        r.validate().unwrap();
+        assert_eq!(r.query_max_samples, 200_000_000);
+        assert_eq!(r.query_timeout, Duration::from_secs(300));
+        let text = r.render();
+        assert!(
+            text.contains("KUBE_INSIGHT_QUERY_MAX_SAMPLES=200000000"),
+            "{text}"
+        );
+        assert!(text.contains("KUBE_INSIGHT_QUERY_TIMEOUT=5m"), "{text}");
+        let d = parse(&[]);
+        assert_eq!(d.query_max_samples, 50_000_000);
+        assert_eq!(d.query_timeout, Duration::from_secs(120));
+        let e = parse(&["--query-max-samples", "0"]).validate().unwrap_err();
+        assert!(
+            e.to_string().contains("KUBE_INSIGHT_QUERY_MAX_SAMPLES"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -218,6 +218,8 @@ pub async fn run(settings: RunSettings) -> Result<()> {
             telemetry.clone(),
             kube_insight_api::ApiConfig {
                 token: settings.api_token.clone(),
+                max_samples: settings.query_max_samples,
+                query_timeout: settings.query_timeout,
                 ..Default::default()
             },
         );
