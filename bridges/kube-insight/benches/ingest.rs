@@ -16,6 +16,10 @@
 // Tests and benches may unwrap: a panic is a failing run with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// Shared with the end-to-end tests and the PromQL bench.
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
 /// The binary's allocator (`src/main.rs`), so the bench measures what runs.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
@@ -34,6 +38,7 @@ use kube_insight_telemetry::Telemetry;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::dir_bytes;
 
 fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
     std::env::var(k)
@@ -236,21 +241,6 @@ fn rss_kib(field: &str) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn dir_bytes(p: &std::path::Path) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                total += dir_bytes(&path);
-            } else if let Ok(m) = e.metadata() {
-                total += m.len();
-            }
-        }
-    }
-    total
 }
 
 struct Report {

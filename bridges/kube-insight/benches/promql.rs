@@ -39,16 +39,21 @@
 // Tests and benches may unwrap: a panic is a failing run with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// Process guards and ports shared with the end-to-end tests.
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
 use kube_insight_core::{Labels, Sample, TimeSeries};
 use kube_insight_sources::prometheus::remote_write::{encode_request, proto};
 use kube_insight_store::{DynStore, MetricBatch, StoreOptions};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::{dir_bytes, free_port, Proc};
 
 const MIN_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -375,73 +380,6 @@ fn samples_total(cfg: &Cfg, d1_n: usize, d2_n: usize) -> u64 {
 // ---------------------------------------------------------------------------
 // Processes and /proc.
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
-}
-
-/// A server process, stopped (SIGTERM, then SIGKILL) when dropped, even on panic.
-struct Server {
-    name: &'static str,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Server {
-    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Server {
-        let f = std::fs::File::create(&log).expect("log file");
-        cmd.stdout(Stdio::from(f.try_clone().expect("log")))
-            .stderr(Stdio::from(f));
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Server {
-            name,
-            child: Some(child),
-            log,
-        }
-    }
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
-    }
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                match c.try_wait() {
-                    Ok(Some(_)) => break,
-                    _ if Instant::now() > deadline => {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                        break;
-                    }
-                    _ => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-        if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!("----- last lines of {} -----", self.name);
-            for l in &lines[lines.len().saturating_sub(40)..] {
-                eprintln!("{l}");
-            }
-        }
-    }
-}
-
 fn proc_status_kib(pid: u32, field: &str) -> u64 {
     proc_status_kib_file(&format!("/proc/{pid}/status"), field)
 }
@@ -472,21 +410,6 @@ fn loadavg() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn dir_bytes(p: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                total += dir_bytes(&path);
-            } else if let Ok(m) = e.metadata() {
-                total += m.len();
-            }
-        }
-    }
-    total
 }
 
 /// Polls VmRSS of the servers; `reset` starts a new peak.
@@ -1374,7 +1297,7 @@ async fn bench(cfg: Cfg) {
         .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
         .arg("--web.enable-remote-write-receiver")
         .arg("--log.level=warn");
-    let mut prom = Server::spawn("prometheus", cmd, dir.path().join("prometheus.log"));
+    let mut prom = Proc::spawn("prometheus", cmd, dir.path());
     let prom_base = format!("http://127.0.0.1:{prom_port}");
     wait_ready(&format!("{prom_base}/-/ready")).await;
 
@@ -1425,7 +1348,7 @@ async fn bench(cfg: Cfg) {
         .env("KUBE_INSIGHT_API_LISTEN", format!("127.0.0.1:{api}"))
         .env("KUBE_INSIGHT_INGEST_LISTEN", format!("127.0.0.1:{ingest}"))
         .env("KUBE_INSIGHT_OPS_LISTEN", format!("127.0.0.1:{ops}"));
-    let mut ours = Server::spawn("kube-insight", cmd, dir.path().join("kube-insight.log"));
+    let mut ours = Proc::spawn("kube-insight", cmd, dir.path());
     wait_ready(&format!("http://127.0.0.1:{ops}/readyz")).await;
     let ours_url = format!("http://127.0.0.1:{api}/prometheus/api/v1/query_range");
     let prom_url = format!("{prom_base}/api/v1/query_range");
