@@ -88,16 +88,22 @@ pub(crate) fn select(shared: &Shared, q: &SelectQuery) -> Result<Vec<TimeSeries>
             tx.prepare_cached(if rollup.is_some() {
                 // Rollup rows are keyed by their chunk window's start.
                 "SELECT window_start_ms, data FROM rollups
-                 WHERE series_id = ?1 AND window_start_ms <= ?2 AND window_start_ms > ?3 - ?4
+                 WHERE series_id = ?1 AND window_start_ms <= ?2 AND window_start_ms > ?3
                  ORDER BY window_start_ms"
             } else {
                 "SELECT start_ms, data FROM chunks
-                 WHERE series_id = ?1 AND start_ms <= ?2 AND end_ms >= ?3 AND ?4 > 0
+                 WHERE series_id = ?1 AND start_ms <= ?2 AND end_ms >= ?3
                  ORDER BY start_ms"
             })
             .map_err(|e| shared.sql_err(e))?,
         ),
         None => None,
+    };
+    // Chunks end at or after the range start; a rollup row covers the
+    // window starting at its key, so it must start after start - window.
+    let lower = match rollup {
+        None => range.start_ms,
+        Some(_) => range.start_ms.saturating_sub(window_ms),
     };
     let mut out = Vec::with_capacity(snaps.len());
     let mut total = 0usize;
@@ -105,7 +111,7 @@ pub(crate) fn select(shared: &Shared, q: &SelectQuery) -> Result<Vec<TimeSeries>
         let stored = match stmt.as_mut() {
             Some(st) => {
                 let mut rows = st
-                    .query(params![snap.id, range.end_ms, range.start_ms, window_ms])
+                    .query(params![snap.id, range.end_ms, lower])
                     .map_err(|e| shared.sql_err(e))?;
                 let mut blobs = Vec::new();
                 while let Some(r) = rows.next().map_err(|e| shared.sql_err(e))? {
