@@ -9,6 +9,7 @@
 //! Env: BENCH_SERIES (100000), BENCH_HOURS (2), BENCH_INTERVAL_S (15),
 //! BENCH_CHURN_PER_HOUR (0.10), BENCH_MODE (remote_write|federate|both, both),
 //! BENCH_SENDERS (4), BENCH_PROMTOOL_SERIES (5000; 0 skips the Prometheus ratio).
+//! BENCH_KEEP_DIR=1 keeps the Prometheus-ratio run's directories and prints where.
 //! Reports samples/s, bytes per sample on disk after compaction, peak RSS per
 //! active series, freshness (2xx → queryable), and bytes/sample vs Prometheus'
 //! TSDB (`promtool tsdb create-blocks-from openmetrics`) on the same samples.
@@ -320,6 +321,22 @@ async fn latest_ts(store: &DynStore, labels: &Labels) -> Option<i64> {
 async fn compact_and_measure(store: &DynStore, dir: &std::path::Path, end: i64) -> u64 {
     store.maintain(end + 4 * 3_600_000).await.expect("maintain");
     store.flush().await.expect("flush");
+    // Which file holds the bytes: the database, its WAL, the logs' files.
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            format!(
+                "{} {:.1} MB",
+                e.file_name().to_string_lossy(),
+                len as f64 / 1e6
+            )
+        })
+        .collect();
+    files.sort();
+    println!("on disk after compaction: {}", files.join(", "));
     dir_bytes(dir)
 }
 
@@ -630,6 +647,11 @@ async fn bench_vs_prometheus(series: usize, hours: f64, interval_s: i64) {
         theirs as f64 / samples as f64,
         ours as f64 / theirs as f64
     );
+    if std::env::var_os("BENCH_KEEP_DIR").is_some() {
+        // For a closer look (sqlite3 … 'SELECT name, SUM(pgsize) FROM dbstat …').
+        println!("kept {}", dir.path().display());
+        std::mem::forget(dir);
+    }
 }
 
 fn which(name: &str) -> Result<std::path::PathBuf, ()> {

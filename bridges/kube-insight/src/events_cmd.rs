@@ -338,6 +338,7 @@ mod tests {
             retention_logs: std::time::Duration::from_secs(86400),
             retention_events: std::time::Duration::from_secs(86400 * 90),
             retention_topology: std::time::Duration::from_secs(86400),
+            metrics_head_grace: std::time::Duration::from_secs(600),
             max_series: 10,
             cassandra_username: None,
             cassandra_password: None,

@@ -20,6 +20,13 @@ fn main() -> std::process::ExitCode {
     // ring is the crypto of every TLS client and listener here; the
     // Cassandra driver links aws-lc-rs too, so the default must be named.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Give freed memory back to the OS on jemalloc's decay schedule (10 s)
+    // even while the process is idle, not only when it next allocates: after
+    // a burst (Prometheus replaying its WAL) RSS returns to the steady state.
+    #[cfg(not(target_env = "msvc"))]
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        eprintln!("kube-insight: warning: jemalloc background thread not started: {e}");
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => return cli::usage_error(e),

@@ -298,7 +298,13 @@ async fn oversize_bodies_are_413() {
         ..Default::default()
     };
     let s = server_with(limits, SqliteLogConfig::default()).await;
-    let client = reqwest::Client::new();
+    // The server answers 413 before reading the whole body and then closes
+    // the connection; a pooled client could reuse it for the next request
+    // and see it closed (a race). One connection per request.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let big = lines(2000, 10, "big"); // ~300 KB
     let r = client
         .post(&s.url)

@@ -159,6 +159,27 @@ async fn send(store: &Arc<SqliteStore>, batches: Vec<MetricBatch>) -> u64 {
     total
 }
 
+/// jemalloc's view in MiB: (allocated, active, metadata, resident). The gap
+/// between allocated and resident is fragmentation and unreturned pages.
+#[cfg(not(target_env = "msvc"))]
+fn jemalloc_mib() -> String {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    let _ = epoch::advance();
+    let mib = |v: Result<usize, _>| v.unwrap_or(0) as f64 / (1 << 20) as f64;
+    format!(
+        "jemalloc allocated {:.0} MiB, active {:.0}, metadata {:.0}, resident {:.0}",
+        mib(stats::allocated::read()),
+        mib(stats::active::read()),
+        mib(stats::metadata::read()),
+        mib(stats::resident::read()),
+    )
+}
+
+#[cfg(target_env = "msvc")]
+fn jemalloc_mib() -> String {
+    String::new()
+}
+
 fn rss_kb() -> u64 {
     status_kb("VmRSS:")
 }
@@ -243,9 +264,19 @@ fn report(rt: &tokio::runtime::Runtime, mem_series: usize, scrapes: i64) {
     // compacted out of the head, so memory is the steady state's.
     let maintain_every = env_usize("KI_BENCH_MAINTAIN_EVERY", 0) as i64;
     let mut peak_heap = 0usize;
+    let mut peak_alloc = String::new();
     for k in 0..scrapes {
         if maintain_every > 0 && k > 0 && k % maintain_every == 0 {
-            peak_heap = peak_heap.max(store.head_heap_bytes());
+            let heap = store.head_heap_bytes();
+            if heap > peak_heap {
+                peak_heap = heap;
+                peak_alloc = format!(
+                    "{}; VmRSS {} kB; head {:.0} MiB",
+                    jemalloc_mib(),
+                    rss_kb(),
+                    heap as f64 / (1 << 20) as f64
+                );
+            }
             rt.block_on(store.maintain(t0 + k * STEP_MS)).unwrap();
         }
         for from in (0..mem_series).step_by(step) {
@@ -268,7 +299,9 @@ fn report(rt: &tokio::runtime::Runtime, mem_series: usize, scrapes: i64) {
             (status_kb("VmHWM:").saturating_sub(rss0) * 1024) as f64 / mem_series as f64,
             peak_heap.max(heap) as f64 / mem_series as f64,
         );
+        println!("at the peak head: {peak_alloc}");
     }
+    println!("at the end: {}", jemalloc_mib());
     println!(
         "ingest: {written} samples, {mem_series} series × {scrapes} scrapes, {:.0} samples/s wall (write time only, {SHARDS} shards × {BATCH}-sample batches); {:.2} CPU µs/sample over all threads, {:.2} on the writer thread",
         written as f64 / busy.as_secs_f64(),

@@ -30,7 +30,10 @@ pub struct StoreOptions {
     pub max_series_per_cluster: usize,
     /// Width of an immutable metrics chunk (Prometheus uses 2 h).
     pub chunk_window: Duration,
-    /// How long after its end a head window stays open for late samples.
+    /// How long after its end a head window stays open for late samples
+    /// (`KUBE_INSIGHT_METRICS_HEAD_GRACE`). Samples later than that are still
+    /// stored, by the late path: the window reopens and is merged into its
+    /// chunk at the next maintenance pass.
     pub head_grace: Duration,
     /// Credentials and TLS of the cassandra backend (ignored by sqlite).
     pub cassandra: CassandraAuth,
@@ -61,7 +64,7 @@ impl Default for StoreOptions {
             retention: Retention::default(),
             max_series_per_cluster: 500_000,
             chunk_window: Duration::from_secs(2 * 3600),
-            head_grace: Duration::from_secs(30 * 60),
+            head_grace: Duration::from_secs(10 * 60),
             cassandra: CassandraAuth::default(),
         }
     }

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failing test
 
 use kube_insight_core::{Labels, Matcher, Sample, TimeRange, TimeSeries, STALE_NAN};
-use kube_insight_store::sqlite::{SqliteConfig, SqliteStore};
+use kube_insight_store::sqlite::{SqliteConfig, SqliteStore, SCHEMA_VERSION};
 use kube_insight_store::{
     DynStore, Error, MetricBatch, MetricStore, Resolution, SelectQuery, SeriesQuery, Store,
     StoreOptions,
@@ -363,7 +363,7 @@ async fn schema_version_mismatch_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("insight.db");
     let store = open(&path).await;
-    assert_eq!(store.check_schema().await.unwrap(), 1);
+    assert_eq!(store.check_schema().await.unwrap(), SCHEMA_VERSION);
     let c = rusqlite::Connection::open(&path).unwrap();
     c.execute("UPDATE schema_version SET version = 99", [])
         .unwrap();
@@ -373,7 +373,7 @@ async fn schema_version_mismatch_is_reported() {
             e,
             Error::SchemaMismatch {
                 found: 99,
-                wanted: 1
+                wanted: SCHEMA_VERSION
             }
         ),
         "{e}"

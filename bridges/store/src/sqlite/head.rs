@@ -484,22 +484,13 @@ impl Head {
                         None
                     };
                     let pos = s.windows.partition_point(|w| w.start_ms < ws);
-                    let mut w = HeadWindow::new(ws, c);
-                    // A series usually needs about as many bytes per window
-                    // as last time: reserve that once instead of growing
-                    // (growth leaves slack and fragments the heap).
-                    let is_last = pos == s.windows.len();
-                    if pos > 0 && is_last {
-                        let prev = &mut s.windows[pos - 1];
-                        let full = prev
-                            .app
-                            .first_ts()
-                            .is_some_and(|t| t - prev.start_ms < window_ms / 8);
-                        if full {
-                            let n = prev.app.bytes().len();
-                            w.app.reserve_exact(n + n / 32 + 8);
-                            prev.app.shrink_to_fit();
-                        }
+                    let w = HeadWindow::new(ws, c);
+                    // The window before is done growing: give its spare
+                    // capacity back. The new window grows by an eighth at a
+                    // time (no reservation of a whole window's bytes: in the
+                    // grace after a window ends, that doubled the head).
+                    if pos > 0 && pos == s.windows.len() {
+                        s.windows[pos - 1].app.shrink_to_fit();
                     }
                     s.windows.reserve_exact(1); // usually 1–2 windows: no spare
                     s.windows.insert(pos, w);

@@ -3,8 +3,8 @@
 //! ```sql
 //! schema_version(version INTEGER NOT NULL)            -- one row
 //! meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)  -- compacted_until, …
-//! series(id INTEGER PRIMARY KEY AUTOINCREMENT, fingerprint, cluster, labels BLOB,
-//!        name, namespace, pod, container, first_ms, last_ms)
+//! series(id INTEGER PRIMARY KEY AUTOINCREMENT, cluster, labels BLOB,
+//!        first_ms, last_ms)                             -- read once, at start-up
 //! chunks(id INTEGER PRIMARY KEY, series_id, start_ms, end_ms, count, data BLOB)
 //!        UNIQUE (series_id, start_ms), INDEX (end_ms)  -- end_ms: last sample's ts
 //! rollups(id INTEGER PRIMARY KEY, series_id, window_start_ms, data BLOB)
@@ -21,8 +21,15 @@
 //! each compaction pass, so chunks append into full pages, and the index
 //! rows stay small.
 //!
-//! `apply` is idempotent; a future version adds its migration step to
-//! [`apply`] and bumps [`SCHEMA_VERSION`].
+//! `apply` is idempotent and runs every step above the recorded version, in
+//! order, in one transaction: a new database runs them all. A future version
+//! adds its step to [`STEPS`] and bumps [`SCHEMA_VERSION`].
+//!
+//! - v1: the tables.
+//! - v2: drops the series columns `fingerprint`, `name`, `namespace`, `pod`,
+//!   `container` and their two indexes. Nothing read them (the head holds
+//!   the series index in memory, loaded from `labels`), and they were 15 %
+//!   of the file in a 2 h run of 5k series (BENCHMARKS.md).
 
 use crate::error::Error;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
@@ -30,7 +37,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const DDL_V1: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -76,6 +83,22 @@ CREATE TABLE IF NOT EXISTS head_wal (
 );
 CREATE INDEX IF NOT EXISTS head_wal_max_ts ON head_wal(max_ts);
 ";
+
+/// v1 → v2: see the module doc. `DROP COLUMN` (SQLite ≥ 3.35) rewrites the
+/// series rows once; the freed pages are given back by the next retention
+/// pass (incremental vacuum).
+const MIGRATE_V2: &str = "
+DROP INDEX IF EXISTS series_fingerprint;
+DROP INDEX IF EXISTS series_entity;
+ALTER TABLE series DROP COLUMN fingerprint;
+ALTER TABLE series DROP COLUMN name;
+ALTER TABLE series DROP COLUMN namespace;
+ALTER TABLE series DROP COLUMN pod;
+ALTER TABLE series DROP COLUMN container;
+";
+
+/// The migration steps: `STEPS[i]` takes a database from version `i` to `i + 1`.
+const STEPS: [&str; SCHEMA_VERSION as usize] = [DDL_V1, MIGRATE_V2];
 
 /// Settings of every connection: WAL journal, `synchronous=FULL` (a commit
 /// is on disk before it returns, so an Ok answer means durable), a busy
@@ -172,8 +195,11 @@ pub(crate) fn apply(conn: &mut Connection) -> rusqlite::Result<u32> {
     // Re-check under the write lock: another process may have migrated.
     let found: Option<i64> =
         tx.query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))?;
-    if found.unwrap_or(0) < SCHEMA_VERSION as i64 {
-        tx.execute_batch(DDL_V1)?;
+    let found = found.unwrap_or(0).clamp(0, SCHEMA_VERSION as i64) as usize;
+    if found < SCHEMA_VERSION as usize {
+        for step in &STEPS[found..] {
+            tx.execute_batch(step)?;
+        }
         tx.execute("DELETE FROM schema_version", [])?;
         tx.execute(
             "INSERT INTO schema_version (version) VALUES (?1)",
@@ -222,5 +248,58 @@ mod tests {
         meta_set(&c, "k", 6).unwrap();
         assert_eq!(meta_get(&c, "k").unwrap(), Some(6));
         assert_eq!(meta_get(&c, "missing").unwrap(), None);
+    }
+
+    fn columns(c: &Connection, table: &str) -> Vec<String> {
+        let mut st = c
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_v1_database_migrates_to_v2_and_keeps_its_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Connection::open(dir.path().join("s.db")).unwrap();
+        configure(&c, Duration::from_secs(1)).unwrap();
+        // A database as version 1 left it, with one series.
+        c.execute_batch(DDL_V1).unwrap();
+        c.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (1);
+             INSERT INTO series (id, fingerprint, cluster, labels, name, namespace, pod, container, first_ms, last_ms)
+             VALUES (7, 42, 'c1', x'0102', 'up', 'ns', 'p', 'app', 10, 20);",
+        )
+        .unwrap();
+        assert_eq!(apply(&mut c).unwrap(), 2);
+        assert_eq!(
+            columns(&c, "series"),
+            ["id", "cluster", "labels", "first_ms", "last_ms"]
+        );
+        let row: (i64, String, Vec<u8>, i64, i64) = c
+            .query_row("SELECT * FROM series", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap();
+        assert_eq!(row, (7, "c1".into(), vec![1, 2], 10, 20));
+        let indexes: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name IN ('series_fingerprint', 'series_entity')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 0);
+        // AUTOINCREMENT survives the rewrite: ids are never reused.
+        c.execute(
+            "INSERT INTO series (cluster, labels, first_ms, last_ms) VALUES ('c1', x'00', 0, 0)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(c.last_insert_rowid(), 8);
+        assert_eq!(apply(&mut c).unwrap(), 2, "idempotent");
     }
 }

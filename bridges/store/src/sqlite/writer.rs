@@ -605,19 +605,14 @@ impl Writer {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut ins = tx.prepare_cached(
-                "INSERT INTO series (id, fingerprint, cluster, labels, name, namespace, pod, container, first_ms, last_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO series (id, cluster, labels, first_ms, last_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for n in &plan.new_series {
                 ins.execute(params![
                     n.id,
-                    n.labels.fingerprint() as i64,
                     n.cluster,
                     codec::encode_labels(&n.labels),
-                    n.labels.metric_name(),
-                    n.labels.get("namespace").unwrap_or(""),
-                    n.labels.get("pod").unwrap_or(""),
-                    n.labels.get("container").unwrap_or(""),
                     n.first_ms,
                     n.last_ms,
                 ])?;
