@@ -59,7 +59,11 @@ struct DropKeyspace(CassandraConfig);
 
 impl Drop for DropKeyspace {
     fn drop(&mut self) {
-        let config = self.0.clone();
+        let mut config = self.0.clone();
+        // DROP KEYSPACE snapshots every table first (`auto_snapshot`, on by
+        // default in Cassandra 4.0): slower than the default 10 s timeout
+        // on a busy test node.
+        config.request_timeout = std::time::Duration::from_secs(60);
         let done = std::thread::spawn(move || {
             let _g = ddl_lock().blocking_lock();
             let rt = tokio::runtime::Builder::new_current_thread()

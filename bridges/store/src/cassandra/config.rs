@@ -88,6 +88,9 @@ impl CassandraConfig {
             url: url.to_string(),
             reason,
         };
+        if let Some(why) = keyspace_problem(&keyspace) {
+            return Err(bad(format!("keyspace {keyspace:?} {why}")));
+        }
         let mut c = CassandraConfig {
             hosts,
             keyspace,
@@ -186,6 +189,41 @@ impl CassandraConfig {
         }
         Ok(c)
     }
+}
+
+/// CQL's reserved keywords in Cassandra 4.0 (`cql3/ReservedKeywords.java`):
+/// unquoted, none of them can name a keyspace.
+const RESERVED: &str =
+    "ADD ALLOW ALTER AND APPLY ASC AUTHORIZE BATCH BEGIN BY COLUMNFAMILY CREATE \
+     DEFAULT DELETE DESC DESCRIBE DROP ENTRIES EXECUTE FROM FULL GRANT IF IN INDEX \
+     INFINITY INSERT INTO IS KEYSPACE LIMIT MATERIALIZED MBEAN MBEANS MODIFY NAN \
+     NORECURSIVE NOT NULL OF ON OR ORDER PRIMARY RENAME REPLACE REVOKE SCHEMA SELECT \
+     SET TABLE TO TOKEN TRUNCATE UNLOGGED UNSET UPDATE USE USING VIEW WHERE WITH";
+
+/// Why Cassandra would refuse `keyspace` as an unquoted name (the store
+/// never quotes it), if it would: an identifier starts with a letter
+/// (`Lexer.g` IDENT), holds letters, digits and underscores, is at most 48
+/// characters (`SchemaConstants.NAME_LENGTH`) and is not a reserved word.
+fn keyspace_problem(keyspace: &str) -> Option<&'static str> {
+    if !keyspace.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Some("must start with a letter");
+    }
+    if !keyspace
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Some("must be letters, digits and underscores");
+    }
+    if keyspace.len() > 48 {
+        return Some("is longer than the 48 characters cassandra allows");
+    }
+    if RESERVED
+        .split_whitespace()
+        .any(|r| r.eq_ignore_ascii_case(keyspace))
+    {
+        return Some("is a reserved CQL keyword");
+    }
+    None
 }
 
 fn consistency(v: &str) -> Option<Consistency> {
@@ -315,5 +353,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("KUBE_INSIGHT_CASSANDRA_PASSWORD"), "{e}");
+    }
+
+    #[test]
+    fn keyspaces_cassandra_refuses_are_refused_here() {
+        let open = |ks: &str| {
+            CassandraConfig::from_url(
+                "cassandra://h/x",
+                vec!["h:9042".into()],
+                ks.into(),
+                &[],
+                CassandraAuth::default(),
+            )
+        };
+        for (ks, why) in [
+            ("1metrics", "start with a letter"),
+            ("_ki", "start with a letter"),
+            ("", "start with a letter"),
+            ("k-i", "letters, digits and underscores"),
+            (&"k".repeat(49), "48 characters"),
+            ("table", "reserved"),
+            ("Select", "reserved"),
+        ] {
+            let e = open(ks).unwrap_err().to_string();
+            assert!(
+                e.contains(why) && e.contains(&format!("{ks:?}")),
+                "{ks}: {e}"
+            );
+        }
+        for ks in [
+            "ki",
+            "Kube_Insight_1",
+            "cluster",
+            "metrics",
+            &"k".repeat(48),
+        ] {
+            assert!(open(ks).is_ok(), "{ks}");
+        }
     }
 }

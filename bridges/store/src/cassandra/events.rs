@@ -866,7 +866,7 @@ impl CassandraEventStore {
     fn object_ttl_secs(&self) -> i32 {
         (self.opts.retention.events + OBJECT_TTL_SLACK)
             .as_secs()
-            .clamp(3600, super::schema::MAX_TTL_SECS as u64) as i32
+            .clamp(3600, super::schema::max_ttl_secs() as u64) as i32
     }
 
     // -----------------------------------------------------------------

@@ -51,6 +51,12 @@ const MAX_QUERY_BLOCKS: usize = 200_000;
 const DELETE_TS_US: i64 = 1 << 62;
 /// Partitions per namespace and hour.
 const SLOTS: i32 = 16;
+/// A stream's hour is merged only when its blocks hold at most this many
+/// (compressed) bytes: the merged block is one cell of one mutation, and
+/// Cassandra refuses a mutation over `max_mutation_size` (half the 32 MiB
+/// commit log segment by default: `Rejected an oversized mutation`),
+/// which would fail every maintenance pass.
+const MAX_MERGED_BYTES: usize = 8 << 20;
 
 /// The slot of a stream.
 fn slot(stream: i64) -> i32 {
@@ -144,7 +150,7 @@ impl CassandraLogStore {
     fn ttl_secs(&self, ts_ns: i64, now_ms: i64) -> i32 {
         let retention = self.opts.retention.logs.as_millis() as i64;
         let left = (ts_ns.div_euclid(1_000_000) + retention - now_ms) / 1000;
-        left.clamp(60, super::schema::MAX_TTL_SECS as i64) as i32
+        left.clamp(60, i64::from(super::schema::max_ttl_secs())) as i32
     }
 
     // -----------------------------------------------------------------
@@ -750,8 +756,7 @@ impl CassandraLogStore {
         const Q: &str = "SELECT stream, block_id, first_seq, data, merged_from FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ? AND slot = ?";
         const MERGED_W: &str = "INSERT INTO log_blocks (cluster, namespace, hour, slot, stream, block_id, first_seq, min_ns, max_ns, lines, raw_bytes, levels, data, merged_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?";
         const DEL: &str = "DELETE FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ? AND slot = ? AND stream = ? AND block_id = ?";
-        type Row = (i64, i64, i64, Vec<u8>, Option<Vec<u8>>);
-        let rows: Vec<Row> = self
+        let rows: Vec<MergeRow> = self
             .db
             .rows(
                 Q,
@@ -760,7 +765,7 @@ impl CassandraLogStore {
                 "log blocks to merge",
             )
             .await?;
-        let mut by_stream: BTreeMap<i64, Vec<Row>> = BTreeMap::new();
+        let mut by_stream: BTreeMap<i64, Vec<MergeRow>> = BTreeMap::new();
         for r in rows {
             by_stream.entry(r.0).or_default().push(r);
         }
@@ -776,6 +781,16 @@ impl CassandraLogStore {
                 .filter_map(|b| b.4.as_ref())
                 .flat_map(|m| merged_ids(m))
                 .collect();
+            if !mergeable(&blocks, &replaced) {
+                tracing::debug!(
+                    cluster,
+                    namespace = ns,
+                    hour,
+                    stream,
+                    "log blocks of a busy stream left unmerged (too large for one cassandra cell)"
+                );
+                continue;
+            }
             let mut records: Vec<LogRecord> = Vec::new();
             let mut ids = Vec::new();
             let mut first_seq = i64::MIN;
@@ -899,6 +914,21 @@ impl CassandraLogStore {
     }
 }
 
+/// A block as merging reads it: (stream, block_id, first_seq, data,
+/// merged_from).
+type MergeRow = (i64, i64, i64, Vec<u8>, Option<Vec<u8>>);
+
+/// Whether the blocks a merge would read (those no merged block replaces)
+/// fit one merged block under [`MAX_MERGED_BYTES`].
+fn mergeable(blocks: &[MergeRow], replaced: &HashSet<i64>) -> bool {
+    let bytes: usize = blocks
+        .iter()
+        .filter(|b| !replaced.contains(&b.1))
+        .map(|b| b.3.len())
+        .sum();
+    bytes <= MAX_MERGED_BYTES
+}
+
 /// The block ids a merged block lists (8 bytes each, little endian).
 fn merged_ids(b: &[u8]) -> Vec<i64> {
     b.chunks_exact(8)
@@ -953,6 +983,22 @@ mod tests {
         assert_ne!(a, block_id(7, 2, 10));
         assert_ne!(a, block_id(7, 1, 11));
         assert_ne!(block_id(0, 0, 0), MERGED);
+    }
+
+    #[test]
+    fn only_blocks_that_fit_one_cell_are_merged() {
+        let block = |id: i64, bytes: usize| (1i64, id, id, vec![0u8; bytes], None);
+        let none = HashSet::new();
+        let small = vec![block(1, 1000), block(2, 1000)];
+        assert!(mergeable(&small, &none));
+        let big = vec![
+            block(1, MAX_MERGED_BYTES / 2),
+            block(2, MAX_MERGED_BYTES / 2 + 1),
+        ];
+        assert!(!mergeable(&big, &none));
+        // Blocks a merged block already holds are not read again.
+        let replaced: HashSet<i64> = [2].into_iter().collect();
+        assert!(mergeable(&big, &replaced));
     }
 
     #[test]

@@ -218,7 +218,7 @@ impl Metrics {
     fn ttl_secs(&self, ts: i64, now: i64) -> Option<i32> {
         let retention = self.opts.retention.metrics.as_millis() as i64;
         let left = (ts + retention - now) / 1000;
-        (left > 0).then(|| left.min(super::schema::MAX_TTL_SECS as i64) as i32)
+        (left > 0).then(|| left.min(i64::from(super::schema::max_ttl_secs())) as i32)
     }
 
     // -----------------------------------------------------------------
@@ -1304,7 +1304,7 @@ impl Metrics {
             .metrics
             .max(self.opts.retention.topology)
             .as_secs())
-        .min(super::schema::MAX_TTL_SECS as u64) as i32;
+        .min(super::schema::max_ttl_secs() as u64) as i32;
         self.db
             .write(
                 CHUNK_W,

@@ -21,6 +21,28 @@ pub const SCHEMA_VERSION: i32 = 1;
 /// Cassandra refuses TTLs above 20 years.
 pub const MAX_TTL_SECS: i32 = 630_720_000;
 
+/// The last expiry Cassandra 4.0 can store (2038-01-19T03:14:06Z, in
+/// seconds): with the default `cassandra.expiration_date_overflow_policy`
+/// (REJECT) a write whose TTL (or its table's default TTL) ends later is
+/// refused (CASSANDRA-14092, `db/ExpirationDateOverflowHandling.java`).
+const MAX_EXPIRY_SECS: i64 = i32::MAX as i64 - 1;
+
+/// Kept between a TTL's end and [`MAX_EXPIRY_SECS`], so that a table's
+/// default TTL set by `schema apply` stays writable for a year.
+const EXPIRY_MARGIN_SECS: i64 = 366 * 86_400;
+
+/// The longest TTL a write may use now: [`MAX_TTL_SECS`], or less when it
+/// would end past what Cassandra 4.0 stores (retention of many years).
+pub fn max_ttl_secs() -> i32 {
+    max_ttl_secs_at(kube_insight_core::time::now_ms())
+}
+
+/// [`max_ttl_secs`] at wall-clock time `now_ms`.
+pub fn max_ttl_secs_at(now_ms: i64) -> i32 {
+    let left = MAX_EXPIRY_SECS - now_ms.div_euclid(1000) - EXPIRY_MARGIN_SECS;
+    left.clamp(3600, i64::from(MAX_TTL_SECS)) as i32
+}
+
 /// How long the DDL lock is held at most (a crashed Job frees it).
 const LOCK_TTL_SECS: i32 = 600;
 
@@ -278,8 +300,14 @@ pub fn alter_table(t: &Table, o: &StoreOptions) -> String {
 /// TTL, TWCS windows (fewer than 50 over the TTL), no read repair, and a
 /// low gc_grace: the data is TTL-only.
 pub fn table_options(ttl: Duration) -> String {
-    let secs = ttl.as_secs().clamp(3600, MAX_TTL_SECS as u64);
-    let (unit, size) = twcs_window(ttl);
+    table_options_at(ttl, kube_insight_core::time::now_ms())
+}
+
+/// [`table_options`] at wall-clock time `now_ms` (the TTL is capped by
+/// [`max_ttl_secs_at`]).
+fn table_options_at(ttl: Duration, now_ms: i64) -> String {
+    let secs = ttl.as_secs().clamp(3600, max_ttl_secs_at(now_ms) as u64);
+    let (unit, size) = twcs_window(Duration::from_secs(secs));
     format!(
         "default_time_to_live = {secs} \
          AND compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': '{unit}', 'compaction_window_size': {size}}} \
@@ -474,12 +502,35 @@ mod tests {
     }
 
     #[test]
+    fn ttls_end_before_2038() {
+        // 2025-01-01: 13 years left, one kept as margin.
+        let now = 1_735_689_600_000;
+        let cap = max_ttl_secs_at(now);
+        assert!(cap < MAX_TTL_SECS, "{cap}");
+        assert!(now / 1000 + i64::from(cap) + 365 * 86_400 < i64::from(i32::MAX));
+        assert!(cap > 11 * 365 * 86_400, "{cap}");
+        // Twenty years of retention: capped, so writes are not refused.
+        let twenty = Duration::from_secs(20 * 365 * 86_400);
+        let opts = table_options_at(twenty, now);
+        assert!(
+            opts.starts_with(&format!("default_time_to_live = {cap} ")),
+            "{opts}"
+        );
+        // Ordinary retention is untouched.
+        assert!(table_options_at(Duration::from_secs(14 * 86_400), now)
+            .starts_with("default_time_to_live = 1209600 "));
+        // Past 2037 the cap never drops below an hour.
+        assert_eq!(max_ttl_secs_at(i64::from(i32::MAX) * 1000), 3600);
+        assert!(max_ttl_secs() <= MAX_TTL_SECS);
+    }
+
+    #[test]
     fn statement_text() {
         let o = StoreOptions::default();
         let head = create_table(&TABLES[0], &o);
         assert_eq!(
             head,
-            "CREATE TABLE IF NOT EXISTS metrics_head (cluster text, shard int, bucket bigint, fp bigint, ts bigint, value bigint, PRIMARY KEY ((cluster, shard, bucket), fp, ts)) WITH default_time_to_live = 23400 AND compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'HOURS', 'compaction_window_size': 1} AND gc_grace_seconds = 10800 AND read_repair = 'NONE'"
+            "CREATE TABLE IF NOT EXISTS metrics_head (cluster text, shard int, bucket bigint, fp bigint, ts bigint, value bigint, PRIMARY KEY ((cluster, shard, bucket), fp, ts)) WITH default_time_to_live = 22200 AND compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'HOURS', 'compaction_window_size': 1} AND gc_grace_seconds = 10800 AND read_repair = 'NONE'"
         );
         let alter = alter_table(&TABLES[2], &o);
         assert!(
