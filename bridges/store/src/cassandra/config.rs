@@ -200,6 +200,14 @@ const RESERVED: &str =
      NORECURSIVE NOT NULL OF ON OR ORDER PRIMARY RENAME REPLACE REVOKE SCHEMA SELECT \
      SET TABLE TO TOKEN TRUNCATE UNLOGGED UNSET UPDATE USE USING VIEW WHERE WITH";
 
+/// Whether `name` is one of [`RESERVED`] (in any case): unquoted, it can
+/// name no keyspace, table or column.
+pub(crate) fn is_reserved(name: &str) -> bool {
+    RESERVED
+        .split_whitespace()
+        .any(|r| r.eq_ignore_ascii_case(name))
+}
+
 /// Why Cassandra would refuse `keyspace` as an unquoted name (the store
 /// never quotes it), if it would: an identifier starts with a letter
 /// (`Lexer.g` IDENT), holds letters, digits and underscores, is at most 48
@@ -217,10 +225,7 @@ fn keyspace_problem(keyspace: &str) -> Option<&'static str> {
     if keyspace.len() > 48 {
         return Some("is longer than the 48 characters cassandra allows");
     }
-    if RESERVED
-        .split_whitespace()
-        .any(|r| r.eq_ignore_ascii_case(keyspace))
-    {
+    if is_reserved(keyspace) {
         return Some("is a reserved CQL keyword");
     }
     None

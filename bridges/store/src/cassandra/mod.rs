@@ -84,7 +84,7 @@ impl CassandraStore {
         let cql = format!("DROP KEYSPACE IF EXISTS {}", self.db.config.keyspace);
         self.db
             .session
-            .query_unpaged(cql.as_str(), ())
+            .query_unpaged(schema::ddl_statement(&self.db, &cql), ())
             .await
             .map_err(|e| session::map_err(&cql, e))?;
         Ok(())
@@ -169,3 +169,6 @@ impl Store for CassandraStore {
         self.topology.clone()
     }
 }
+
+#[cfg(test)]
+mod cql_check;
