@@ -46,6 +46,20 @@ pub fn max_ttl_secs_at(now_ms: i64) -> i32 {
 /// How long the DDL lock is held at most (a crashed Job frees it).
 const LOCK_TTL_SECS: i32 = 600;
 
+/// Client-side timeout of one schema statement: Cassandra 4.0 flushes its
+/// schema tables on every change (and `DROP KEYSPACE` snapshots every
+/// table first), which takes seconds on a busy node, more than an ordinary
+/// request may (`request_timeout`, 10 s by default, 3 s in the fault test).
+pub const DDL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A schema statement, with [`DDL_TIMEOUT`] (or the configured request
+/// timeout when that is longer).
+pub fn ddl_statement(db: &Db, cql: &str) -> scylla::statement::unprepared::Statement {
+    let mut s = scylla::statement::unprepared::Statement::new(cql);
+    s.set_request_timeout(Some(DDL_TIMEOUT.max(db.config.request_timeout)));
+    s
+}
+
 /// A table: its name, its columns and key, and how long its data lives.
 pub struct Table {
     pub name: &'static str,
@@ -374,9 +388,15 @@ async fn apply_locked(db: &Db, o: &StoreOptions) -> Result<i32> {
             });
         }
     }
+    // A table that exists is altered (a changed retention), a missing one
+    // created: a fresh keyspace costs one schema change per table, not two.
+    let existing = existing_tables(db).await?;
     for t in TABLES {
-        ddl(db, &create_table(t, o)).await?;
-        ddl(db, &alter_table(t, o)).await?;
+        if existing.iter().any(|e| e == t.name) {
+            ddl(db, &alter_table(t, o)).await?;
+        } else {
+            ddl(db, &create_table(t, o)).await?;
+        }
     }
     db.session
         .query_unpaged(
@@ -388,18 +408,18 @@ async fn apply_locked(db: &Db, o: &StoreOptions) -> Result<i32> {
     Ok(SCHEMA_VERSION)
 }
 
+/// Takes the lock for [`LOCK_TTL_SECS`] (a TTL is allowed on a conditional
+/// insert, a custom write time is not).
+const LOCK: &str =
+    "INSERT INTO schema_meta (name, owner) VALUES ('lock', ?) IF NOT EXISTS USING TTL 600";
+
 /// The lightweight-transaction lock: one `schema apply` at a time.
 async fn lock(db: &Db, owner: &str) -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(LOCK_TTL_SECS as u64);
     loop {
         let r = db
             .session
-            .query_unpaged(
-                format!(
-                    "INSERT INTO schema_meta (name, owner) VALUES ('lock', ?) IF NOT EXISTS USING TTL {LOCK_TTL_SECS}"
-                ),
-                (owner,),
-            )
+            .query_unpaged(LOCK, (owner,))
             .await
             .map_err(|e| super::session::map_err("INSERT INTO schema_meta … IF NOT EXISTS", e))?;
         // The first column of an LWT answer is `[applied]`.
@@ -434,10 +454,21 @@ async fn lock(db: &Db, owner: &str) -> Result<()> {
     }
 }
 
+/// The tables of the keyspace (lowercase names, as `TABLES` spells them).
+async fn existing_tables(db: &Db) -> Result<Vec<String>> {
+    const Q: &str = "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?";
+    // Unquoted names are stored lowercase (`keyspace_problem` allows
+    // capitals, which Cassandra folds).
+    let ks = db.config.keyspace.to_ascii_lowercase();
+    let r = db.exec(Q, (ks.as_str(),)).await?;
+    let rows: Vec<(String,)> = result_rows(Q, r)?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
 /// Runs one DDL statement and waits until every node agrees on the schema.
 async fn ddl(db: &Db, cql: &str) -> Result<()> {
     db.session
-        .query_unpaged(cql, ())
+        .query_unpaged(ddl_statement(db, cql), ())
         .await
         .map_err(|e| super::session::map_err(cql, e))?;
     db.session.await_schema_agreement().await.map_err(|e| {
@@ -522,6 +553,14 @@ mod tests {
         // Past 2037 the cap never drops below an hour.
         assert_eq!(max_ttl_secs_at(i64::from(i32::MAX) * 1000), 3600);
         assert!(max_ttl_secs() <= MAX_TTL_SECS);
+    }
+
+    #[test]
+    fn the_lock_expires_as_documented() {
+        assert!(LOCK.ends_with(&format!(" USING TTL {LOCK_TTL_SECS}")));
+        // Its answer is `[applied]`, then the row's columns in the order
+        // `lock` reads them (key, then regular columns by name).
+        assert!(META.contains("name text PRIMARY KEY, version int, owner text"));
     }
 
     #[test]
