@@ -727,7 +727,7 @@ impl CassandraLogStore {
                     if (hour + 1) * HOUR_NS + MERGE_GRACE_NS > now_ns {
                         continue;
                     }
-                    let started = now_us();
+                    let started = super::session::delete_started_us();
                     m.blocks_merged += self.merge_hour(cluster, &ns, hour, sl, now).await?;
                     self.db
                         .write(DONE, (started, cluster.as_str(), d, hour, ns.as_str(), sl))

@@ -89,10 +89,6 @@ pub fn series_fp(cluster: &str, labels: &Labels) -> i64 {
     (labels.fingerprint() ^ c.rotate_left(29)) as i64
 }
 
-fn now_us() -> i64 {
-    kube_insight_core::time::now_ms().saturating_mul(1000)
-}
-
 fn bits(v: f64) -> i64 {
     v.to_bits() as i64
 }
@@ -1190,7 +1186,7 @@ impl Metrics {
                     if w + self.window_ms() + self.grace_ms() + COMPACT_MARGIN_MS > now {
                         continue;
                     }
-                    let started = now_us();
+                    let started = super::session::delete_started_us();
                     let (chunks, samples) = if fp == HEAD {
                         self.compact_head(cluster, w, sh, now).await?
                     } else {

@@ -13,6 +13,7 @@ use scylla::errors::{
 };
 use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::policies::retry::{DefaultRetryPolicy, FallthroughRetryPolicy, RetryPolicy};
+use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
 use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
@@ -76,7 +77,12 @@ impl Db {
             .known_nodes(&config.hosts)
             .connection_timeout(config.connect_timeout)
             .default_execution_profile_handle(profile.into_handle())
-            .compression(Some(scylla::frame::Compression::Lz4));
+            .compression(Some(scylla::frame::Compression::Lz4))
+            // Write times from this process's clock (µs, increasing), the
+            // clock maintenance reads when it deletes `USING TIMESTAMP` of
+            // its start: with the server's clock instead, a skew between
+            // them would let such a delete shadow rows written after it.
+            .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()));
         if let (Some(u), Some(p)) = (&config.auth.username, &config.auth.password) {
             builder = builder.user(u.clone(), p.clone());
         }
@@ -252,6 +258,18 @@ impl Db {
         }
         Ok(out)
     }
+}
+
+/// A write time for a delete that must shadow what was written before it
+/// and nothing written after: this process's clock in µs (the clock of
+/// its write times, see [`Db::connect`]), minus one, so a write started in
+/// the same microsecond is not tied with the delete (a tie goes to the
+/// tombstone).
+pub fn delete_started_us() -> i64 {
+    let us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    us - 1
 }
 
 /// The rows of an unpaged result.
