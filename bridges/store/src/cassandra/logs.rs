@@ -744,7 +744,14 @@ impl CassandraLogStore {
         Ok(m)
     }
 
-    /// Merges each stream's blocks of a closed hour into one block.
+    /// Merges each stream's blocks of a closed hour into one block, then
+    /// deletes the blocks it replaces with one range tombstone per stream,
+    /// at the newest write time among them: a busy stream's thousands of
+    /// blocks an hour would otherwise leave as many row tombstones for
+    /// every later read of the partition to step over (Cassandra warns at
+    /// 1,000 and fails a read at 100,000). A block written later (late
+    /// records, after the read) survives and is merged next time; one that
+    /// a merged block already holds (a retry) is skipped by readers.
     async fn merge_hour(
         &self,
         cluster: &str,
@@ -753,9 +760,9 @@ impl CassandraLogStore {
         sl: i32,
         now: i64,
     ) -> Result<u64> {
-        const Q: &str = "SELECT stream, block_id, first_seq, data, merged_from FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ? AND slot = ?";
+        const Q: &str = "SELECT stream, block_id, first_seq, data, merged_from, WRITETIME(data) FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ? AND slot = ?";
         const MERGED_W: &str = "INSERT INTO log_blocks (cluster, namespace, hour, slot, stream, block_id, first_seq, min_ns, max_ns, lines, raw_bytes, levels, data, merged_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?";
-        const DEL: &str = "DELETE FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ? AND slot = ? AND stream = ? AND block_id = ?";
+        const DEL: &str = "DELETE FROM log_blocks USING TIMESTAMP ? WHERE cluster = ? AND namespace = ? AND hour = ? AND slot = ? AND stream = ? AND block_id < ?";
         let rows: Vec<MergeRow> = self
             .db
             .rows(
@@ -794,7 +801,7 @@ impl CassandraLogStore {
             let mut records: Vec<LogRecord> = Vec::new();
             let mut ids = Vec::new();
             let mut first_seq = i64::MIN;
-            for (_, id, seq, data, _) in &blocks {
+            for (_, id, seq, data, ..) in &blocks {
                 if replaced.contains(id) {
                     continue;
                 }
@@ -838,11 +845,14 @@ impl CassandraLogStore {
                     ),
                 )
                 .await?;
-            for id in all_ids {
-                self.db
-                    .write(DEL, (cluster, ns, hour, sl, stream, id))
-                    .await?;
-            }
+            // Every block but the merged one (`MERGED` is the largest id),
+            // up to the newest write time read: nothing written since.
+            let Some(newest) = blocks.iter().filter_map(|b| b.5).max() else {
+                continue;
+            };
+            self.db
+                .write(DEL, (newest, cluster, ns, hour, sl, stream, MERGED))
+                .await?;
             merged += ids.len() as u64;
         }
         Ok(merged)
@@ -915,8 +925,8 @@ impl CassandraLogStore {
 }
 
 /// A block as merging reads it: (stream, block_id, first_seq, data,
-/// merged_from).
-type MergeRow = (i64, i64, i64, Vec<u8>, Option<Vec<u8>>);
+/// merged_from, write time of data).
+type MergeRow = (i64, i64, i64, Vec<u8>, Option<Vec<u8>>, Option<i64>);
 
 /// Whether the blocks a merge would read (those no merged block replaces)
 /// fit one merged block under [`MAX_MERGED_BYTES`].
@@ -983,11 +993,13 @@ mod tests {
         assert_ne!(a, block_id(7, 2, 10));
         assert_ne!(a, block_id(7, 1, 11));
         assert_ne!(block_id(0, 0, 0), MERGED);
+        // Merging deletes `block_id < MERGED`: every block but the merged one.
+        const { assert!(MERGED == i64::MAX) };
     }
 
     #[test]
     fn only_blocks_that_fit_one_cell_are_merged() {
-        let block = |id: i64, bytes: usize| (1i64, id, id, vec![0u8; bytes], None);
+        let block = |id: i64, bytes: usize| (1i64, id, id, vec![0u8; bytes], None, Some(id));
         let none = HashSet::new();
         let small = vec![block(1, 1000), block(2, 1000)];
         assert!(mergeable(&small, &none));
