@@ -74,6 +74,10 @@ impl Querier for StoreQuerier {
             resolution: hints.resolution,
         };
         self.store.select(&q).await.map_err(|e| match e {
+            StoreError::LimitExceeded {
+                what: "samples",
+                limit,
+            } => QuerierError::TooManySamples { limit },
             StoreError::LimitExceeded { .. } => QuerierError::LimitExceeded(e.to_string()),
             e => QuerierError::Storage(e.to_string()),
         })

@@ -2,6 +2,7 @@
 //! [`Querier`], evaluate, shape the result.
 
 use crate::error::PromqlError;
+use crate::error::QuerierError;
 use crate::eval::{at_ms, offset_ms, selector_key, subquery_grid, Evaluator, Grid, Result, Val};
 use crate::querier::{Querier, SelectHints};
 use crate::result::{InstantSample, QueryResult, RangeSeries};
@@ -186,9 +187,15 @@ impl Engine {
     ) -> Result<QueryResult> {
         let expr = parse(query)?;
         let g = Grid::new(time_ms, time_ms, 0);
-        let val = self
-            .run(querier, query, &expr, g, time_ms, time_ms, timeout)
-            .await?;
+        let ctx = RunCtx {
+            querier,
+            query,
+            expr: &expr,
+            query_start: time_ms,
+            query_end: time_ms,
+            deadline: self.deadline(timeout),
+        };
+        let val = self.run(&ctx, g).await?;
         Ok(match val {
             Val::Scalar(v) => QueryResult::Scalar {
                 timestamp_ms: time_ms,
@@ -258,10 +265,76 @@ impl Engine {
             }
         }
         let g = Grid::new(start_ms, end_ms, step_ms);
-        let val = self
-            .run(querier, query, &expr, g, start_ms, end_ms, timeout)
-            .await?;
-        let mut out = match val {
+        let deadline = self.deadline(timeout);
+        let ctx = RunCtx {
+            querier,
+            query,
+            expr: &expr,
+            query_start: start_ms,
+            query_end: end_ms,
+            deadline,
+        };
+        let mut out = match self.range_slice(&ctx, g).await {
+            Err(PromqlError::TooManySamples { .. }) if g.n >= 2 => {
+                self.range_sliced(&ctx, g).await?
+            }
+            r => r?,
+        };
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(QueryResult::Matrix(out))
+    }
+
+    /// A range query too large for one pass, evaluated in time slices.
+    ///
+    /// Every step of a range query is evaluated on its own (a range vector,
+    /// a lookback or a subquery grid at step `t` depends only on `t`; `@
+    /// start()`/`@ end()` keep the whole query's bounds), so evaluating the
+    /// steps in slices and concatenating each series' points gives exactly
+    /// the one-pass answer. The samples limit then bounds what one slice
+    /// loads, as Prometheus' `--query.max-samples` bounds what is in memory at
+    /// once, rather than the whole range. A slice over the limit is split in
+    /// four (a single step over it fails the query); the points returned,
+    /// all slices together, stay within the limit too.
+    async fn range_sliced(&self, ctx: &RunCtx<'_>, g: Grid) -> Result<Vec<RangeSeries>> {
+        let mut merged: HashMap<kube_insight_core::Labels, Vec<(i64, f64)>> = HashMap::new();
+        let mut points = 0usize;
+        // Step ranges [first, last) still to evaluate, the earliest on top.
+        let mut todo = split_steps(0, g.n, SLICES_PER_SPLIT);
+        todo.reverse();
+        while let Some((first, last)) = todo.pop() {
+            let slice = Grid::new(g.ts(first), g.ts(last - 1), g.interval);
+            match self.range_slice(ctx, slice).await {
+                Ok(series) => {
+                    for s in series {
+                        points += s.points.len();
+                        merged.entry(s.labels).or_default().extend(s.points);
+                    }
+                    if points > self.opts.max_samples {
+                        return Err(PromqlError::TooManySamples {
+                            query: ctx.query.to_string(),
+                            loaded: points,
+                            limit: self.opts.max_samples,
+                        });
+                    }
+                }
+                Err(PromqlError::TooManySamples { .. }) if last - first >= 2 => {
+                    let mut parts = split_steps(first, last, SLICES_PER_SPLIT);
+                    parts.reverse();
+                    todo.extend(parts);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .map(|(labels, points)| RangeSeries { labels, points })
+            .collect())
+    }
+
+    /// One pass of a range query over the steps of `g`, unsorted.
+    async fn range_slice(&self, ctx: &RunCtx<'_>, g: Grid) -> Result<Vec<RangeSeries>> {
+        let val = self.run(ctx, g).await?;
+        Ok(match val {
             Val::Scalar(v) => vec![RangeSeries {
                 labels: Default::default(),
                 points: v
@@ -284,32 +357,40 @@ impl Engine {
                 .collect(),
             _ => {
                 return Err(PromqlError::Internal(format!(
-                    "range query {query:?} evaluated to a non-numeric value"
+                    "range query {:?} evaluated to a non-numeric value",
+                    ctx.query
                 )))
             }
-        };
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(QueryResult::Matrix(out))
+        })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn run(
-        &self,
-        querier: &dyn Querier,
-        query: &str,
-        expr: &Expr,
-        g: Grid,
-        query_start: i64,
-        query_end: i64,
-        timeout: Option<Duration>,
-    ) -> Result<Val> {
-        let started = Instant::now();
+    /// The deadline of a query: the engine's timeout, or the request's
+    /// `timeout` parameter when that is shorter.
+    fn deadline(&self, timeout: Option<Duration>) -> Deadline {
         let timeout = match timeout {
             Some(t) if t < self.opts.timeout => t,
             _ => self.opts.timeout,
         };
-        let timeout_ms = timeout.as_millis() as u64;
-        let deadline = started.checked_add(timeout);
+        Deadline {
+            at: Instant::now().checked_add(timeout),
+            timeout_ms: timeout.as_millis() as u64,
+        }
+    }
+
+    /// Plans, fetches and evaluates `ctx.expr` over the steps of `g`.
+    async fn run(&self, ctx: &RunCtx<'_>, g: Grid) -> Result<Val> {
+        let RunCtx {
+            querier,
+            query,
+            expr,
+            query_start,
+            query_end,
+            deadline:
+                Deadline {
+                    at: deadline,
+                    timeout_ms,
+                },
+        } = *ctx;
         validate(expr, query)?;
         let mut planned = Vec::new();
         plan(
@@ -344,7 +425,14 @@ impl Engine {
         let mut fetched: HashMap<usize, Vec<TimeSeries>> = HashMap::new();
         let (mut nseries, mut nsamples) = (0usize, 0usize);
         for (p, r) in planned.iter().zip(results) {
-            let mut series = r?;
+            let mut series = r.map_err(|e| match e {
+                QuerierError::TooManySamples { limit } => PromqlError::TooManySamples {
+                    query: query.to_string(),
+                    loaded: nsamples.saturating_add(limit).saturating_add(1),
+                    limit,
+                },
+                e => e.into(),
+            })?;
             nseries += series.len();
             if nseries > self.opts.max_series {
                 return Err(PromqlError::TooManySeries {
@@ -387,6 +475,39 @@ impl Engine {
         };
         ev.eval(expr, &g)
     }
+}
+
+/// What every pass of one query shares.
+struct RunCtx<'a> {
+    querier: &'a dyn Querier,
+    query: &'a str,
+    expr: &'a Expr,
+    /// The whole query's bounds (`@ start()`, `@ end()`), whatever slice runs.
+    query_start: i64,
+    query_end: i64,
+    deadline: Deadline,
+}
+
+/// When a query must be done by, one instant for all its passes.
+#[derive(Clone, Copy)]
+struct Deadline {
+    at: Option<Instant>,
+    timeout_ms: u64,
+}
+
+/// How many slices a range query, or a slice of it, is split into when it
+/// loads more samples than the limit.
+const SLICES_PER_SPLIT: usize = 4;
+
+/// Splits the steps `[first, last)` into at most `parts` contiguous,
+/// non-empty ranges of near-equal length, in order.
+fn split_steps(first: usize, last: usize, parts: usize) -> Vec<(usize, usize)> {
+    let n = last.saturating_sub(first);
+    let parts = parts.clamp(1, n.max(1));
+    (0..parts)
+        .map(|i| (first + n * i / parts, first + n * (i + 1) / parts))
+        .filter(|(a, b)| a < b)
+        .collect()
 }
 
 /// Sorts series by label set (Prometheus' order) comparing one flat key per

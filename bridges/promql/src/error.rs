@@ -51,6 +51,11 @@ pub enum QuerierError {
     /// The store refused the selection as too large (maps to `execution`).
     #[error("selection too large: {0}")]
     LimitExceeded(String),
+    /// The store stopped reading once the selection held more samples than
+    /// `limit` ([`crate::SelectHints::max_samples`]); a range query is then
+    /// evaluated in time slices.
+    #[error("selection too large: more than {limit} samples")]
+    TooManySamples { limit: usize },
     /// The selection was canceled (maps to `canceled`).
     #[error("selection canceled: {0}")]
     Canceled(String),
@@ -75,8 +80,9 @@ pub enum PromqlError {
     /// Evaluation failed the way Prometheus' would (vector matching errors, duplicate series…).
     #[error("{0}")]
     Execution(String),
-    /// More samples than the configured limit would be loaded.
-    #[error("query processing would load too many samples into memory in query execution: {loaded} samples exceed the limit of {limit} (query {query:?})")]
+    /// More samples than the configured limit would be loaded (at least
+    /// `loaded`: a store stops counting once over the limit).
+    #[error("query processing would load too many samples into memory in query execution: {loaded} or more samples exceed the limit of {limit}; narrow the selection or the time range, or raise the samples limit (query {query:?})")]
     TooManySamples {
         query: String,
         loaded: usize,
@@ -137,6 +143,11 @@ impl From<QuerierError> for PromqlError {
         match e {
             QuerierError::Storage(m) => PromqlError::Storage(m),
             QuerierError::LimitExceeded(m) => PromqlError::Execution(m),
+            QuerierError::TooManySamples { limit } => PromqlError::TooManySamples {
+                query: String::new(),
+                loaded: limit.saturating_add(1),
+                limit,
+            },
             QuerierError::Canceled(m) => PromqlError::Canceled(m),
         }
     }

@@ -856,3 +856,110 @@ fn rollup_policy_picks_the_resolution() {
         assert!(e.to_string().contains("max_source_resolution"), "{e}");
     }
 }
+
+/// A querier that, like the stores, stops once a selection holds more
+/// samples than the engine's limit.
+struct Limited(MemoryQuerier);
+
+#[async_trait]
+impl Querier for Limited {
+    async fn select(
+        &self,
+        m: &[Matcher],
+        r: TimeRange,
+        h: &SelectHints,
+    ) -> Result<Vec<TimeSeries>, QuerierError> {
+        let out = self.0.select(m, r, h).await?;
+        if out.iter().map(|s| s.samples.len()).sum::<usize>() > h.max_samples {
+            return Err(QuerierError::TooManySamples {
+                limit: h.max_samples,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// A range query over the samples limit is evaluated in time slices, and
+/// its answer is the one-pass answer, point for point: windows, lookback,
+/// offsets, `@ start()`/`@ end()`, subqueries and per-step aggregations all
+/// depend on the step alone.
+#[test]
+fn range_queries_over_the_samples_limit_are_sliced_with_the_same_answer() {
+    let hours = 6;
+    let mut all = Vec::new();
+    for i in 0..20 {
+        let g = if i % 2 == 0 { "even" } else { "odd" };
+        let name = format!("s{i}");
+        // A counter with a reset in the middle, and a gap of 20 minutes.
+        let pts: Vec<(i64, f64)> = regular(0, hours * 60 * M, 15_000, |t| {
+            let base = if t < 3 * 60 * M { t } else { t - 3 * 60 * M };
+            (base / 1000) as f64 * (i + 1) as f64
+        })
+        .into_iter()
+        .filter(|(t, _)| !(100 * M..120 * M).contains(t))
+        .collect();
+        all.push(series(&[("__name__", "m"), ("g", g), ("i", &name)], &pts));
+    }
+    let total: usize = all.iter().map(|s| s.samples.len()).sum();
+    let q = MemoryQuerier::new(all);
+    let limited = Limited(q.clone());
+    let queries = [
+        "m",
+        "sum by (g) (rate(m[5m]))",
+        "increase(m[1h])",
+        "count_over_time(m[30m])",
+        "m offset 10m",
+        "m @ start()",
+        "rate(m[5m] @ end())",
+        "max_over_time(rate(m[5m])[30m:1m])",
+        "topk(3, m)",
+        "sum(m) / count(m)",
+        "time()",
+        "scalar(sum(m))",
+    ];
+    let unlimited = Engine::new(EngineOptions {
+        max_samples: usize::MAX,
+        ..Default::default()
+    });
+    let small = Engine::new(EngineOptions {
+        max_samples: 8_000,
+        ..Default::default()
+    });
+    assert!(total > 3 * 8_000, "the data must need slicing: {total}");
+    let (s, e, step) = (30 * M, hours * 60 * M, 60_000);
+    for query in queries {
+        let want = rt()
+            .block_on(unlimited.query_range(&q, query, s, e, step, None))
+            .unwrap();
+        for querier in [&q as &dyn Querier, &limited] {
+            let got = rt()
+                .block_on(small.query_range(querier, query, s, e, step, None))
+                .unwrap_or_else(|e| panic!("{query}: {e}"));
+            assert_eq!(format!("{got:?}"), format!("{want:?}"), "{query}");
+        }
+    }
+    // One step that alone is over the limit still fails, clearly.
+    let tiny = Engine::new(EngineOptions {
+        max_samples: 1_000,
+        ..Default::default()
+    });
+    for querier in [&q as &dyn Querier, &limited] {
+        let err = rt()
+            .block_on(tiny.query_range(querier, "count_over_time(m[1h])", s, e, step, None))
+            .unwrap_err();
+        assert!(
+            matches!(err, PromqlError::TooManySamples { limit: 1_000, .. }),
+            "{err}"
+        );
+        assert_eq!(err.error_type(), ErrorType::Execution);
+    }
+    // The points returned, all slices together, are bounded too.
+    let out_limit = Engine::new(EngineOptions {
+        max_samples: 5_000,
+        ..Default::default()
+    });
+    let err = rt()
+        .block_on(out_limit.query_range(&q, "m", s, e, 15_000, None))
+        .unwrap_err();
+    assert!(matches!(err, PromqlError::TooManySamples { .. }), "{err}");
+}

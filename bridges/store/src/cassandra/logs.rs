@@ -728,7 +728,9 @@ impl CassandraLogStore {
                         continue;
                     }
                     let started = super::session::delete_started_us();
-                    m.blocks_merged += self.merge_hour(cluster, &ns, hour, sl, now).await?;
+                    m.blocks_merged += self
+                        .merge_hour(cluster, &ns, hour, sl, now, started)
+                        .await?;
                     self.db
                         .write(DONE, (started, cluster.as_str(), d, hour, ns.as_str(), sl))
                         .await?;
@@ -749,9 +751,12 @@ impl CassandraLogStore {
     /// at the newest write time among them: a busy stream's thousands of
     /// blocks an hour would otherwise leave as many row tombstones for
     /// every later read of the partition to step over (Cassandra warns at
-    /// 1,000 and fails a read at 100,000). A block written later (late
-    /// records, after the read) survives and is merged next time; one that
-    /// a merged block already holds (a retry) is skipped by readers.
+    /// 1,000 and fails a read at 100,000). The tombstone is no later than
+    /// `started` ([`super::session::delete_started_us`], which allows for
+    /// other writers' clock skew): a block written after the read survives
+    /// to be merged next time. A read block newer than that survives too;
+    /// the merged block lists it, so readers skip it until its TTL.
+    #[allow(clippy::too_many_arguments)]
     async fn merge_hour(
         &self,
         cluster: &str,
@@ -759,6 +764,7 @@ impl CassandraLogStore {
         hour: i64,
         sl: i32,
         now: i64,
+        started: i64,
     ) -> Result<u64> {
         const Q: &str = "SELECT stream, block_id, first_seq, data, merged_from, WRITETIME(data) FROM log_blocks WHERE cluster = ? AND namespace = ? AND hour = ? AND slot = ?";
         const MERGED_W: &str = "INSERT INTO log_blocks (cluster, namespace, hour, slot, stream, block_id, first_seq, min_ns, max_ns, lines, raw_bytes, levels, data, merged_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?";
@@ -846,12 +852,14 @@ impl CassandraLogStore {
                 )
                 .await?;
             // Every block but the merged one (`MERGED` is the largest id),
-            // up to the newest write time read: nothing written since.
+            // up to the newest write time read and never later than the
+            // skew allowance before the pass: nothing written since.
             let Some(newest) = blocks.iter().filter_map(|b| b.5).max() else {
                 continue;
             };
+            let at = tombstone_time(newest, started);
             self.db
-                .write(DEL, (newest, cluster, ns, hour, sl, stream, MERGED))
+                .write(DEL, (at, cluster, ns, hour, sl, stream, MERGED))
                 .await?;
             merged += ids.len() as u64;
         }
@@ -922,6 +930,13 @@ impl CassandraLogStore {
             .fetch_max(first_kept, Ordering::Relaxed);
         Ok(expired)
     }
+}
+
+/// The write time of a merge's range tombstone: the newest block read, but
+/// no later than the pass's delete time `started`
+/// ([`super::session::delete_started_us`]).
+fn tombstone_time(newest_read: i64, started: i64) -> i64 {
+    newest_read.min(started)
 }
 
 /// A block as merging reads it: (stream, block_id, first_seq, data,
@@ -995,6 +1010,28 @@ mod tests {
         assert_ne!(block_id(0, 0, 0), MERGED);
         // Merging deletes `block_id < MERGED`: every block but the merged one.
         const { assert!(MERGED == i64::MAX) };
+    }
+
+    #[test]
+    fn a_merge_tombstone_spares_blocks_written_within_the_skew_allowance() {
+        use super::super::session::{delete_started_us, WRITER_CLOCK_SKEW_US};
+        let now = 1_800_000_000_000_000;
+        let started = now - WRITER_CLOCK_SKEW_US;
+        // Everything read was written long before: the newest read bounds it.
+        assert_eq!(
+            tombstone_time(now - 3_600_000_000, started),
+            now - 3_600_000_000
+        );
+        // A block read a second before the pass: the tombstone stays a
+        // minute back, so a writer a minute slow is not shadowed.
+        assert_eq!(tombstone_time(now - 1_000_000, started), started);
+        // The pass's delete time is the skew allowance behind the clock.
+        let started = delete_started_us();
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or_default();
+        assert!(started <= wall - WRITER_CLOCK_SKEW_US);
     }
 
     #[test]

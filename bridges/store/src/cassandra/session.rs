@@ -260,16 +260,22 @@ impl Db {
     }
 }
 
-/// A write time for a delete that must shadow what was written before it
-/// and nothing written after: this process's clock in µs (the clock of
-/// its write times, see [`Db::connect`]), minus one, so a write started in
-/// the same microsecond is not tied with the delete (a tie goes to the
-/// tombstone).
+/// How far behind this process's clock another writer's may be. NTP keeps
+/// pods within milliseconds; a minute is a wide margin.
+pub const WRITER_CLOCK_SKEW_US: i64 = 60_000_000;
+
+/// The write time for a maintenance delete that must shadow rows read
+/// before it and nothing written after, by any process: this process's
+/// clock in µs (the clock of its write times, see [`Db::connect`]) less
+/// [`WRITER_CLOCK_SKEW_US`]. A row another writer stored during the pass,
+/// with a clock up to that much behind, is newer than the tombstone and
+/// survives to the next pass; a row read less than that before the pass
+/// survives too, and is merged again (merges are idempotent).
 pub fn delete_started_us() -> i64 {
     let us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-    us - 1
+    us.saturating_sub(WRITER_CLOCK_SKEW_US)
 }
 
 /// The rows of an unpaged result.
