@@ -1,8 +1,7 @@
 //! The public engine: parse, plan the selections, fetch them through a
 //! [`Querier`], evaluate, shape the result.
 
-use crate::error::PromqlError;
-use crate::error::QuerierError;
+use crate::error::{PromqlError, QuerierError};
 use crate::eval::{at_ms, offset_ms, selector_key, subquery_grid, Evaluator, Grid, Result, Val};
 use crate::querier::{Querier, SelectHints};
 use crate::result::{InstantSample, QueryResult, RangeSeries};
@@ -265,14 +264,13 @@ impl Engine {
             }
         }
         let g = Grid::new(start_ms, end_ms, step_ms);
-        let deadline = self.deadline(timeout);
         let ctx = RunCtx {
             querier,
             query,
             expr: &expr,
             query_start: start_ms,
             query_end: end_ms,
-            deadline,
+            deadline: self.deadline(timeout),
         };
         let mut out = match self.range_slice(&ctx, g).await {
             Err(PromqlError::TooManySamples { .. }) if g.n >= 2 => {

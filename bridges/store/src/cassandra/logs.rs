@@ -727,7 +727,7 @@ impl CassandraLogStore {
                     if (hour + 1) * HOUR_NS + MERGE_GRACE_NS > now_ns {
                         continue;
                     }
-                    let started = super::session::delete_started_us();
+                    let started = super::session::maintenance_delete_time_us();
                     m.blocks_merged += self
                         .merge_hour(cluster, &ns, hour, sl, now, started)
                         .await?;
@@ -752,7 +752,7 @@ impl CassandraLogStore {
     /// blocks an hour would otherwise leave as many row tombstones for
     /// every later read of the partition to step over (Cassandra warns at
     /// 1,000 and fails a read at 100,000). The tombstone is no later than
-    /// `started` ([`super::session::delete_started_us`], which allows for
+    /// `started` ([`super::session::maintenance_delete_time_us`], which allows for
     /// other writers' clock skew): a block written after the read survives
     /// to be merged next time. A read block newer than that survives too;
     /// the merged block lists it, so readers skip it until its TTL.
@@ -934,7 +934,7 @@ impl CassandraLogStore {
 
 /// The write time of a merge's range tombstone: the newest block read, but
 /// no later than the pass's delete time `started`
-/// ([`super::session::delete_started_us`]).
+/// ([`super::session::maintenance_delete_time_us`]).
 fn tombstone_time(newest_read: i64, started: i64) -> i64 {
     newest_read.min(started)
 }
@@ -1014,7 +1014,7 @@ mod tests {
 
     #[test]
     fn a_merge_tombstone_spares_blocks_written_within_the_skew_allowance() {
-        use super::super::session::{delete_started_us, WRITER_CLOCK_SKEW_US};
+        use super::super::session::{maintenance_delete_time_us, WRITER_CLOCK_SKEW_US};
         let now = 1_800_000_000_000_000;
         let started = now - WRITER_CLOCK_SKEW_US;
         // Everything read was written long before: the newest read bounds it.
@@ -1026,7 +1026,7 @@ mod tests {
         // minute back, so a writer a minute slow is not shadowed.
         assert_eq!(tombstone_time(now - 1_000_000, started), started);
         // The pass's delete time is the skew allowance behind the clock.
-        let started = delete_started_us();
+        let started = maintenance_delete_time_us();
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as i64)

@@ -1186,7 +1186,7 @@ impl Metrics {
                     if w + self.window_ms() + self.grace_ms() + COMPACT_MARGIN_MS > now {
                         continue;
                     }
-                    let started = super::session::delete_started_us();
+                    let started = super::session::maintenance_delete_time_us();
                     let (chunks, samples) = if fp == HEAD {
                         self.compact_head(cluster, w, sh, now).await?
                     } else {

@@ -271,7 +271,7 @@ pub const WRITER_CLOCK_SKEW_US: i64 = 60_000_000;
 /// with a clock up to that much behind, is newer than the tombstone and
 /// survives to the next pass; a row read less than that before the pass
 /// survives too, and is merged again (merges are idempotent).
-pub fn delete_started_us() -> i64 {
+pub fn maintenance_delete_time_us() -> i64 {
     let us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
