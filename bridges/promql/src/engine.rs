@@ -9,9 +9,9 @@ use kube_insight_core::rollup::{Resolution, RollupField, ROLLUP_STEP_MS};
 use kube_insight_core::{MatchOp, Matcher, TimeRange, TimeSeries, METRIC_NAME};
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::token::{
-    T_ADD, T_AVG, T_BOTTOMK, T_COUNT, T_DIV, T_EQLC, T_GROUP, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS,
-    T_LTE, T_LUNLESS, T_MAX, T_MIN, T_MOD, T_MUL, T_NEQ, T_POW, T_QUANTILE, T_STDDEV, T_STDVAR,
-    T_SUB, T_SUM, T_TOPK,
+    T_ADD, T_ATAN2, T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_DIV, T_EQLC, T_GROUP, T_GTE,
+    T_GTR, T_LAND, T_LIMITK, T_LIMIT_RATIO, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MAX, T_MIN, T_MOD,
+    T_MUL, T_NEQ, T_POW, T_QUANTILE, T_STDDEV, T_STDVAR, T_SUB, T_SUM, T_TOPK,
 };
 use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{Expr, VectorSelector};
@@ -389,7 +389,7 @@ impl Engine {
                     timeout_ms,
                 },
         } = *ctx;
-        validate(expr, query)?;
+        validate(expr, query, self.opts.compat)?;
         let mut planned = Vec::new();
         plan(
             expr,
@@ -540,61 +540,145 @@ fn documented_type(t: ValueType) -> &'static str {
     }
 }
 
+/// Teaches the parser Prometheus 2's `holt_winters` (promql-parser knows
+/// only its 3.x name, `double_exponential_smoothing`).
+fn register_functions() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use promql_parser::parser::function::{register_extra_functions, Function};
+        // Only fails on a clash with a built-in name, which holt_winters is not.
+        let _ = register_extra_functions(vec![Function::new(
+            "holt_winters",
+            vec![ValueType::Matrix, ValueType::Scalar, ValueType::Scalar],
+            0,
+            ValueType::Vector,
+            false,
+        )]);
+    });
+}
+
 /// Parses a query, mapping the parser's error to `bad_data`.
 pub fn parse(query: &str) -> Result<Expr> {
+    register_functions();
     promql_parser::parser::parse(query).map_err(|reason| PromqlError::Parse {
         query: query.to_string(),
         reason: reason.trim_end_matches('.').to_string(),
     })
 }
 
-const RANGE_FUNCS: &[&str] = &[
-    "rate",
-    "irate",
-    "increase",
-    "delta",
-    "idelta",
+/// The functions of Prometheus 2.42 (promql/parser/functions.go): the
+/// `Compat::Prometheus2` set. Every one is evaluated; the native-histogram
+/// ones (`histogram_count`, `histogram_sum`, `histogram_fraction`) skip
+/// float samples, so over kube-insight's store they answer nothing, as
+/// Prometheus does over float series.
+pub const FUNCTIONS_PROMETHEUS2: &[&str] = &[
+    "abs",
+    "absent",
+    "absent_over_time",
+    "acos",
+    "acosh",
+    "asin",
+    "asinh",
+    "atan",
+    "atanh",
     "avg_over_time",
+    "ceil",
+    "changes",
+    "clamp",
+    "clamp_max",
+    "clamp_min",
+    "cos",
+    "cosh",
+    "count_over_time",
+    "days_in_month",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "deg",
+    "delta",
+    "deriv",
+    "exp",
+    "floor",
+    "histogram_count",
+    "histogram_fraction",
+    "histogram_quantile",
+    "histogram_sum",
+    "holt_winters",
+    "hour",
+    "idelta",
+    "increase",
+    "irate",
+    "label_join",
+    "label_replace",
+    "last_over_time",
+    "ln",
+    "log10",
+    "log2",
     "max_over_time",
     "min_over_time",
-    "sum_over_time",
-    "count_over_time",
-    "last_over_time",
+    "minute",
+    "month",
+    "pi",
+    "predict_linear",
+    "present_over_time",
+    "quantile_over_time",
+    "rad",
+    "rate",
+    "resets",
+    "round",
+    "scalar",
+    "sgn",
+    "sin",
+    "sinh",
+    "sort",
+    "sort_desc",
+    "sqrt",
     "stddev_over_time",
     "stdvar_over_time",
-    "quantile_over_time",
-    "changes",
-    "resets",
+    "sum_over_time",
+    "tan",
+    "tanh",
+    "time",
+    "timestamp",
+    "vector",
+    "year",
 ];
 
-const INSTANT_FUNCS: &[&str] = &[
-    "abs",
-    "ceil",
-    "floor",
-    "round",
-    "sqrt",
-    "exp",
-    "ln",
-    "log2",
-    "log10",
-    "sgn",
-    "clamp",
-    "clamp_min",
-    "clamp_max",
-    "time",
-    "vector",
-    "scalar",
-    "label_replace",
-    "label_join",
-    "histogram_quantile",
+/// What Prometheus 3.x changed in the function set (`Compat::Prometheus3`):
+/// `holt_winters` became `double_exponential_smoothing`, and these were
+/// added (some behind `--enable-feature=promql-experimental-functions`).
+const FUNCTIONS_PROMETHEUS3_ADDED: &[&str] = &[
+    "double_exponential_smoothing",
+    "mad_over_time",
+    "sort_by_label",
+    "sort_by_label_desc",
+    "histogram_avg",
+    "histogram_stddev",
+    "histogram_stdvar",
 ];
+
+/// Whether `name` is a function of the Prometheus release `compat` reproduces.
+pub fn function_exists(name: &str, compat: Compat) -> bool {
+    match compat {
+        Compat::Prometheus2 => FUNCTIONS_PROMETHEUS2.contains(&name),
+        Compat::Prometheus3 => {
+            (name != "holt_winters" && FUNCTIONS_PROMETHEUS2.contains(&name))
+                || FUNCTIONS_PROMETHEUS3_ADDED.contains(&name)
+        }
+    }
+}
 
 /// Rejects, before any data is read, every construct the evaluator does not implement.
-fn validate(e: &Expr, query: &str) -> Result<()> {
+fn validate(e: &Expr, query: &str, compat: Compat) -> Result<()> {
     let unsupported = |what: String| PromqlError::Unsupported {
         query: query.to_string(),
         what,
     };
+    let unknown = |reason: String| PromqlError::Parse {
+        query: query.to_string(),
+        reason,
+    };
+    let validate = |e: &Expr, query: &str| validate(e, query, compat);
     match e {
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Ok(()),
         Expr::Paren(p) => validate(&p.expr, query),
@@ -605,7 +689,14 @@ fn validate(e: &Expr, query: &str) -> Result<()> {
         Expr::Aggregate(a) => {
             match a.op.id() {
                 T_SUM | T_AVG | T_COUNT | T_MIN | T_MAX | T_GROUP | T_STDDEV | T_STDVAR
-                | T_TOPK | T_BOTTOMK | T_QUANTILE => {}
+                | T_TOPK | T_BOTTOMK | T_QUANTILE | T_COUNT_VALUES => {}
+                T_LIMITK | T_LIMIT_RATIO if compat == Compat::Prometheus3 => {}
+                T_LIMITK | T_LIMIT_RATIO => {
+                    return Err(unknown(format!(
+                        "{} is an aggregation of Prometheus 3, not of the Prometheus 2 this engine reproduces",
+                        a.op
+                    )))
+                }
                 _ => return Err(unsupported(format!("aggregation {}", a.op))),
             }
             if let Some(p) = &a.param {
@@ -615,8 +706,8 @@ fn validate(e: &Expr, query: &str) -> Result<()> {
         }
         Expr::Binary(b) => {
             match b.op.id() {
-                T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW | T_EQLC | T_NEQ | T_GTR | T_LSS
-                | T_GTE | T_LTE | T_LAND | T_LOR | T_LUNLESS => {}
+                T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW | T_ATAN2 | T_EQLC | T_NEQ
+                | T_GTR | T_LSS | T_GTE | T_LTE | T_LAND | T_LOR | T_LUNLESS => {}
                 _ => return Err(unsupported(format!("binary operator {}", b.op))),
             }
             if let Some(m) = &b.modifier {
@@ -629,8 +720,16 @@ fn validate(e: &Expr, query: &str) -> Result<()> {
         }
         Expr::Call(c) => {
             let name = c.func.name;
-            if !RANGE_FUNCS.contains(&name) && !INSTANT_FUNCS.contains(&name) {
-                return Err(unsupported(format!("function {name}()")));
+            if !function_exists(name, compat) {
+                let other = match compat {
+                    Compat::Prometheus2 => Compat::Prometheus3,
+                    Compat::Prometheus3 => Compat::Prometheus2,
+                };
+                if compat == Compat::Prometheus3 && !function_exists(name, other) {
+                    // Newer experimental functions the parser knows.
+                    return Err(unsupported(format!("function {name}()")));
+                }
+                return Err(unknown(format!("unknown function with name {name:?}")));
             }
             for a in &c.args.args {
                 validate(a, query)?;

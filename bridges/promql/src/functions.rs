@@ -3,7 +3,7 @@
 
 use kube_insight_core::Sample;
 use promql_parser::parser::token::{
-    T_ADD, T_DIV, T_EQLC, T_GTE, T_GTR, T_LSS, T_LTE, T_MOD, T_MUL, T_NEQ, T_POW, T_SUB,
+    T_ADD, T_ATAN2, T_DIV, T_EQLC, T_GTE, T_GTR, T_LSS, T_LTE, T_MOD, T_MUL, T_NEQ, T_POW, T_SUB,
 };
 
 /// Prometheus' extrapolatedRate for `rate`, `increase` and `delta`.
@@ -402,6 +402,7 @@ pub(crate) fn elem_binop(op: u16, l: f64, r: f64) -> (f64, bool) {
         T_MUL => (l * r, true),
         T_DIV => (l / r, true),
         T_POW => (l.powf(r), true),
+        T_ATAN2 => (l.atan2(r), true),
         T_MOD => (l % r, true),
         T_EQLC => (l, l == r),
         T_NEQ => (l, l != r),
@@ -471,6 +472,232 @@ pub(crate) fn topk_push(h: &mut Vec<(f64, usize)>, item: (f64, usize), k: usize,
             j = i;
         }
     }
+}
+
+/// Prometheus' linearRegression: (slope per second, intercept at
+/// `intercept_ms`), Kahan-compensated sums; a constant series has slope 0
+/// (NaN when the constant is infinite).
+pub(crate) fn linear_regression(w: &[Sample], intercept_ms: i64) -> (f64, f64) {
+    let init_y = w[0].value;
+    let mut const_y = true;
+    let (mut n, mut sum_x, mut c_x, mut sum_y, mut c_y) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
+    let (mut sum_xy, mut c_xy, mut sum_x2, mut c_x2) = (0.0f64, 0.0, 0.0, 0.0);
+    for (i, s) in w.iter().enumerate() {
+        if const_y && i > 0 && s.value != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = (s.timestamp_ms - intercept_ms) as f64 / 1e3;
+        (sum_x, c_x) = kahan_inc(x, sum_x, c_x);
+        (sum_y, c_y) = kahan_inc(s.value, sum_y, c_y);
+        (sum_xy, c_xy) = kahan_inc(x * s.value, sum_xy, c_xy);
+        (sum_x2, c_x2) = kahan_inc(x * x, sum_x2, c_x2);
+    }
+    if const_y {
+        if init_y.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init_y);
+    }
+    let (sum_x, sum_y, sum_xy, sum_x2) = (sum_x + c_x, sum_y + c_y, sum_xy + c_xy, sum_x2 + c_x2);
+    let cov_xy = sum_xy - sum_x * sum_y / n;
+    let var_x = sum_x2 - sum_x * sum_x / n;
+    let slope = cov_xy / var_x;
+    (slope, sum_y / n - slope * sum_x / n)
+}
+
+/// `holt_winters` (2.x) and `double_exponential_smoothing` (3.x): the
+/// smoothed value after the last sample; `None` below two samples. The
+/// factors are checked by the caller.
+pub(crate) fn holt_winters(w: &[Sample], sf: f64, tf: f64) -> Option<f64> {
+    if w.len() < 2 {
+        return None;
+    }
+    let (mut s0, mut s1) = (0.0f64, w[0].value);
+    let mut b = w[1].value - w[0].value;
+    for (i, smp) in w.iter().enumerate().skip(1) {
+        let x = sf * smp.value;
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let y = (1.0 - sf) * (s1 + b);
+        (s0, s1) = (s1, x + y);
+    }
+    Some(s1)
+}
+
+/// `mad_over_time`: the median of the absolute deviations from the median.
+pub(crate) fn mad(w: &[Sample], buf: &mut Vec<f64>) -> f64 {
+    buf.clear();
+    buf.extend(w.iter().map(|s| s.value));
+    let median = quantile(0.5, buf);
+    buf.clear();
+    buf.extend(w.iter().map(|s| (s.value - median).abs()));
+    quantile(0.5, buf)
+}
+
+/// Go's `int64(x)` on amd64: truncation toward zero, and the "integer
+/// indefinite" value (the minimum) for NaN and out-of-range values.
+pub(crate) fn go_int64(x: f64) -> i64 {
+    // 2^63 = 9223372036854775808.
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if !(-TWO_63..TWO_63).contains(&x) {
+        i64::MIN
+    } else {
+        x as i64
+    }
+}
+
+/// The calendar fields of a Unix time in UTC, computed as Go's time
+/// package does (including its wrap-around far outside ±292 billion years,
+/// which is what `year(vector(NaN))` shows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GoDate {
+    pub year: i64,
+    /// 1..=12
+    pub month: i64,
+    /// 1..=31
+    pub day: i64,
+    /// 1..=366
+    pub yday: i64,
+    /// 0 = Sunday
+    pub weekday: i64,
+    pub hour: i64,
+    pub minute: i64,
+}
+
+pub(crate) fn go_date(unix_sec: i64) -> GoDate {
+    const SECS_PER_DAY: u64 = 86_400;
+    const DAYS_PER_400Y: u64 = 365 * 400 + 97;
+    const DAYS_PER_100Y: u64 = 365 * 100 + 24;
+    const DAYS_PER_4Y: u64 = 365 * 4 + 1;
+    const ABSOLUTE_ZERO_YEAR: i64 = -292_277_022_399;
+    // unixToInternal + internalToAbsolute of Go's time package.
+    const UNIX_TO_ABSOLUTE: i64 = 62_135_596_800 + 9_223_371_966_579_724_800;
+    const DAYS_BEFORE: [i64; 13] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334, 365];
+    let abs = unix_sec.wrapping_add(UNIX_TO_ABSOLUTE) as u64;
+    let mut d = abs / SECS_PER_DAY;
+    let mut n = d / DAYS_PER_400Y;
+    let mut y = 400 * n;
+    d -= DAYS_PER_400Y * n;
+    n = d / DAYS_PER_100Y;
+    n -= n >> 2;
+    y += 100 * n;
+    d -= DAYS_PER_100Y * n;
+    n = d / DAYS_PER_4Y;
+    y += 4 * n;
+    d -= DAYS_PER_4Y * n;
+    n = d / 365;
+    n -= n >> 2;
+    y += n;
+    d -= 365 * n;
+    let year = (y as i64).wrapping_add(ABSOLUTE_ZERO_YEAR);
+    let yday = d as i64;
+    let mut day = yday;
+    let (month, day) = 'm: {
+        if is_leap(year) {
+            if day == 31 + 29 - 1 {
+                break 'm (2, 29);
+            }
+            if day > 31 + 29 - 1 {
+                day -= 1;
+            }
+        }
+        let mut month = day / 31;
+        let end = DAYS_BEFORE[(month + 1) as usize];
+        let begin = if day >= end {
+            month += 1;
+            end
+        } else {
+            DAYS_BEFORE[month as usize]
+        };
+        (month + 1, day - begin + 1)
+    };
+    let weekday = ((abs.wrapping_add(SECS_PER_DAY)) % (7 * SECS_PER_DAY) / SECS_PER_DAY) as i64;
+    GoDate {
+        year,
+        month,
+        day,
+        yday: yday + 1,
+        weekday,
+        hour: ((abs % SECS_PER_DAY) / 3600) as i64,
+        minute: ((abs % 3600) / 60) as i64,
+    }
+}
+
+fn is_leap(year: i64) -> bool {
+    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+}
+
+/// Days in the month of a date (Prometheus: `32 - Date(y, m, 32).Day()`).
+pub(crate) fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`: `count_values`' label value.
+pub(crate) fn format_float_f(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Where a series falls in the hash space, in [0, 1]: Prometheus 3's
+/// `limit_ratio` sampler (xxhash64 of `name 0xff value 0xff …`).
+pub(crate) fn sample_offset(l: &kube_insight_core::Labels) -> f64 {
+    let mut b = Vec::with_capacity(256);
+    for x in l.iter() {
+        b.extend_from_slice(x.name.as_bytes());
+        b.push(0xff);
+        b.extend_from_slice(x.value.as_bytes());
+        b.push(0xff);
+    }
+    xxhash_rust::xxh64::xxh64(&b, 0) as f64 / u64::MAX as f64
+}
+
+/// Natural order of two strings (runs of digits compare as numbers), as
+/// the `natsort` package used by Prometheus 3's `sort_by_label`.
+pub(crate) fn natural_less(a: &str, b: &str) -> bool {
+    let (ab, bb) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < ab.len() && j < bb.len() {
+        let (ca, cb) = (ab[i], bb[j]);
+        if ca.is_ascii_digit() && cb.is_ascii_digit() {
+            let si = i;
+            while i < ab.len() && ab[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < bb.len() && bb[j].is_ascii_digit() {
+                j += 1;
+            }
+            let na = a[si..i].trim_start_matches('0');
+            let nb = b[sj..j].trim_start_matches('0');
+            if na.len() != nb.len() {
+                return na.len() < nb.len();
+            }
+            if na != nb {
+                return na < nb;
+            }
+            continue;
+        }
+        if ca != cb {
+            return ca < cb;
+        }
+        i += 1;
+        j += 1;
+    }
+    ab.len() - i < bb.len() - j
 }
 
 #[cfg(test)]
@@ -609,5 +836,43 @@ mod tests {
         assert_eq!(quantile(1.0, &mut v), 4.0);
         assert_eq!(quantile(1.5, &mut v), f64::INFINITY);
         assert!(quantile(0.5, &mut []).is_nan());
+    }
+
+    #[test]
+    fn go_dates() {
+        // 2023-11-14T22:13:20Z, a Tuesday.
+        let d = go_date(1_700_000_000);
+        assert_eq!(
+            (d.year, d.month, d.day, d.yday, d.weekday, d.hour, d.minute),
+            (2023, 11, 14, 318, 2, 22, 13)
+        );
+        let d = go_date(951_782_400); // 2000-02-29
+        assert_eq!((d.year, d.month, d.day, d.yday), (2000, 2, 29, 60));
+        let d = go_date(-1); // 1969-12-31T23:59:59Z, a Wednesday.
+        assert_eq!(
+            (d.year, d.month, d.day, d.weekday, d.hour),
+            (1969, 12, 31, 3, 23)
+        );
+        // What Prometheus 2.42 answers for year(vector(NaN)).
+        assert_eq!(go_date(go_int64(f64::NAN)).year, 292_277_026_596);
+        assert_eq!(go_date(go_int64(f64::NAN)).month, 12);
+        assert_eq!(days_in_month(2024, 2), 29);
+        assert_eq!(days_in_month(1900, 2), 28);
+        assert_eq!(go_int64(-0.5), 0);
+    }
+
+    #[test]
+    fn regression_and_smoothing() {
+        let w = [s(0, 1.0), s(10_000, 3.0), s(20_000, 5.0)];
+        let (slope, icpt) = linear_regression(&w, 20_000);
+        assert!((slope - 0.2).abs() < 1e-12 && (icpt - 5.0).abs() < 1e-12);
+        assert_eq!(linear_regression(&w[..1], 0), (0.0, 1.0));
+        assert_eq!(holt_winters(&w[..1], 0.5, 0.5), None);
+        // Linear data is followed exactly.
+        assert_eq!(holt_winters(&w, 0.5, 0.5), Some(5.0));
+        let mut buf = Vec::new();
+        assert_eq!(mad(&[s(0, 1.0), s(1, 2.0), s(2, 4.0)], &mut buf), 1.0);
+        assert_eq!(format_float_f(1e21), "1000000000000000000000");
+        assert!(natural_less("a2", "a10") && !natural_less("a10", "a2") && natural_less("a", "ab"));
     }
 }

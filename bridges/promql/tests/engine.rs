@@ -497,18 +497,34 @@ fn functions_on_instant_vectors() {
 }
 
 #[test]
-fn unsupported_constructs_are_bad_data() {
+fn constructs_of_other_releases_are_bad_data() {
     let q = MemoryQuerier::default();
+    // Prometheus 2.42 (the default mode) does not know these 3.x names.
     for (query, what) in [
-        ("predict_linear(x[5m], 60)", "predict_linear"),
-        ("count_values(\"v\", x)", "count_values"),
-        ("x atan2 y", "atan2"),
-        ("sort(x)", "sort"),
+        ("mad_over_time(x[5m])", "mad_over_time"),
+        (
+            "double_exponential_smoothing(x[5m], 0.5, 0.5)",
+            "double_exponential_smoothing",
+        ),
+        ("limitk(1, x)", "limitk"),
+        ("limit_ratio(0.5, x)", "limit_ratio"),
+        ("sort_by_label(x, \"a\")", "sort_by_label"),
+        ("x{a=\"b\" or c=\"d\"}", "\"or\""),
     ] {
         let e = err(&q, query, 0);
         assert_eq!(e.error_type(), ErrorType::BadData, "{query}");
         assert!(e.to_string().contains(what), "{query}: {e}");
     }
+    // Prometheus 3 dropped holt_winters.
+    let v3 = Engine::new(EngineOptions {
+        compat: Compat::Prometheus3,
+        ..Default::default()
+    });
+    let e = rt()
+        .block_on(v3.query(&q, "holt_winters(x[5m], 0.5, 0.5)", 0, None))
+        .unwrap_err();
+    assert_eq!(e.error_type(), ErrorType::BadData);
+    assert!(e.to_string().contains("holt_winters"), "{e}");
     let e = err(&q, "sum(", 0);
     assert_eq!(e.error_type(), ErrorType::BadData);
     let e = rt()
@@ -962,4 +978,106 @@ fn range_queries_over_the_samples_limit_are_sliced_with_the_same_answer() {
         .block_on(out_limit.query_range(&q, "m", s, e, 15_000, None))
         .unwrap_err();
     assert!(matches!(err, PromqlError::TooManySamples { .. }), "{err}");
+}
+
+/// The functions and aggregations only Prometheus 3 has. Debian's Prometheus
+/// is 2.42, so these are checked against values computed by hand and the
+/// properties of Prometheus' own tests (promqltest/testdata/limit.test).
+#[test]
+fn prometheus3_functions() {
+    let v3 = Engine::new(EngineOptions {
+        compat: Compat::Prometheus3,
+        ..Default::default()
+    });
+    let mut all = Vec::new();
+    for (group, inst, k) in [
+        ("production", "0", 10.0),
+        ("production", "1", 20.0),
+        ("canary", "0", 30.0),
+        ("canary", "1", 40.0),
+        ("canary", "2", 50.0),
+        ("canary", "10", 60.0),
+    ] {
+        all.push(series(
+            &[
+                ("__name__", "http_requests"),
+                ("group", group),
+                ("instance", inst),
+            ],
+            &regular(0, 50 * M, 5 * M, |t| k * (t / (5 * M)) as f64),
+        ));
+    }
+    all.push(series(
+        &[("__name__", "g")],
+        &[(0, 1.0), (M, 2.0), (2 * M, 4.0), (3 * M, 10.0)],
+    ));
+    let q = MemoryQuerier::new(all);
+    let at = 50 * M;
+    let run = |query: &str| -> Vec<InstantSample> {
+        match rt().block_on(v3.query(&q, query, at, None)) {
+            Ok(QueryResult::Vector(v)) => v,
+            other => panic!("{query}: {other:?}"),
+        }
+    };
+    let count = |query: &str| -> f64 { run(query).first().map_or(0.0, |s| s.value) };
+    // limitk: k per group, a subset of the input, in input order.
+    assert_eq!(
+        count("count(limitk by (group) (1, http_requests) and http_requests)"),
+        2.0
+    );
+    assert_eq!(
+        count("count(limitk by (group) (2, http_requests) and http_requests)"),
+        4.0
+    );
+    assert_eq!(count("count(limitk(100, http_requests))"), 6.0);
+    assert!(run("limitk(0, http_requests)").is_empty());
+    assert!(run("limitk(-1, http_requests)").is_empty());
+    // limit_ratio: r and -(1 - r) are complements; ±1 and beyond keep everything.
+    for r in ["0.2", "0.5", "0.8"] {
+        let c = format!("{}", 1.0 - r.parse::<f64>().unwrap());
+        let or =
+            format!("count(limit_ratio({r}, http_requests) or limit_ratio(-{c}, http_requests))");
+        let and =
+            format!("count(limit_ratio({r}, http_requests) and limit_ratio(-{c}, http_requests))");
+        assert_eq!(count(&or), 6.0, "{or}");
+        assert!(run(&and).is_empty(), "{and}");
+    }
+    assert_eq!(count("count(limit_ratio(1.1, http_requests))"), 6.0);
+    assert_eq!(count("count(limit_ratio(-1, http_requests))"), 6.0);
+    assert!(run("limit_ratio(0, http_requests)").is_empty());
+    // mad_over_time of 1, 2, 4, 10: median 3, deviations 2, 1, 1, 7 → 1.5.
+    assert_eq!(one_with(&run("mad_over_time(g[10m] @ 180)")), 1.5);
+    // double_exponential_smoothing is holt_winters renamed.
+    let des = one_with(&run("double_exponential_smoothing(g[10m] @ 180, 0.5, 0.5)"));
+    let hw = one(&q, "holt_winters(g[10m] @ 180, 0.5, 0.5)", at);
+    assert_eq!(des, hw);
+    // sort_by_label: natural order of the label, then the whole label set.
+    let order: Vec<String> = run("sort_by_label(http_requests, \"instance\", \"group\")")
+        .iter()
+        .map(|s| {
+            format!(
+                "{}/{}",
+                s.labels.get("instance").unwrap(),
+                s.labels.get("group").unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "0/canary",
+            "0/production",
+            "1/canary",
+            "1/production",
+            "2/canary",
+            "10/canary"
+        ]
+    );
+    let first = run("sort_by_label_desc(http_requests, \"instance\")");
+    assert_eq!(first[0].labels.get("instance"), Some("10"));
+}
+
+fn one_with(v: &[InstantSample]) -> f64 {
+    assert_eq!(v.len(), 1, "{v:?}");
+    v[0].value
 }

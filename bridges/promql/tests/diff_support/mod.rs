@@ -333,6 +333,37 @@ pub fn judge(p: &Outcome, o: &Outcome) -> Result<(), String> {
     }
 }
 
+/// Fails when two successful vector answers list their series in different orders.
+pub fn same_order(p: &Outcome, o: &Outcome) -> Result<(), String> {
+    let order = |v: &Value| -> Vec<String> {
+        v["result"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        let m: BTreeMap<String, Value> = e["metric"]
+                            .as_object()
+                            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                            .unwrap_or_default();
+                        serde_json::to_string(&m).unwrap_or_default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    match (p, o) {
+        (Outcome::Data(a), Outcome::Data(b)) if a["resultType"] == "vector" => {
+            let (x, y) = (order(a), order(b));
+            if x == y {
+                Ok(())
+            } else {
+                Err(format!("order differs: prometheus {x:?} vs ours {y:?}"))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
 /// One call of the corpus.
 pub enum Call<'a> {
     Instant {
@@ -379,7 +410,9 @@ pub fn run(label: &str, prom_port: u16, mut ours: impl FnMut(&Call) -> (Outcome,
                 query: q,
                 time_ms: t,
             });
-            match judge(&p, &o) {
+            // sort() and sort_desc() order an instant query's result.
+            let ordered = q.starts_with("sort");
+            match judge(&p, &o).and_then(|()| if ordered { same_order(&p, &o) } else { Ok(()) }) {
                 Ok(()) => inst_ok += 1,
                 Err(e) => {
                     q_ok = false;
