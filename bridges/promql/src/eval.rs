@@ -840,8 +840,8 @@ impl<'a> Evaluator<'a> {
                             s.labels.without(&d)
                         };
                         return Err(PromqlError::Execution(format!(
-                            "found duplicate series for the match group {ml} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                            s.labels, other
+                            "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                            go_labels(&ml), go_labels(&s.labels), go_labels(other)
                         )));
                     }
                     side_idx[sg] = i;
@@ -935,6 +935,16 @@ fn check_unique(out: &[Series]) -> Result<()> {
         seen.insert(h, i);
     }
     Ok(())
+}
+
+/// A label set as Go's labels.String() writes it in Prometheus' messages:
+/// `{__name__="up", job="x"}`.
+pub(crate) fn go_labels(l: &Labels) -> String {
+    let parts: Vec<String> = l
+        .iter()
+        .map(|x| format!("{}={:?}", x.name, x.value))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
 }
 
 /// FNV-1a, for hash maps keyed by label bytes on hot paths.

@@ -414,7 +414,8 @@ impl Evaluator<'_> {
 pub(super) fn k_param(kf: f64) -> Result<i64> {
     if !(-9.223_372_036_854_776e18..=9.223_372_036_854_775e18).contains(&kf) {
         return Err(PromqlError::Execution(format!(
-            "scalar value {} overflows int64",
+            // Prometheus' message, capital included.
+            "Scalar value {} overflows int64",
             crate::result::format_value(kf)
         )));
     }

@@ -430,14 +430,15 @@ impl Evaluator<'_> {
         let repl = self.arg_string(args, 2, "label_replace")?;
         let src = self.arg_string(args, 3, "label_replace")?;
         let re_s = self.arg_string(args, 4, "label_replace")?;
-        let re = regex::Regex::new(&format!("^(?:{re_s})$")).map_err(|e| {
+        // Prometheus' messages: the raw argument, no quotes.
+        let re = regex::Regex::new(&format!("^(?:{re_s})$")).map_err(|_| {
             PromqlError::Execution(format!(
-                "invalid regular expression in label_replace(): {re_s:?}: {e}"
+                "invalid regular expression in label_replace(): {re_s}"
             ))
         })?;
         if !kube_insight_core::labels::is_valid_label_name(&dst) {
             return Err(PromqlError::Execution(format!(
-                "invalid destination label name in label_replace(): {dst:?}"
+                "invalid destination label name in label_replace(): {dst}"
             )));
         }
         let mut b = Builder::default();
@@ -464,7 +465,7 @@ impl Evaluator<'_> {
         }
         if !kube_insight_core::labels::is_valid_label_name(&dst) {
             return Err(PromqlError::Execution(format!(
-                "invalid destination label name in label_join(): {dst:?}"
+                "invalid destination label name in label_join(): {dst}"
             )));
         }
         for s in &srcs {

@@ -188,5 +188,88 @@ for x in ["1", "2"]:
 series("synthetic_labels", {"path": "/api/v1/query", "src": "a-b-c", "team": "core"}, [(t, 1) for t in grid(30)])
 series("synthetic_labels", {"path": "/metrics", "src": "x", "team": "infra"}, [(t, 2) for t in grid(30)])
 
+# --- kubernetes: cAdvisor and kube-state-metrics series for mixin.txt -------
+KSM = {"instance": "10.0.0.9:8080", "job": "kube-state-metrics"}
+nodes = ["node-a", "node-b"]
+pods = [
+    # namespace, pod, node, owner replicaset (or None), phase, containers
+    ("shop", "web-7d9f-abcde", "node-a", "web-7d9f", "Running", ["web", "sidecar"]),
+    ("shop", "web-7d9f-fghij", "node-b", "web-7d9f", "Running", ["web", "sidecar"]),
+    ("shop", "db-0", "node-a", None, "Running", ["postgres"]),
+    ("batch", "job-x-1", "node-b", None, "Pending", ["worker"]),
+    ("batch", "crash-5c4-zz", "node-b", "crash-5c4", "Running", ["app"]),
+]
+series("up", {"instance": "10.0.0.9:8080", "job": "kube-state-metrics"}, [(t, 1) for t in grid(30)])
+for n in nodes:
+    series("up", {"instance": n, "job": "kubelet", "metrics_path": "/metrics/cadvisor"},
+           [(t, 0 if n == "node-b" and T0 + 4200 <= t < T0 + 4500 else 1) for t in grid(30)])
+    for res, v in [("cpu", 4), ("memory", 16e9), ("pods", 110)]:
+        series("kube_node_status_allocatable", dict(node=n, resource=res, unit="core" if res == "cpu" else "byte", **KSM),
+               [(t, v * (0.95 if n == "node-b" else 1.0)) for t in grid(30)])
+        series("kube_node_status_capacity", dict(node=n, resource=res, unit="core" if res == "cpu" else "byte", **KSM),
+               [(t, v) for t in grid(30)])
+    for status in ["true", "false", "unknown"]:
+        def ready(i, t, n=n, status=status):
+            up_ = not (n == "node-b" and (T0 + 2000 <= t < T0 + 2300 or T0 + 2600 <= t < T0 + 2700))
+            return 1 if (status == "true") == up_ and status != "unknown" else 0
+        series("kube_node_status_condition", dict(condition="Ready", node=n, status=status, **KSM),
+               [(t, ready(i, t)) for i, t in enumerate(grid(30))])
+for ns, pod, node, rs, phase, ctrs in pods:
+    series("kube_pod_info", dict(host_ip="10.0.1.1", namespace=ns, node=node, pod=pod, **KSM), [(t, 1) for t in grid(30)])
+    for ph in ["Pending", "Running", "Succeeded", "Failed", "Unknown"]:
+        series("kube_pod_status_phase", dict(namespace=ns, phase=ph, pod=pod, **KSM),
+               [(t, 1 if ph == phase else 0) for t in grid(30)])
+    if rs:
+        series("kube_pod_owner", dict(namespace=ns, owner_is_controller="true", owner_kind="ReplicaSet", owner_name=rs, pod=pod, **KSM),
+               [(t, 1) for t in grid(30)])
+    else:
+        kind = "StatefulSet" if pod == "db-0" else "Job"
+        series("kube_pod_owner", dict(namespace=ns, owner_is_controller="true", owner_kind=kind, owner_name=pod.rsplit("-", 1)[0], pod=pod, **KSM),
+               [(t, 1) for t in grid(30)])
+    for ci, c in enumerate(ctrs):
+        k = 1 + ci + len(pod) % 3
+        cl = dict(container=c, namespace=ns, pod=pod)
+        series("kube_pod_container_resource_requests", dict(cl, node=node, resource="cpu", unit="core", **KSM), [(t, 0.25 * k) for t in grid(30)])
+        series("kube_pod_container_resource_requests", dict(cl, node=node, resource="memory", unit="byte", **KSM), [(t, 2.5e8 * k) for t in grid(30)])
+        series("kube_pod_container_resource_limits", dict(cl, node=node, resource="memory", unit="byte", **KSM), [(t, 5e8 * k) for t in grid(30)])
+        restarts = [(t, (i // 20) if pod.startswith("crash") else 0) for i, t in enumerate(grid(30))]
+        series("kube_pod_container_status_restarts_total", dict(cl, **KSM), restarts)
+        series("kube_pod_container_status_waiting_reason", dict(cl, reason="CrashLoopBackOff", **KSM),
+               [(t, 1 if pod.startswith("crash") and (i // 10) % 2 == 1 else 0) for i, t in enumerate(grid(30))])
+        if phase != "Running":
+            continue
+        cad = dict(container=c, id="/kubepods/" + pod + "/" + c, image="registry/" + c + ":1", instance=node,
+                   job="kubelet", metrics_path="/metrics/cadvisor", name="k8s_" + c, namespace=ns, pod=pod)
+        series("container_cpu_usage_seconds_total", cad, counter(0.05 * k, step=15, base=100.0 * k, wobble=0.6))
+        series("container_memory_working_set_bytes", cad,
+               [(t, int(2e8 * k + 3e7 * math.sin(i / 11.0 + k))) for i, t in enumerate(grid(15))])
+        series("container_memory_rss", cad, [(t, int(1.5e8 * k)) for t in grid(15)])
+        series("container_cpu_cfs_periods_total", cad, counter(10.0, step=15, base=0.0))
+        series("container_cpu_cfs_throttled_periods_total", cad, counter(10.0 * (0.4 if pod.startswith("crash") else 0.05) * k / 3, step=15, base=0.0, wobble=0.3))
+    # The pause container cAdvisor reports without an image.
+    if phase == "Running":
+        series("container_cpu_usage_seconds_total", dict(container="", id="/kubepods/" + pod, image="", instance=node, job="kubelet",
+               metrics_path="/metrics/cadvisor", name="", namespace=ns, pod=pod), counter(0.3, step=15, base=500.0))
+for rs, dep in [("web-7d9f", "web"), ("crash-5c4", "crash")]:
+    series("kube_replicaset_owner", dict(namespace="shop" if dep == "web" else "batch", owner_is_controller="true", owner_kind="Deployment",
+           owner_name=dep, replicaset=rs, **KSM), [(t, 1) for t in grid(30)])
+for ns, dep, spec in [("shop", "web", 3), ("batch", "crash", 1)]:
+    d = dict(deployment=dep, namespace=ns, **KSM)
+    series("kube_deployment_spec_replicas", d, [(t, spec) for t in grid(30)])
+    series("kube_deployment_status_replicas_available", d,
+           [(t, spec - 1 if (dep == "web" and t >= T0 + 1800) or dep == "crash" and (i // 10) % 2 == 1 else spec) for i, t in enumerate(grid(30))])
+    series("kube_deployment_status_replicas_updated", d, [(t, spec if t < T0 + 1200 or dep == "crash" else spec - 1) for t in grid(30)])
+    series("kube_deployment_metadata_generation", d, [(t, 4 if t < T0 + 3000 else 5) for t in grid(30)])
+    series("kube_deployment_status_observed_generation", d, [(t, 4 if t < T0 + 3300 or dep == "crash" else 5) for t in grid(30)])
+for pvc, avail0, drain in [("data-db-0", 40e9, 4e6), ("cache", 9e9, 0.0)]:
+    v = dict(instance="node-a", job="kubelet", metrics_path="/metrics", namespace="shop", persistentvolumeclaim=pvc)
+    series("kubelet_volume_stats_capacity_bytes", v, [(t, 50e9 if pvc != "cache" else 10e9) for t in grid(60)])
+    series("kubelet_volume_stats_available_bytes", v, [(t, avail0 - drain * (t - T0)) for t in grid(60)])
+    series("kubelet_volume_stats_used_bytes", v, [(t, (50e9 if pvc != "cache" else 10e9) - (avail0 - drain * (t - T0))) for t in grid(60)])
+series("kube_persistentvolumeclaim_access_mode", dict(access_mode="ReadWriteOnce", namespace="shop", persistentvolumeclaim="data-db-0", **KSM), [(t, 1) for t in grid(30)])
+series("kube_persistentvolumeclaim_access_mode", dict(access_mode="ReadOnlyMany", namespace="shop", persistentvolumeclaim="cache", **KSM), [(t, 1) for t in grid(30)])
+for typ, v in [("hard", 10), ("used", 9.5)]:
+    series("kube_resourcequota", dict(namespace="shop", resource="requests.cpu", resourcequota="q", type=typ, **KSM), [(t, v) for t in grid(30)])
+
 print("\n".join(out))
 print("# EOF")

@@ -272,13 +272,22 @@ pub fn compare(prom: &Value, ours: &Value) -> Result<(), String> {
     }
 }
 
+/// The corpus files: Prometheus' functions, operators and edge cases, then
+/// the kubernetes-mixin's rule and dashboard expressions.
+pub const CORPUS_FILES: &[&str] = &["queries.txt", "mixin.txt"];
+
 pub fn load_queries() -> Vec<String> {
-    std::fs::read_to_string(corpus_dir().join("queries.txt"))
-        .unwrap()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
+    CORPUS_FILES
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(corpus_dir().join(f))
+                .unwrap()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -320,7 +329,19 @@ pub fn prom_outcome(body: &str, path: &str) -> Outcome {
 pub fn judge(p: &Outcome, o: &Outcome) -> Result<(), String> {
     match (p, o) {
         (Outcome::Data(a), Outcome::Data(b)) => compare(a, b),
-        (Outcome::Error(ta, _), Outcome::Error(tb, _)) if ta == tb => Ok(()),
+        // Evaluation errors carry Prometheus' message exactly (Grafana shows
+        // it); parse errors come from another parser and only share the type.
+        (Outcome::Error(ta, ma), Outcome::Error(tb, mb)) if ta == tb => {
+            if ta == "execution" && ma != mb {
+                return Err(format!(
+                    "execution error messages differ: prometheus {ma:?} vs ours {mb:?}"
+                ));
+            }
+            if std::env::var_os("KUBE_INSIGHT_TEST_DIFF_MESSAGES").is_some() && ma != mb {
+                println!("MESSAGE {ta}: prometheus {ma:?} vs ours {mb:?}");
+            }
+            Ok(())
+        }
         (Outcome::Error(ta, ma), Outcome::Error(tb, mb)) => Err(format!(
             "error types differ: prometheus {ta} ({ma}) vs ours {tb} ({mb})"
         )),
