@@ -25,14 +25,16 @@
 pub mod engine;
 pub mod error;
 mod eval;
+mod format;
 mod functions;
 pub mod openmetrics;
 pub mod params;
 pub mod querier;
 pub mod result;
 
-pub use engine::{parse, Compat, Engine, EngineOptions, RollupPolicy};
+pub use engine::{function_exists, parse, Compat, Engine, EngineOptions, RollupPolicy};
 pub use error::{ErrorType, PromqlError, QuerierError};
+pub use format::format_query;
 pub use openmetrics::{parse_openmetrics, OpenMetricsError};
 pub use params::{
     parse_duration_param, parse_match_selector, parse_range_params, parse_time_param,

@@ -69,3 +69,42 @@ fn differential_against_prometheus() {
         ),
     });
 }
+
+/// `/api/v1/format_query` over every corpus query that parses on both sides.
+#[test]
+fn format_query_matches_prometheus() {
+    let Some(bin) = prometheus_bin() else { return };
+    let prom = start_prometheus(&bin);
+    let (mut same, mut n, mut diffs) = (0, 0, Vec::new());
+    for q in diff_support::load_queries() {
+        let (code, body) = diff_support::http_get(
+            prom.port,
+            &format!("/api/v1/format_query?query={}", diff_support::enc(&q)),
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let ours = kube_insight_promql::format_query(&q);
+        if code != 200 {
+            continue;
+        }
+        let Ok(ours) = ours else { continue };
+        n += 1;
+        if v["data"].as_str() == Some(ours.as_str()) {
+            same += 1;
+        } else {
+            diffs.push(format!(
+                "{q:?}: prometheus {:?} vs ours {ours:?}",
+                v["data"]
+            ));
+        }
+    }
+    println!("format_query: {same}/{n} identical to prometheus'");
+    for d in &diffs {
+        println!("FORMAT {d}");
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} format_query answers differ",
+        diffs.len()
+    );
+}

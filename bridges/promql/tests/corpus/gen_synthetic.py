@@ -238,8 +238,9 @@ for ns, pod, node, rs, phase, ctrs in pods:
                [(t, 1 if pod.startswith("crash") and (i // 10) % 2 == 1 else 0) for i, t in enumerate(grid(30))])
         if phase != "Running":
             continue
-        cad = dict(container=c, id="/kubepods/" + pod + "/" + c, image="registry/" + c + ":1", instance=node,
-                   job="kubelet", metrics_path="/metrics/cadvisor", name="k8s_" + c, namespace=ns, pod=pod)
+        # (no id/name labels: kube-insight drops cAdvisor's, see the README)
+        cad = dict(container=c, image="registry/" + c + ":1", instance=node,
+                   job="kubelet", metrics_path="/metrics/cadvisor", namespace=ns, pod=pod)
         series("container_cpu_usage_seconds_total", cad, counter(0.05 * k, step=15, base=100.0 * k, wobble=0.6))
         series("container_memory_working_set_bytes", cad,
                [(t, int(2e8 * k + 3e7 * math.sin(i / 11.0 + k))) for i, t in enumerate(grid(15))])
@@ -248,8 +249,8 @@ for ns, pod, node, rs, phase, ctrs in pods:
         series("container_cpu_cfs_throttled_periods_total", cad, counter(10.0 * (0.4 if pod.startswith("crash") else 0.05) * k / 3, step=15, base=0.0, wobble=0.3))
     # The pause container cAdvisor reports without an image.
     if phase == "Running":
-        series("container_cpu_usage_seconds_total", dict(container="", id="/kubepods/" + pod, image="", instance=node, job="kubelet",
-               metrics_path="/metrics/cadvisor", name="", namespace=ns, pod=pod), counter(0.3, step=15, base=500.0))
+        series("container_cpu_usage_seconds_total", dict(container="", image="", instance=node, job="kubelet",
+               metrics_path="/metrics/cadvisor", namespace=ns, pod=pod), counter(0.3, step=15, base=500.0))
 for rs, dep in [("web-7d9f", "web"), ("crash-5c4", "crash")]:
     series("kube_replicaset_owner", dict(namespace="shop" if dep == "web" else "batch", owner_is_controller="true", owner_kind="Deployment",
            owner_name=dep, replicaset=rs, **KSM), [(t, 1) for t in grid(30)])
