@@ -34,15 +34,29 @@ pub fn routes() -> Router<Arc<ApiState>> {
         )
         .route("/prometheus/api/v1/series", get(series).post(series_post))
         .route("/prometheus/api/v1/labels", get(labels).post(labels_post))
-        .route("/prometheus/api/v1/label/{name}/values", get(label_values))
-        .route("/prometheus/api/v1/metadata", get(metadata))
+        .route(
+            "/prometheus/api/v1/label/{name}/values",
+            get(label_values).post(label_values_post),
+        )
+        .route("/prometheus/api/v1/metadata", get(metadata).post(metadata))
         .route(
             "/prometheus/api/v1/query_exemplars",
-            get(empty_list).post(empty_list),
+            get(exemplars).post(exemplars_post),
         )
-        .route("/prometheus/api/v1/rules", get(rules))
-        .route("/prometheus/api/v1/alerts", get(alerts))
-        .route("/prometheus/api/v1/status/buildinfo", get(buildinfo))
+        .route(
+            "/prometheus/api/v1/format_query",
+            get(format_query).post(format_query_post),
+        )
+        .route(
+            "/prometheus/api/v1/parse_query",
+            get(parse_query).post(parse_query_post),
+        )
+        .route("/prometheus/api/v1/rules", get(rules).post(rules))
+        .route("/prometheus/api/v1/alerts", get(alerts).post(alerts))
+        .route(
+            "/prometheus/api/v1/status/buildinfo",
+            get(buildinfo).post(buildinfo),
+        )
 }
 
 /// The engine reads the store through this adapter.
@@ -112,7 +126,7 @@ fn store_failure(e: StoreError) -> Response {
         StoreError::InvalidQuery(_) | StoreError::Core(_) => {
             failure(ErrorType::BadData, e.to_string())
         }
-        _ if e.is_retryable() => failure(ErrorType::Timeout, e.to_string()),
+        _ if e.is_retryable() => failure(ErrorType::Unavailable, e.to_string()),
         _ => failure(ErrorType::Internal, e.to_string()),
     }
 }
@@ -365,7 +379,19 @@ async fn label_values(
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    let p = Params::parse(q.as_deref(), None);
+    run_label_values(st, name, Params::parse(q.as_deref(), None)).await
+}
+
+async fn label_values_post(
+    State(st): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    run_label_values(st, name, Params::parse(q.as_deref(), Some(&body))).await
+}
+
+async fn run_label_values(st: Arc<ApiState>, name: String, p: Params) -> Response {
     if !kube_insight_core::labels::is_valid_label_name(&name) {
         return failure(ErrorType::BadData, format!("invalid label name: {name:?}"));
     }
@@ -387,8 +413,67 @@ async fn metadata() -> Response {
     success(json!({}))
 }
 
-async fn empty_list() -> Response {
-    success(json!([]))
+/// Exemplars are not stored: an empty list, once the parameters are
+/// checked as Prometheus checks them.
+async fn exemplars(RawQuery(q): RawQuery) -> Response {
+    run_exemplars(Params::parse(q.as_deref(), None))
+}
+
+async fn exemplars_post(RawQuery(q): RawQuery, body: Bytes) -> Response {
+    run_exemplars(Params::parse(q.as_deref(), Some(&body)))
+}
+
+fn run_exemplars(p: Params) -> Response {
+    let checked = p
+        .get("query")
+        .ok_or_else(|| PromqlError::InvalidParam {
+            param: "query".into(),
+            reason: "missing".into(),
+        })
+        .and_then(|q| kube_insight_promql::parse(q).map(|_| ()))
+        .and_then(|()| metadata_range(&p).map(|_| ()));
+    match checked {
+        Ok(()) => success(json!([])),
+        Err(e) => promql_failure(e),
+    }
+}
+
+async fn format_query(RawQuery(q): RawQuery) -> Response {
+    run_format_query(Params::parse(q.as_deref(), None))
+}
+
+async fn format_query_post(RawQuery(q): RawQuery, body: Bytes) -> Response {
+    run_format_query(Params::parse(q.as_deref(), Some(&body)))
+}
+
+/// `format_query`: the query laid out as Prometheus' prettifier does.
+fn run_format_query(p: Params) -> Response {
+    let Some(q) = p.get("query") else {
+        return failure(ErrorType::BadData, "invalid parameter \"query\": missing");
+    };
+    match kube_insight_promql::format_query(q) {
+        Ok(s) => success(json!(s)),
+        Err(e) => promql_failure(e),
+    }
+}
+
+async fn parse_query(RawQuery(q): RawQuery) -> Response {
+    run_parse_query(Params::parse(q.as_deref(), None))
+}
+
+async fn parse_query_post(RawQuery(q): RawQuery, body: Bytes) -> Response {
+    run_parse_query(Params::parse(q.as_deref(), Some(&body)))
+}
+
+/// `parse_query`: the syntax tree, as Prometheus (2.45 and later) writes it.
+fn run_parse_query(p: Params) -> Response {
+    let Some(q) = p.get("query") else {
+        return failure(ErrorType::BadData, "invalid parameter \"query\": missing");
+    };
+    match kube_insight_promql::parse_query(q) {
+        Ok(v) => success(v),
+        Err(e) => promql_failure(e),
+    }
 }
 
 async fn rules() -> Response {
@@ -399,8 +484,9 @@ async fn alerts() -> Response {
     success(json!({"alerts": []}))
 }
 
-/// Grafana reads this to pick the query features it may use; kube-insight
-/// implements the PromQL of Prometheus 2.42.
+/// Grafana reads `version` to pick the query features it may use:
+/// kube-insight answers the PromQL of Prometheus 2.42 (every function and
+/// operator, the same answers), so it reports 2.42.0.
 async fn buildinfo() -> Response {
     success(json!({
         "version": "2.42.0",

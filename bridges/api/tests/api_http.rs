@@ -171,16 +171,169 @@ async fn prometheus_metadata_endpoints_answer_like_prometheus() {
     assert_eq!(status, 400);
     assert_eq!(body["errorType"], "bad_data");
     let (status, body) = get(&format!(
-        "{base}/prometheus/api/v1/query?query=holt_winters(up[5m],0.5,0.5)"
+        "{base}/prometheus/api/v1/query?query=holt_winters(up[5m],0.5,0.5)&time=1717171772"
     ))
     .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"].as_str().unwrap().contains("holt_winters"),
-        "{body}"
+    assert_eq!(
+        status, 200,
+        "every function of Prometheus 2.42 is evaluated: {body}"
     );
     let (_, body) = get(&format!("{base}/prometheus/api/v1/status/buildinfo")).await;
     assert_eq!(body["status"], "success");
+    assert_eq!(body["data"]["version"], "2.42.0");
+}
+
+async fn post(url: &str, form: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// The rest of what Grafana's Prometheus datasource calls, GET and POST,
+/// with Prometheus' error types and status codes.
+#[tokio::test]
+async fn prometheus_api_for_grafana_over_http() {
+    let (store, _d) = filled_store().await;
+    let base = serve(store, None).await;
+    let api = format!("{base}/prometheus/api/v1");
+    let range = "start=2024-05-31T00:00:00Z&end=2024-06-01T00:00:00Z";
+
+    // query and query_range as POST forms.
+    let (status, body) = post(
+        &format!("{api}/query"),
+        "query=count_values(%22v%22%2C+kube_pod_owner)&time=1717171772",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["resultType"], "vector");
+    let (status, body) = post(
+        &format!("{api}/query_range"),
+        "query=sort_desc(absent(nonexistent))&start=1717171712&end=1717171772&step=30",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["result"][0]["values"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // series, labels and label values as POST forms, with match[], start and end.
+    let (status, body) = post(
+        &format!("{api}/series"),
+        &format!("match[]=kube_pod_owner&{range}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"].as_array().unwrap().len(), 5);
+    let (_, body) = post(
+        &format!("{api}/labels"),
+        &format!("match[]=kube_pod_owner&{range}"),
+    )
+    .await;
+    assert!(
+        body["data"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("owner_kind")),
+        "{body}"
+    );
+    let (status, body) = post(
+        &format!("{api}/label/namespace/values"),
+        &format!("match[]=kube_pod_owner{{namespace=%22shop%22}}&{range}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], serde_json::json!(["shop"]));
+
+    // format_query and parse_query.
+    let (status, body) = get(&format!(
+        "{api}/format_query?query=sum(rate(x%5B5m%5D))%2B1e9"
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], "sum(rate(x[5m])) + 1e+09");
+    let (_, body) = post(&format!("{api}/format_query"), "query=a+and+b").await;
+    assert_eq!(body["data"], "a and b");
+    let (status, body) = post(&format!("{api}/parse_query"), "query=up%7Bjob%3D%22a%22%7D").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["type"], "vectorSelector");
+    assert_eq!(body["data"]["name"], "up");
+
+    // The empty answers: exemplars, metadata, rules, alerts.
+    let (status, body) = get(&format!("{api}/query_exemplars?query=up&{range}")).await;
+    assert_eq!((status, body["data"].clone()), (200, serde_json::json!([])));
+    let (status, body) = get(&format!("{api}/query_exemplars?{range}")).await;
+    assert_eq!(
+        (status, body["errorType"].as_str()),
+        (400, Some("bad_data"))
+    );
+    let (_, body) = get(&format!("{api}/metadata")).await;
+    assert_eq!(body["data"], serde_json::json!({}));
+    let (_, body) = get(&format!("{api}/rules")).await;
+    assert_eq!(body["data"], serde_json::json!({"groups": []}));
+    let (_, body) = post(&format!("{api}/alerts"), "").await;
+    assert_eq!(body["data"], serde_json::json!({"alerts": []}));
+
+    // Errors: 400 bad_data for a bad parameter or query, 422 execution for
+    // an evaluation error, with Prometheus' message.
+    for (url, code, kind) in [
+        (format!("{api}/query?query=up%5B"), 400, "bad_data"),
+        (format!("{api}/query"), 400, "bad_data"),
+        (
+            format!("{api}/query?query=up&time=yesterday"),
+            400,
+            "bad_data",
+        ),
+        (
+            format!("{api}/query_range?query=up&start=2&end=1&step=1"),
+            400,
+            "bad_data",
+        ),
+        (
+            format!("{api}/query_range?query=up&start=1&end=2&step=0"),
+            400,
+            "bad_data",
+        ),
+        (format!("{api}/format_query?query=sum("), 400, "bad_data"),
+        (format!("{api}/query?query=limitk(1,up)"), 400, "bad_data"),
+        (
+            format!("{api}/query?query=holt_winters(kube_pod_owner%5B5m%5D,2,0.5)&time=1717171772"),
+            422,
+            "execution",
+        ),
+        (
+            format!("{api}/query?query=count_values(%22a%20b%22,kube_pod_owner)&time=1717171772"),
+            422,
+            "execution",
+        ),
+        (
+            format!("{api}/query?query=kube_pod_owner%2Bon()kube_pod_owner&time=1717171772"),
+            422,
+            "execution",
+        ),
+    ] {
+        let (status, body) = get(&url).await;
+        assert_eq!(
+            (status, body["errorType"].as_str()),
+            (code, Some(kind)),
+            "{url}: {body}"
+        );
+        assert_eq!(body["status"], "error");
+    }
+    let (_, body) = get(&format!(
+        "{api}/query?query=count_values(%22a%20b%22,kube_pod_owner)&time=1717171772"
+    ))
+    .await;
+    assert_eq!(body["error"], "invalid label name \"a b\"");
 }
 
 #[tokio::test]

@@ -17,6 +17,8 @@ pub enum ErrorType {
     Canceled,
     /// 500: a bug or a storage failure.
     Internal,
+    /// 503: the store cannot answer now (overloaded, a node down); retry.
+    Unavailable,
 }
 
 impl ErrorType {
@@ -28,6 +30,7 @@ impl ErrorType {
             ErrorType::Timeout => "timeout",
             ErrorType::Canceled => "canceled",
             ErrorType::Internal => "internal",
+            ErrorType::Unavailable => "unavailable",
         }
     }
 
@@ -36,7 +39,7 @@ impl ErrorType {
         match self {
             ErrorType::BadData => 400,
             ErrorType::Execution => 422,
-            ErrorType::Timeout | ErrorType::Canceled => 503,
+            ErrorType::Timeout | ErrorType::Canceled | ErrorType::Unavailable => 503,
             ErrorType::Internal => 500,
         }
     }

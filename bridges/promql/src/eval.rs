@@ -987,6 +987,10 @@ fn plabels(l: &PLabels) -> Vec<String> {
     l.labels.clone()
 }
 
+pub(crate) fn is_set_operator(op: u16) -> bool {
+    matches!(op, T_LAND | T_LOR | T_LUNLESS)
+}
+
 pub(crate) fn is_comparison(op: u16) -> bool {
     matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
 }

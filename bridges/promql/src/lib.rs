@@ -34,7 +34,7 @@ pub mod result;
 
 pub use engine::{function_exists, parse, Compat, Engine, EngineOptions, RollupPolicy};
 pub use error::{ErrorType, PromqlError, QuerierError};
-pub use format::format_query;
+pub use format::{format_query, parse_query};
 pub use openmetrics::{parse_openmetrics, OpenMetricsError};
 pub use params::{
     parse_duration_param, parse_match_selector, parse_range_params, parse_time_param,
