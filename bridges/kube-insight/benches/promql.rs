@@ -16,6 +16,9 @@
 //! query and side, after 2 warm-ups), BENCH_SKIP_24H (0; 1 skips the whole-range
 //! query), BENCH_Q3_DAYS (7: the single-workload dataset, 20 pods at 15 s),
 //! BENCH_SENDERS (4 concurrent remote-write requests / store writers),
+//! BENCH_FUNCS (0; 1 adds Q4: issue 18's functions — deriv, predict_linear,
+//! quantile_over_time, sort_desc of timestamp, count_values, absent_over_time
+//! — over the last hour at 60 s),
 //! BENCH_PERF (a directory: `perf record -g` of kube-insight during Q1's timed
 //! runs, written there as perf-q1.data).
 //!
@@ -1414,6 +1417,51 @@ async fn bench(cfg: Cfg) {
                 step_s: step,
                 msr: None,
                 scanned_ours: scanned(d1_first - 5 * MIN_MS, cfg.end, true),
+            });
+        }
+    }
+    if env("BENCH_FUNCS", 0u8) != 0 {
+        // Issue 18's functions, each over the last hour at 60 s like Q1.
+        for (tag, expr, range_min) in [
+            (
+                "deriv",
+                format!("sum by (namespace) (deriv({CPU}[10m]))"),
+                10,
+            ),
+            (
+                "predict_linear",
+                format!("sum by (namespace) (predict_linear({CPU}[30m], 3600))"),
+                30,
+            ),
+            (
+                "quantile_over_time",
+                format!("sum by (namespace) (quantile_over_time(0.9, {CPU}[5m]))"),
+                5,
+            ),
+            (
+                "sort_desc+timestamp",
+                format!("sort_desc(max by (namespace) (timestamp({CPU})))"),
+                5,
+            ),
+            (
+                "count_values",
+                format!("count_values(\"v\", count by (namespace, pod) ({CPU}))"),
+                5,
+            ),
+            (
+                "absent_over_time",
+                format!("absent_over_time({CPU}{{namespace=\"none\"}}[5m])"),
+                5,
+            ),
+        ] {
+            specs.push(QSpec {
+                name: format!("Q4 {tag} 1 h @60s"),
+                expr,
+                start: q1_start,
+                end: cfg.end,
+                step_s: 60,
+                msr: None,
+                scanned_ours: scanned(q1_start - range_min * MIN_MS, cfg.end, true),
             });
         }
     }

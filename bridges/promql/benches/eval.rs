@@ -11,6 +11,10 @@
 //!   over a pre-built copy (built outside the timed section), so the time is
 //!   the engine's planning + evaluation.
 //!
+//! * `functions/<name>`: issue 18's functions over the same data and grid,
+//!   beside the rate query, through `MemoryQuerier` (`BENCH_SERIES` series,
+//!   default 100k; `BENCH_FUNCS_ONLY=1` skips the two runs above).
+//!
 //! Peak memory during one query (growth of the peak RSS, VmHWM, over the RSS
 //! before it; Linux) is printed before the runs.
 
@@ -42,7 +46,53 @@ fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-const SERIES: usize = 100_000;
+fn series_count() -> usize {
+    std::env::var("BENCH_SERIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+/// Issue 18's functions, each beside the rate query it is compared with.
+const FUNCTIONS: &[(&str, &str)] = &[
+    ("rate", QUERY),
+    (
+        "deriv",
+        "sum by (namespace, pod) (deriv(container_cpu_usage_seconds_total[5m]))",
+    ),
+    (
+        "predict_linear",
+        "sum by (namespace, pod) (predict_linear(container_cpu_usage_seconds_total[5m], 3600))",
+    ),
+    (
+        "holt_winters",
+        "sum by (namespace, pod) (holt_winters(container_cpu_usage_seconds_total[5m], 0.5, 0.5))",
+    ),
+    (
+        "quantile_over_time",
+        "sum by (namespace, pod) (quantile_over_time(0.9, container_cpu_usage_seconds_total[5m]))",
+    ),
+    (
+        "timestamp",
+        "max by (namespace) (timestamp(container_cpu_usage_seconds_total))",
+    ),
+    (
+        "sort_desc",
+        "sort_desc(sum by (namespace, pod) (rate(container_cpu_usage_seconds_total[5m])))",
+    ),
+    (
+        "count_values",
+        "count_values(\"v\", count by (namespace, pod) (container_cpu_usage_seconds_total))",
+    ),
+    (
+        "absent_over_time",
+        "absent_over_time(container_cpu_usage_seconds_total{namespace=\"none\"}[5m])",
+    ),
+    (
+        "day_of_week",
+        "count by (namespace) (day_of_week(container_cpu_usage_seconds_total))",
+    ),
+];
 const STEP: i64 = 15_000;
 const START: i64 = 1_700_000_000_000;
 const HOUR: i64 = 3_600_000;
@@ -52,7 +102,7 @@ fn build() -> Vec<TimeSeries> {
     // 100 namespaces × 200 pods × 5 containers; samples from START-5m to START+1h.
     let from = START - 5 * 60_000;
     let n = ((START + HOUR - from) / STEP + 1) as usize;
-    (0..SERIES)
+    (0..series_count())
         .map(|i| {
             let ns = i / 1000;
             let pod = i / 5;
@@ -98,8 +148,12 @@ impl Querier for Prepared {
 }
 
 fn run(rt: &tokio::runtime::Runtime, q: &dyn Querier) -> usize {
+    run_query(rt, q, QUERY)
+}
+
+fn run_query(rt: &tokio::runtime::Runtime, q: &dyn Querier, query: &str) -> usize {
     let r = rt
-        .block_on(Engine::default().query_range(q, QUERY, START, START + HOUR, 60_000, None))
+        .block_on(Engine::default().query_range(q, query, START, START + HOUR, 60_000, None))
         .expect("query");
     match r {
         QueryResult::Matrix(m) => m.len(),
@@ -114,6 +168,20 @@ fn bench(c: &mut Criterion) {
         .expect("runtime");
     let data = build();
     let samples: usize = data.iter().map(|s| s.samples.len()).sum();
+    if std::env::var_os("BENCH_FUNCS_ONLY").is_some() {
+        let mq = MemoryQuerier::new(data);
+        println!(
+            "functions bench: {} series, {samples} samples, 1 h at 60 s",
+            series_count()
+        );
+        let mut g = c.benchmark_group("functions");
+        g.sample_size(10);
+        for (name, query) in FUNCTIONS {
+            g.bench_function(*name, |b| b.iter(|| run_query(&rt, &mq, query)));
+        }
+        g.finish();
+        return;
+    }
 
     // One measured run each for the peak-heap report.
     let prepared = Prepared(Mutex::new(Some(data.clone())));
@@ -134,9 +202,10 @@ fn bench(c: &mut Criterion) {
     let peak_whole = rss().1.saturating_sub(base) * 1024;
     assert_eq!(groups, groups2);
     println!(
-        "eval bench: {SERIES} series, {samples} samples, {groups} result series × 61 steps\n\
+        "eval bench: {} series, {samples} samples, {groups} result series × 61 steps\n\
          eval only (data handed over, already resident): {eval:?}, peak RSS growth {:.1} MiB\n\
          whole query via MemoryQuerier (copies {:.1} MiB of samples): {whole:?}, peak RSS growth {:.1} MiB",
+        series_count(),
         peak_eval as f64 / 1048576.0,
         (samples * 16) as f64 / 1048576.0,
         peak_whole as f64 / 1048576.0,

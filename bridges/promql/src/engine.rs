@@ -26,6 +26,12 @@ use std::time::{Duration, Instant};
 ///   zero-point clamp is applied before the 1.1× extrapolation threshold.
 /// * `Prometheus3`: windows and lookback are left-open, `(t - range, t]`; the
 ///   threshold is applied before the zero-point clamp (Prometheus ≥ 3.0).
+///
+/// The function set follows the release too ([`function_exists`]): 2.42's
+/// 70 functions, or 3.x's (`holt_winters` renamed
+/// `double_exponential_smoothing`; `mad_over_time`, `sort_by_label*`,
+/// `histogram_avg`/`_stddev`/`_stdvar`, and the `limitk`/`limit_ratio`
+/// aggregations added).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Compat {
     #[default]

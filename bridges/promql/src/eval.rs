@@ -528,17 +528,8 @@ impl<'a> Evaluator<'a> {
         let mut out = Vec::new();
         let mut total = 0usize;
         for (labels, pts) in &input.series {
-            let clean: Vec<Sample>;
-            let pts: &[Sample] = if pts.iter().any(|s| is_stale_nan(s.value)) {
-                clean = pts
-                    .iter()
-                    .copied()
-                    .filter(|s| !is_stale_nan(s.value))
-                    .collect();
-                &clean
-            } else {
-                pts
-            };
+            let pts = without_stale(pts);
+            let pts: &[Sample] = &pts;
             let mut got = Vec::new();
             self.windows(pts, g, input.range, input.offset, input.at, |i, w, _| {
                 if i == 0 {
@@ -913,6 +904,18 @@ impl<'a> Evaluator<'a> {
             }
         }
         Ok(out.finish())
+    }
+}
+
+/// The samples without stale markers (borrowed when there are none).
+pub(crate) fn without_stale(pts: &[Sample]) -> std::borrow::Cow<'_, [Sample]> {
+    if pts.iter().any(|s| is_stale_nan(s.value)) {
+        pts.iter()
+            .copied()
+            .filter(|s| !is_stale_nan(s.value))
+            .collect()
+    } else {
+        std::borrow::Cow::Borrowed(pts)
     }
 }
 

@@ -641,14 +641,10 @@ pub(crate) fn days_in_month(year: i64, month: i64) -> i64 {
 
 /// Go's `strconv.FormatFloat(v, 'f', -1, 64)`: `count_values`' label value.
 pub(crate) fn format_float_f(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
+    if v.is_finite() {
         format!("{v}")
+    } else {
+        crate::result::format_value(v)
     }
 }
 

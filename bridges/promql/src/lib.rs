@@ -6,17 +6,14 @@
 //! fetched (concurrently), then the expression is evaluated synchronously,
 //! each node over all steps at once.
 //!
-//! Supported: instant and range selectors with all four matchers, `offset`,
-//! `@` (incl. `start()`/`end()`), subqueries; `rate`, `irate`, `increase`,
-//! `delta`, `idelta`, `*_over_time` (avg, min, max, sum, count, last,
-//! quantile, stddev, stdvar), `changes`, `resets`; `sum`, `avg`, `min`,
-//! `max`, `count`, `group`, `stddev`, `stdvar`, `topk`, `bottomk`,
-//! `quantile` with `by`/`without`; arithmetic, comparison (with `bool`) and
-//! set operators with `on`/`ignoring`/`group_left`/`group_right`;
-//! `histogram_quantile` (classic buckets), `label_replace`, `label_join`,
-//! `abs`, `ceil`, `floor`, `round`, `sqrt`, `exp`, `ln`, `log2`, `log10`,
-//! `sgn`, `clamp`, `clamp_min`, `clamp_max`, `time`, `vector`, `scalar`.
-//! Anything else is a `bad_data` error naming the construct.
+//! Supported: all of Prometheus 2.42's PromQL (every function of
+//! [`engine::FUNCTIONS_PROMETHEUS2`], every aggregation and operator,
+//! subqueries, `offset`, `@ start()`/`@ end()`), and in
+//! [`Compat::Prometheus3`] 3.x's function set (`double_exponential_smoothing`,
+//! `mad_over_time`, `sort_by_label*`, `limitk`, `limit_ratio`…). A function
+//! the reproduced release does not have is a `bad_data` parse error, as in
+//! Prometheus. [`format_query`] and [`parse_query`] print a parsed query as
+//! Prometheus' API does.
 //!
 //! Long ranges at a coarse step read 5-minute rollups where they give the
 //! raw answer up to the window edges ([`RollupPolicy`]; Thanos'

@@ -508,18 +508,8 @@ impl Evaluator<'_> {
         let mut present = vec![false; g.n];
         for (_, pts) in &input.series {
             self.check()?;
-            let clean: Vec<Sample>;
-            let pts: &[Sample] = if pts.iter().any(|s| is_stale_nan(s.value)) {
-                clean = pts
-                    .iter()
-                    .copied()
-                    .filter(|s| !is_stale_nan(s.value))
-                    .collect();
-                &clean
-            } else {
-                pts
-            };
-            self.windows(pts, g, input.range, input.offset, input.at, |i, _, _| {
+            let pts = without_stale(pts);
+            self.windows(&pts, g, input.range, input.offset, input.at, |i, _, _| {
                 present[i] = true
             });
         }
