@@ -1081,3 +1081,32 @@ fn one_with(v: &[InstantSample]) -> f64 {
     assert_eq!(v.len(), 1, "{v:?}");
     v[0].value
 }
+
+/// Stale markers (which promtool cannot write, so the differential corpus
+/// has none): a series ended by one is absent right after it, for the new
+/// functions as for selectors.
+#[test]
+fn stale_series_for_presence_functions() {
+    let q = MemoryQuerier::new(vec![series(
+        &[("__name__", "s"), ("job", "a")],
+        &[(0, 1.0), (M, 2.0), (2 * M, STALE_NAN), (10 * M, 5.0)],
+    )]);
+    // Right after the marker: no sample, so absent() is 1 with the matcher's labels.
+    assert_eq!(one(&q, "timestamp(s)", M + 30_000), 60.0);
+    assert!(vector(&q, "timestamp(s)", 3 * M).is_empty());
+    let a = vector(&q, r#"absent(s{job="a"})"#, 3 * M);
+    assert_eq!(
+        (a.len(), a[0].labels.get("job"), a[0].value),
+        (1, Some("a"), 1.0)
+    );
+    assert!(vector(&q, "absent(s)", M).is_empty());
+    // A window holding only the marker is empty.
+    assert_eq!(one(&q, "absent_over_time(s[1m])", 3 * M - 1), 1.0);
+    assert!(vector(&q, "present_over_time(s[1m])", 3 * M - 1).is_empty());
+    assert_eq!(one(&q, "present_over_time(s[5m])", 3 * M), 1.0);
+    assert_eq!(one(&q, "count_over_time(s[5m])", 3 * M), 2.0);
+    // In a range query absent() fills exactly the steps without a sample.
+    let r = range(&q, "absent(s)", 0, 12 * M, M);
+    let steps: Vec<i64> = r[0].1.iter().map(|p| p.0 / M).collect();
+    assert_eq!(steps, vec![2, 3, 4, 5, 6, 7, 8, 9]);
+}
