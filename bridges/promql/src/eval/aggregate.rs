@@ -86,7 +86,7 @@ impl Evaluator<'_> {
             T_LIMITK => {
                 self.aggregate_limitk(input, &sgroup, glabels.len(), param.unwrap_or_default(), g)
             }
-            T_LIMIT_RATIO => self.aggregate_limit_ratio(input, param.unwrap_or_default(), g),
+            T_LIMIT_RATIO => self.aggregate_limit_ratio(input, param.unwrap_or_default()),
             _ => self.aggregate_simple(op, &input, &sgroup, glabels, g),
         }
     }
@@ -306,11 +306,11 @@ impl Evaluator<'_> {
         }
         let mut b = Builder::default();
         let mut cursors: Vec<Cursor> = input.iter().map(|_| Cursor { pos: 0 }).collect();
-        // Per step: group slot -> count, in order of first appearance.
-        let mut counts: Vec<(usize, f64)> = Vec::new();
+        // Per step: the count of each group slot, and the slots touched.
+        let mut counts: Vec<f64> = Vec::new();
+        let mut touched: Vec<usize> = Vec::new();
         for step in 0..g.n as u32 {
             self.check()?;
-            counts.clear();
             for (si, s) in input.iter().enumerate() {
                 let Some(x) = cursors[si].at(s, step) else {
                     continue;
@@ -323,13 +323,18 @@ impl Evaluator<'_> {
                     l.only(&names)
                 };
                 let slot = b.slot(l);
-                match counts.iter_mut().find(|c| c.0 == slot) {
-                    Some(c) => c.1 += 1.0,
-                    None => counts.push((slot, 1.0)),
+                if slot >= counts.len() {
+                    counts.resize(slot + 1, 0.0);
                 }
+                if counts[slot] == 0.0 {
+                    touched.push(slot);
+                }
+                counts[slot] += 1.0;
             }
-            for &(slot, c) in &counts {
-                b.push(slot, step, c)?;
+            touched.sort_unstable();
+            for slot in touched.drain(..) {
+                b.push(slot, step, counts[slot])?;
+                counts[slot] = 0.0;
             }
         }
         Ok(b.finish())
@@ -377,12 +382,7 @@ impl Evaluator<'_> {
 
     /// `limit_ratio(r, v)` (Prometheus 3): the series whose label hash falls
     /// in the first `r` of the hash space (the last `-r` when negative).
-    fn aggregate_limit_ratio(
-        &mut self,
-        input: Vec<Series>,
-        r: Vec<f64>,
-        g: &Grid,
-    ) -> Result<Vec<Series>> {
+    fn aggregate_limit_ratio(&mut self, input: Vec<Series>, r: Vec<f64>) -> Result<Vec<Series>> {
         let mut out = Vec::new();
         for mut s in input {
             self.check()?;
@@ -400,7 +400,7 @@ impl Evaluator<'_> {
                     vals.push(*x);
                 }
             }
-            if !steps.is_empty() && g.n > 0 {
+            if !steps.is_empty() {
                 s.steps = steps;
                 s.vals = vals;
                 out.push(s);
