@@ -50,6 +50,9 @@ const WAIT: Duration = Duration::from_secs(30);
 /// exist before its first version.
 const EXPECTED_404: &[&str] = &["/api/v1/suspects", "/api/v1/objects/"];
 
+/// The first API call behind a token, before the user gave it.
+const EXPECTED_401: &[&str] = &["status of 401"];
+
 fn chromium() -> Option<PathBuf> {
     let found = find_chromium();
     if found.is_none() {
@@ -196,17 +199,41 @@ async fn the_ui_in_a_real_browser() {
     let Some(bin) = chromium() else { return };
     let browser = Browser::launch(&bin, 1440, 1000).await;
 
-    // An empty store: the first-run page, never a blank one.
+    // An empty store behind a token: the UI asks for the token once, sends
+    // it as a bearer header and never in a URL; then the first-run page,
+    // never a blank one.
     {
         let dir = tempfile::tempdir().unwrap();
+        let token = "ui-test-token-5d1c";
         let ki = KubeInsight::start(
             dir.path(),
-            &[("KUBE_INSIGHT_TARGETS", "api".to_string())],
+            &[
+                ("KUBE_INSIGHT_TARGETS", "api".to_string()),
+                ("KUBE_INSIGHT_API_TOKEN", token.to_string()),
+            ],
             None,
         )
         .await;
         let page = browser.page().await;
         page.navigate(&format!("{}/", ki.api)).await;
+        page.wait(
+            "the token dialog",
+            "document.getElementById('token-input')",
+            WAIT,
+        )
+        .await;
+        page.eval(&format!(
+            "document.getElementById('token-input').value = {}",
+            json!(token)
+        ))
+        .await;
+        page.click(".token-form button[type=submit]").await;
+        let sent = page.events("Network.requestWillBeSent");
+        assert!(!sent.is_empty());
+        for e in &sent {
+            let url = e["params"]["request"]["url"].as_str().unwrap_or_default();
+            assert!(!url.contains(token), "the token in a URL: {url}");
+        }
         let text = page
             .wait("the first-run page", "document.querySelector('.onboarding') && document.querySelector('.onboarding').innerText", WAIT)
             .await;
@@ -223,9 +250,22 @@ async fn the_ui_in_a_real_browser() {
                 "the first-run page lacks {want:?}: {text}"
             );
         }
+        let authed = page.events("Network.requestWillBeSent").iter().any(|e| {
+            e["params"]["request"]["url"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("/api/v1/topology")
+                && e["params"]["request"]["headers"]["Authorization"] == format!("Bearer {token}")
+        });
+        assert!(authed, "the API calls carry the bearer token");
         check_contrast(&page, "first run").await;
         picture(&page, "ui-first-run").await;
-        no_js_errors(&page);
+        let errs = page.errors(EXPECTED_401);
+        assert!(
+            errs.is_empty(),
+            "JavaScript errors in the console:\n{}",
+            errs.join("\n")
+        );
     }
 
     let dir = tempfile::tempdir().unwrap();
