@@ -94,19 +94,6 @@ fn no_js_errors(page: &Page) {
     );
 }
 
-async fn get(client: &reqwest::Client, base: &str, path: &str, q: &[(&str, String)]) -> Value {
-    let r = client
-        .get(format!("{base}{path}"))
-        .query(q)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let body: Value = r.json().await.unwrap();
-    assert!(status.is_success(), "GET {path}: {status}: {body}");
-    body
-}
-
 /// The DOM's graph: node ids and (source, target) edges.
 async fn dom_graph(page: &Page) -> (BTreeSet<String>, BTreeSet<(String, String)>) {
     let v = page
@@ -285,7 +272,7 @@ async fn the_ui_in_a_real_browser() {
     page.navigate(&format!("{}/#/topology?at={at}", ki.api))
         .await;
     graph_at(&page, Some(&at)).await;
-    let want = get(
+    let want = api_query(
         &client,
         &ki.api,
         "/api/v1/topology",
@@ -323,7 +310,7 @@ async fn the_ui_in_a_real_browser() {
     // Just before the last dependency change (there is an earlier one, so
     // the graph then is not empty), else just after the first snapshot.
     let first = want["first"].as_str().unwrap().to_string();
-    let dep = get(
+    let dep = api_query(
         &client,
         &ki.api,
         "/api/v1/topology/changes",
@@ -346,7 +333,7 @@ async fn the_ui_in_a_real_browser() {
     ))
     .await;
     graph_at(&page, Some(&before)).await;
-    let then = get(
+    let then = api_query(
         &client,
         &ki.api,
         "/api/v1/topology",
@@ -364,7 +351,7 @@ async fn the_ui_in_a_real_browser() {
         (&then_nodes, &then_edges),
         "the drawn graph at {before}"
     );
-    let diff = get(
+    let diff = api_query(
         &client,
         &ki.api,
         "/api/v1/topology/diff",
@@ -502,7 +489,7 @@ async fn the_ui_in_a_real_browser() {
     );
     for c in charts {
         let q = c["query"].as_str().unwrap();
-        let r = get(
+        let r = api_query(
             &client,
             &ki.api,
             "/prometheus/api/v1/query_range",
@@ -614,7 +601,7 @@ async fn the_ui_in_a_real_browser() {
         .eval("document.querySelectorAll('#versions-table tbody tr').length")
         .await;
     let now = format_rfc3339_ms(now_ms() + 60_000);
-    let all = get(
+    let all = api_query(
         &client,
         &ki.api,
         "/api/v1/changes",
@@ -645,7 +632,7 @@ async fn the_ui_in_a_real_browser() {
         .iter()
         .min_by_key(|c| parse_time_ms(c["time"].as_str().unwrap()).unwrap())
         .unwrap();
-    let obj = get(
+    let obj = api_query(
         &client,
         &ki.api,
         "/api/v1/objects/Deployment/shop/api",
@@ -755,7 +742,7 @@ async fn ui_render_benchmark() {
             tokio::time::sleep(Duration::from_millis(700)).await;
         }
     }
-    let g = get(
+    let g = api_query(
         &client,
         &ki.api,
         "/api/v1/topology",
@@ -765,6 +752,7 @@ async fn ui_render_benchmark() {
     let nodes = g["nodes"].as_array().unwrap().len();
     let browser = Browser::launch(&bin, 1440, 1000).await;
     let page = browser.page().await;
+    page.call("Performance.enable", json!({})).await;
     let mut firsts = Vec::new();
     for _ in 0..5 {
         page.navigate(&format!("{}/#/topology?open=*", ki.api))
@@ -805,37 +793,57 @@ async fn ui_render_benchmark() {
         )
         .await;
     }
-    let scrubs = page
-        .eval("KI.perf.renders.filter(r => r.kind === 'scrub').map(r => r.ms)")
+    // Each series sorted, for its median and maximum.
+    let sorted = |v: Value| {
+        let mut x: Vec<f64> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        x.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        x
+    };
+    let scrub = |field: &str| {
+        format!("KI.perf.renders.filter(r => r.kind === 'scrub').map(r => r.{field})")
+    };
+    let scrubs = sorted(page.eval(&scrub("ms")).await);
+    let draws = sorted(page.eval(&scrub("drawMs")).await);
+    let fetches = sorted(page.eval(&scrub("fetchMs")).await);
+    let firsts = sorted(json!(firsts));
+    let first = page
+        .eval("KI.perf.renders.find(r => r.kind === 'first')")
         .await;
-    let mut scrubs: Vec<f64> = scrubs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
     let drawn = page
         .eval("document.querySelectorAll('#graph .node').length")
         .await;
     let metrics = page.call("Performance.getMetrics", json!({})).await;
-    scrubs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    firsts.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mid_max = |x: &[f64]| format!("median {:.0}, max {:.0}", x[x.len() / 2], x[x.len() - 1]);
+    let assets = kube_insight_ui_assets_bytes(&client, &ki.api).await;
+    println!("ui bench: graph of {nodes} nodes ({drawn} drawn), assets {assets} bytes");
     println!(
-        "ui bench: graph of {nodes} nodes ({drawn} drawn), assets {} bytes",
-        kube_insight_ui_assets_bytes(&client, &ki.api).await
+        "ui bench: first render ms (5 loads, fetch + draw + paint): {}",
+        mid_max(&firsts)
     );
     println!(
-        "ui bench: first render ms (5 loads): median {:.0}, max {:.0}",
-        firsts[firsts.len() / 2],
-        firsts[firsts.len() - 1]
-    );
-    println!(
-        "ui bench: scrub step ms ({} steps): median {:.0}, p90 {:.0}, max {:.0}",
+        "ui bench: scrub step ms ({} steps, fetch + draw + paint): {}, p90 {:.0}",
         scrubs.len(),
-        scrubs[scrubs.len() / 2],
-        scrubs[scrubs.len() * 9 / 10],
-        scrubs[scrubs.len() - 1]
+        mid_max(&scrubs),
+        scrubs[scrubs.len() * 9 / 10]
+    );
+    println!(
+        "ui bench: scrub step, the API's answers ms: {}",
+        mid_max(&fetches)
+    );
+    println!(
+        "ui bench: scrub step, drawing (DOM) ms: {}",
+        mid_max(&draws)
+    );
+    println!(
+        "ui bench: last load: first render {:.0} ms after the page started ({:.0} ms after navigation)",
+        first["ms"].as_f64().unwrap(),
+        first["sinceNavigation"].as_f64().unwrap()
     );
     println!("ui bench: load average {}", load.trim());
     let m = |name: &str| {

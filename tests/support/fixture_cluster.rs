@@ -232,8 +232,20 @@ pub async fn remote_write(client: &reqwest::Client, ki: &KubeInsight, series: &[
 }
 
 pub async fn api_json(client: &reqwest::Client, ki: &KubeInsight, path: &str) -> Value {
+    api_query(client, &ki.api, path, &[]).await
+}
+
+/// GET `base` + `path` with query parameters; the JSON answer (a failure
+/// status fails the test).
+pub async fn api_query(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    q: &[(&str, String)],
+) -> Value {
     let r = client
-        .get(format!("{}{path}", ki.api))
+        .get(format!("{base}{path}"))
+        .query(q)
         .send()
         .await
         .unwrap();

@@ -35,6 +35,10 @@ KI.clear = (el) => {
   return el;
 };
 
+// Resolves once the browser has laid out and painted what was drawn (the
+// render timings include style, layout and paint, not only the DOM work).
+KI.painted = () => new Promise((res) => requestAnimationFrame(() => setTimeout(res, 0)));
+
 // ---------------------------------------------------------------- time
 
 KI.now = () => Date.now();

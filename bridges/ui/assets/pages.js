@@ -227,6 +227,10 @@
   // Per-view state that survives a new T (layout memory, track changes).
   let topo = { key: null, memory: null, track: null, graphs: new Map() };
 
+  // The health baseline: the graph an hour before T, on a 5-minute grid so
+  // that scrub steps share it (one graph fetch per step, not two).
+  const baselineAt = (t) => Math.floor((t - HOUR) / 300e3) * 300e3;
+
   async function fetchGraph(p, at, signal) {
     const key = JSON.stringify([p.cluster, p.ns, p.focus, p.depth, at]);
     if (topo.graphs.has(key)) return topo.graphs.get(key);
@@ -342,14 +346,18 @@
     let current = { g, base: null, at: ctx.at };
     let pending = null;
     let inflight = false;
+    // While the scrubber is dragged only the graph is redrawn; the table
+    // and the details follow when it is released.
+    let dragging = false;
     const draw = () => {
       const t0 = performance.now();
-      render(ctx, current, svg, list, side, meta, draw, tb.nsSel);
+      render(ctx, current, svg, dragging ? null : list, side, meta, draw, tb.nsSel);
       return performance.now() - t0;
     };
     const tb = toolbar(ctx, () => draw());
     // A scrub step: fetch the graph at the new T (and its baseline), redraw.
     const step = async (t) => {
+      dragging = true;
       pending = t;
       if (inflight) return;
       inflight = true;
@@ -358,25 +366,36 @@
         pending = null;
         const t0 = performance.now();
         try {
-          const [ng, nb] = await Promise.all([fetchGraph(p, want, ctx.signal), fetchGraph(p, want - HOUR, ctx.signal).catch(() => null)]);
+          const [ng, nb] = await Promise.all([fetchGraph(p, want, ctx.signal), fetchGraph(p, baselineAt(want), ctx.signal).catch(() => null)]);
+          const fetchMs = performance.now() - t0;
           current = { g: ng, base: nb, at: want };
           ctx.at = want;
-          draw();
-          KI.perf.renders.push({ kind: "scrub", ms: performance.now() - t0, nodes: (ng.nodes || []).length, at: want });
+          const drawMs = draw();
+          await KI.painted();
+          KI.perf.renders.push({ kind: "scrub", ms: performance.now() - t0, fetchMs, drawMs, nodes: (ng.nodes || []).length, at: want });
         } catch (e) {
           if (!ctx.signal.aborted) meta.textContent = e.message;
         }
       }
       inflight = false;
     };
-    const scrub = scrubber(ctx, ctx.at, step, (t) => history.pushState(null, "", KI.link("topology", [], Object.assign({}, p, { at: KI.iso(t) }))));
+    const release = async (t) => {
+      history.pushState(null, "", KI.link("topology", [], Object.assign({}, p, { at: KI.iso(t) })));
+      while (inflight) await KI.painted();
+      dragging = false;
+      if (ctx.at !== t) await step(t);
+      dragging = false;
+      draw();
+    };
+    const scrub = scrubber(ctx, ctx.at, step, release);
     view.appendChild(tb.el);
     view.appendChild(scrub);
     view.appendChild(h("div", { class: "graph-wrap" }, h("div", { class: "graph-pane" }, svg, meta), side));
     view.appendChild(h("section", { class: "panel" }, h("h2", {}, "Nodes at this time"), list));
-    draw();
-    KI.perf.renders.push({ kind: "first", ms: performance.now() - ctx.started, nodes: (g.nodes || []).length });
-    fetchGraph(p, ctx.at - HOUR, ctx.signal)
+    const drawMs = draw();
+    await KI.painted();
+    KI.perf.renders.push({ kind: "first", ms: performance.now() - ctx.started, drawMs, sinceNavigation: performance.now(), nodes: (g.nodes || []).length });
+    fetchGraph(p, baselineAt(ctx.at), ctx.signal)
       .then((b) => {
         if (current.g === g) {
           current.base = b;
@@ -433,6 +452,7 @@
     svg.dataset.at = KI.iso(ctx.at);
     svg.dataset.nodes = String(graph.nodes.size);
     svg.dataset.edges = String(graph.edges.length);
+    if (!list) return;
     // The node list mirrors the graph: a table a keyboard can walk.
     const rows = units.filter((u) => !matches || matches(u));
     const tbody = h("tbody");

@@ -32,43 +32,26 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 const SVG: &str = "image/svg+xml";
 
+/// One file of `assets/`, served at `/ui/<name>`.
+macro_rules! asset {
+    ($name:literal, $content_type:expr) => {
+        Asset {
+            path: concat!("/ui/", $name),
+            content_type: $content_type,
+            body: include_str!(concat!("../assets/", $name)),
+        }
+    };
+}
+
 /// The UI's files, in load order.
 pub const ASSETS: &[Asset] = &[
-    Asset {
-        path: "/ui/index.html",
-        content_type: HTML,
-        body: include_str!("../assets/index.html"),
-    },
-    Asset {
-        path: "/ui/app.css",
-        content_type: CSS,
-        body: include_str!("../assets/app.css"),
-    },
-    Asset {
-        path: "/ui/core.js",
-        content_type: JS,
-        body: include_str!("../assets/core.js"),
-    },
-    Asset {
-        path: "/ui/graph.js",
-        content_type: JS,
-        body: include_str!("../assets/graph.js"),
-    },
-    Asset {
-        path: "/ui/chart.js",
-        content_type: JS,
-        body: include_str!("../assets/chart.js"),
-    },
-    Asset {
-        path: "/ui/pages.js",
-        content_type: JS,
-        body: include_str!("../assets/pages.js"),
-    },
-    Asset {
-        path: "/ui/favicon.svg",
-        content_type: SVG,
-        body: include_str!("../assets/favicon.svg"),
-    },
+    asset!("index.html", HTML),
+    asset!("app.css", CSS),
+    asset!("core.js", JS),
+    asset!("graph.js", JS),
+    asset!("chart.js", JS),
+    asset!("pages.js", JS),
+    asset!("favicon.svg", SVG),
 ];
 
 /// The page and the scripts change only with the binary; the browser
