@@ -687,6 +687,43 @@ async fn the_ui_in_a_real_browser() {
     )
     .await;
 
+    // The pod page, from the workload's pods, and its container page (once
+    // the page has settled: a click lands where the link is).
+    page.wait(
+        "the workload page settles",
+        "document.querySelector('#pods-table') && !document.querySelector('#main .loading')",
+        WAIT,
+    )
+    .await;
+    page.click(&format!("#pods-table a[href*=\"/pod/shop/{API_POD}\"]"))
+        .await;
+    page.wait(
+        "the pod page",
+        &format!("location.hash.startsWith('#/pod/shop/{API_POD}') && document.querySelectorAll('#charts svg.chart').length >= 3 && document.querySelector('#pods-table')"),
+        WAIT,
+    )
+    .await;
+    page.wait(
+        "the pod page settles",
+        "!document.querySelector('#main .loading')",
+        WAIT,
+    )
+    .await;
+    page.click("#pods-table td:nth-child(2) a").await;
+    page.wait(
+        "the container page",
+        &format!("location.hash.startsWith('#/container/shop/{API_POD}/') && document.querySelectorAll('#charts svg.chart').length >= 2"),
+        WAIT,
+    )
+    .await;
+    let cpu = page
+        .eval("document.querySelector('#charts svg.chart').dataset.query")
+        .await;
+    assert!(
+        cpu.as_str().unwrap().contains("container=\""),
+        "the container page selects its container: {cpu}"
+    );
+
     no_js_errors(&page);
     let missing = page.errors(&[]);
     eprintln!(

@@ -231,12 +231,24 @@ impl Page {
         self.call("Page.navigate", json!({"url": url})).await;
     }
 
-    /// A real mouse click at the centre of the element `selector` matches.
+    /// A real mouse click at the centre of the element `selector` matches (of
+    /// its first box, when a link wraps).
     pub async fn click(&self, selector: &str) {
         let sel = serde_json::to_string(selector).unwrap();
+        let found = self
+            .eval(&format!(
+                "(() => {{ const e = document.querySelector({sel}); if (!e) return false; e.scrollIntoView({{block: 'center'}}); return true; }})()"
+            ))
+            .await;
+        assert_eq!(
+            found,
+            Value::Bool(true),
+            "click: nothing matches {selector}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
         let r = self
             .eval(&format!(
-                "(() => {{ const e = document.querySelector({sel}); if (!e) return null; e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; }})()"
+                "(() => {{ const r = document.querySelector({sel}).getClientRects()[0]; return [r.left + r.width / 2, r.top + r.height / 2]; }})()"
             ))
             .await;
         let (x, y) = match r.as_array() {

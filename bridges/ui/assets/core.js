@@ -294,6 +294,9 @@ KI.clusters = async function () {
   }
 };
 
+// Pages are rebuilt on each route: the browser's scroll restoration would
+// apply to the old layout.
+history.scrollRestoration = "manual";
 window.addEventListener("popstate", () => KI.route());
 window.addEventListener("DOMContentLoaded", () => {
   const t = document.getElementById("token-button");

@@ -338,7 +338,7 @@
 
   async function drawAt(ctx, g) {
     const { p, view } = ctx;
-    const svg = h("svg:svg", { class: "graph", id: "graph", role: "group", "aria-label": "Service graph" });
+    const svg = h("svg:svg", { class: "graph", id: "graph", role: "group", "aria-label": "Service graph", preserveAspectRatio: "xMidYMin meet" });
     KI.panZoom(svg);
     const list = h("div", { class: "node-list" });
     const side = h("aside", { class: "detail", id: "detail" });
@@ -560,7 +560,7 @@
     const grouped = KI.groupGraph(graph, () => true);
     const memory = KI.newLayoutMemory();
     const lay = KI.layout(grouped, memory);
-    const svg = h("svg:svg", { class: "graph diff", id: "graph", role: "group", "aria-label": "Service graph difference" });
+    const svg = h("svg:svg", { class: "graph diff", id: "graph", role: "group", "aria-label": "Service graph difference", preserveAspectRatio: "xMidYMin meet" });
     KI.panZoom(svg);
     KI.drawGraph(svg, grouped, lay, {
       health: () => ({ level: "idle", reasons: [] }),
