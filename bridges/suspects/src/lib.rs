@@ -26,6 +26,8 @@ pub mod pods;
 pub mod query;
 pub mod signals;
 pub mod template;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 pub use model::{frame, Category, OnsetInfo, Suspect};
 pub use query::{

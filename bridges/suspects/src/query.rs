@@ -446,7 +446,8 @@ async fn topology_at(
             )
         } else {
             format!(
-                "topology of cluster {c} as saved at {}",
+                "topology of cluster {c} at {} (structure unchanged since {})",
+                format_rfc3339_ms(at),
                 format_rfc3339_ms(g.version_ms)
             )
         };
