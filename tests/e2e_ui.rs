@@ -561,6 +561,21 @@ async fn the_ui_in_a_real_browser() {
         "the api pod at T: {pods}"
     );
     page.wait("the suspects panel settles", "[...document.querySelectorAll('section.panel')].some(s => s.getAttribute('aria-label') === 'Suspects' && !s.querySelector('.loading'))", WAIT).await;
+    let suspects = page
+        .eval("[...document.querySelectorAll('section.panel')].find(s => s.getAttribute('aria-label') === 'Suspects').innerText")
+        .await;
+    let suspects = suspects.as_str().unwrap();
+    assert!(
+        suspects.contains("not available")
+            || suspects.contains("No suspects")
+            || page
+                .eval("document.querySelectorAll('ol.suspects li').length")
+                .await
+                .as_u64()
+                .unwrap()
+                > 0,
+        "the suspects panel: a list, none, or not available, never an error: {suspects}"
+    );
     // The fixture's log lines are yesterday's: widen the logs' range.
     page.eval("(() => { const s = document.getElementById('log-range'); s.value = '168'; s.dispatchEvent(new Event('change')); return true; })()").await;
     page.wait("logs", "document.querySelectorAll('#logs li').length", WAIT)
