@@ -27,24 +27,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
 
+#[path = "support/fixture_cluster.rs"]
+mod fixture_cluster;
 #[path = "support/kube_mock.rs"]
 mod kube_mock;
 mod support;
 #[path = "support/topology_mock.rs"]
 mod topology_mock;
 
+use fixture_cluster::*;
+use kube_insight_core::parse_time_ms;
 use kube_insight_core::time::{format_rfc3339_ms, now_ms};
-use kube_insight_core::{parse_time_ms, Labels, Sample, TimeSeries};
-use kube_insight_sources::prometheus::exposition::parse_to_series;
-use kube_insight_sources::prometheus::remote_write::encode;
-use kube_mock::{deployment, KubeMock};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 use support::*;
-use topology_mock::{expected_edges, Phase, Shop};
 
 // ---------------------------------------------------------------------------
 // The dashboards and the provisioning
@@ -61,13 +58,6 @@ const DASHBOARDS: [(&str, &str); 4] = [
 const SCHEMA_VERSIONS: std::ops::RangeInclusive<u64> = 36..=41;
 
 const INFINITY: &str = "yesoreyeram-infinity-datasource";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn load_dashboards() -> Vec<(String, Value)> {
     let dir = repo().join("grafana/dashboards");
@@ -1224,294 +1214,6 @@ impl Live {
     }
 }
 
-// ---------------------------------------------------------------------------
-// The fixture cluster
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(repo().join("../shared/fixtures").join(name)).unwrap()
-}
-
-/// The fixtures' day, and the day it is moved to (yesterday, UTC).
-const FIXTURE_DAY: &str = "2024-05-31";
-
-fn yesterday() -> (String, i64) {
-    let day_ms = 86_400_000;
-    let today = now_ms() / day_ms * day_ms;
-    let y = today - day_ms;
-    let shift = y - parse_time_ms(&format!("{FIXTURE_DAY}T00:00:00Z")).unwrap();
-    (format_rfc3339_ms(y)[..10].to_string(), shift)
-}
-
-const API_POD: &str = "api-5f6d7c8b9-qwz7p";
-
-/// The cAdvisor and kube-state-metrics fixtures (the `shop/api` pod), and
-/// what they imply, as live series: counters grow at a steady rate, gauges
-/// keep their value; plus the pod's sent bytes, restarts (it is in
-/// BackOff in the event fixture) and a Beyla flow frontend → api.
-struct FixturePods {
-    series: Vec<(Labels, f64, f64)>, // labels, value at t0, rate per second
-    t0_ms: i64,
-}
-
-impl FixturePods {
-    fn new(t0_ms: i64) -> FixturePods {
-        let mut series = Vec::new();
-        for file in [
-            "kubelet-cadvisor-sample.txt",
-            "kube-state-metrics-sample.txt",
-        ] {
-            let (parsed, report) = parse_to_series(fixture(file), 0);
-            assert!(report.errors.is_empty(), "{file}: {:?}", report.errors);
-            for s in parsed {
-                let name = s.labels.get("__name__").unwrap().to_string();
-                let v = s.samples.last().unwrap().value;
-                let rate = match name.as_str() {
-                    "container_cpu_usage_seconds_total" => 0.2,
-                    "container_network_receive_bytes_total" => 5_000.0,
-                    _ => 0.0,
-                };
-                series.push((s.labels, v, rate));
-            }
-        }
-        let l = |pairs: &[(&str, &str)]| Labels::from_pairs(pairs.iter().copied());
-        series.push((
-            l(&[
-                ("__name__", "container_network_transmit_bytes_total"),
-                ("namespace", "shop"),
-                ("pod", API_POD),
-                ("interface", "eth0"),
-            ]),
-            4.2e8,
-            3_000.0,
-        ));
-        series.push((
-            l(&[
-                ("__name__", "kube_pod_container_status_restarts_total"),
-                ("namespace", "shop"),
-                ("pod", API_POD),
-                ("container", "api"),
-                ("uid", "c3d4e5f6-a7b8-4c9d-8e0f-1a2b3c4d5e6f"),
-            ]),
-            7.0,
-            1.0 / 120.0,
-        ));
-        series.push((
-            l(&[
-                ("__name__", "beyla_network_flow_bytes_total"),
-                ("job", "beyla"),
-                ("k8s_src_namespace", "shop"),
-                ("k8s_src_owner_name", "frontend"),
-                ("k8s_src_owner_type", "Deployment"),
-                ("k8s_dst_namespace", "shop"),
-                ("k8s_dst_owner_name", "api"),
-                ("k8s_dst_owner_type", "Deployment"),
-            ]),
-            1_000.0,
-            2_000.0,
-        ));
-        FixturePods { series, t0_ms }
-    }
-
-    fn at(&self, t_ms: i64) -> Vec<TimeSeries> {
-        let dt = (t_ms - self.t0_ms) as f64 / 1000.0;
-        self.series
-            .iter()
-            .map(|(l, v, rate)| {
-                let mut value = v + rate * dt;
-                if l.get("__name__") == Some("kube_pod_container_status_restarts_total") {
-                    value = value.floor();
-                }
-                TimeSeries::new(l.clone(), vec![Sample::new(t_ms, value)])
-            })
-            .collect()
-    }
-}
-
-async fn remote_write(client: &reqwest::Client, ki: &KubeInsight, series: &[TimeSeries]) {
-    let r = client
-        .post(format!("{}/ingest/prometheus/api/v1/write", ki.ingest))
-        .header("content-encoding", "snappy")
-        .body(encode(series, &[]).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
-}
-
-async fn api_json(client: &reqwest::Client, ki: &KubeInsight, path: &str) -> Value {
-    let r = client
-        .get(format!("{}{path}", ki.api))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let body: Value = r.json().await.unwrap();
-    assert!(status.is_success(), "GET {path}: {status}: {body}");
-    body
-}
-
-/// Fills the store: the fixture pods' last ten minutes, the Fluent Bit
-/// bodies and the event stream moved to yesterday, the Deployment's
-/// history, then the shop's three phases until the live topology shows
-/// each.
-async fn fill(
-    client: &reqwest::Client,
-    ki: &KubeInsight,
-    mock: &KubeMock,
-    day: &str,
-    shift_ms: i64,
-) {
-    let start = now_ms();
-    let pods = FixturePods::new(start - 600_000);
-    for k in 0..=40 {
-        remote_write(client, ki, &pods.at(start - 600_000 + k * 15_000)).await;
-    }
-
-    // Logs: both Fluent Bit bodies, as the manifests' Fluent Bit sends them.
-    let lines: Vec<String> = fixture("fluentbit-http-json_lines.txt")
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(&l.replace(FIXTURE_DAY, day)).unwrap();
-            if let Some(d) = v["date"].as_f64() {
-                v["date"] = Value::from(d + (shift_ms / 1000) as f64);
-            }
-            v.to_string()
-        })
-        .collect();
-    for (body, kind) in [
-        (lines.join("\n") + "\n", "application/x-ndjson"),
-        (
-            fixture("fluentbit-http-json.json").replace(FIXTURE_DAY, day),
-            "application/json",
-        ),
-    ] {
-        let r = client
-            .post(format!("{}/ingest/fluent-bit", ki.ingest))
-            .header("content-type", kind)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            r.status().is_success(),
-            "{}: {}",
-            r.status(),
-            r.text().await.unwrap()
-        );
-    }
-
-    // Events and the Deployment's history (the baseline was listed at start).
-    for (image, time) in [
-        ("registry/api:1.1", "08:00:00"),
-        ("registry/api:1.2", "12:00:00"),
-    ] {
-        mock.apply(
-            "deployments",
-            deployment(
-                "shop",
-                "api",
-                "u-api",
-                image,
-                3,
-                "argocd-controller",
-                &format!("{day}T{time}Z"),
-            ),
-        );
-    }
-    for line in fixture("k8s-watch-events-stream.jsonl")
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-    {
-        mock.raw_event(
-            "events",
-            &serde_json::from_str(&line.replace(FIXTURE_DAY, day)).unwrap(),
-        );
-    }
-
-    // The shop, phase by phase, with the fixture pods alive.
-    let mut shop = Shop::default();
-    for phase in [Phase::A, Phase::B, Phase::C] {
-        let mut want: Vec<String> = expected_edges(phase)
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        want.push("shop/api--shop/frontend".into());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let t = now_ms();
-            let mut batch = shop.push(phase, t);
-            batch.extend(pods.at(t));
-            remote_write(client, ki, &batch).await;
-            let edges = api_json(
-                client,
-                ki,
-                &format!("/api/v1/topology/edges?at={}", now_ms()),
-            )
-            .await;
-            let ids: BTreeSet<String> = edges
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["id"].as_str().unwrap().to_string())
-                .collect();
-            if want.iter().all(|w| ids.contains(w)) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "phase {phase:?}: edges {ids:?}, want {want:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        for _ in 0..4 {
-            let t = now_ms();
-            let mut batch = shop.push(phase, t);
-            batch.extend(pods.at(t));
-            remote_write(client, ki, &batch).await;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-
-    // Node and edge stats are kept per minute (the first save of a
-    // minute): keep the last phase up until a minute has started inside it.
-    let minute_start = ((now_ms() + 5_000) / 60_000 + 1) * 60_000;
-    while now_ms() < minute_start + 2_500 {
-        let t = now_ms();
-        let mut batch = shop.push(Phase::C, t);
-        batch.extend(pods.at(t));
-        remote_write(client, ki, &batch).await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-
-    // Everything is readable before the dashboards are.
-    let from = format!("{day}T00:00:00Z");
-    eventually(
-        "the fixture's events and history",
-        Duration::from_secs(30),
-        || {
-            let path = format!("/api/v1/changes?from={from}&to={}&workload=api", now_ms());
-            async move {
-                let v = api_json(client, ki, &path).await;
-                let rows = v.as_array().cloned().unwrap_or_default();
-                let has = |cat: &str| rows.iter().any(|r| r["category"] == cat);
-                (has("event") && has("object")).then_some(())
-            }
-        },
-    )
-    .await;
-    let logs = api_json(
-        client,
-        ki,
-        &format!("/api/v1/logs?from={from}&to={}&workload=api", now_ms()),
-    )
-    .await;
-    assert!(
-        !logs.as_array().unwrap().is_empty(),
-        "the api pod's logs: {logs}"
-    );
-}
-
 /// Grafana's `$__interval` for a range (about 1000 points, rounded to a
 /// nice interval) and `$__rate_interval` (interval + scrape interval, at
 /// least 4 scrape intervals, with Grafana's 15 s default).
@@ -1540,47 +1242,13 @@ type Scenario<'a> = (&'a str, &'a str, Vec<(&'a str, Vec<&'a str>)>);
 async fn every_panel_query_answers_over_the_fixture_cluster() {
     let dashboards = load_dashboards();
     let dir = tempfile::tempdir().unwrap();
-    let (day, shift_ms) = yesterday();
-    let mock = KubeMock::start().await;
-    mock.apply(
-        "deployments",
-        deployment(
-            "shop",
-            "api",
-            "u-api",
-            "registry/api:1.0",
-            3,
-            "argocd-controller",
-            &format!("{day}T00:00:00Z"),
-        ),
-    );
-    let kubeconfig = mock.kubeconfig(dir.path());
-    let env = [
-        ("KUBE_INSIGHT_TARGETS", "all".to_string()),
-        ("KUBE_INSIGHT_CLUSTER", "e2e".to_string()),
-        ("KUBE_INSIGHT_KUBECONFIG", kubeconfig.display().to_string()),
-        (
-            "KUBE_INSIGHT_EVENTS_KINDS",
-            "v1/Event,apps/v1/Deployment".to_string(),
-        ),
-        ("KUBE_INSIGHT_TOPOLOGY_INTERVAL", "1s".to_string()),
-        ("KUBE_INSIGHT_TOPOLOGY_WINDOW", "4s".to_string()),
-    ];
-    let ki = KubeInsight::start(dir.path(), &env, None).await;
-    let m = mock.clone();
-    eventually("the initial lists", Duration::from_secs(30), move || {
-        let m = m.clone();
-        async move {
-            let r = m.requests();
-            ["deployments", "events"]
-                .iter()
-                .all(|p| r.iter().any(|x| x.starts_with(&format!("WATCH {p} "))))
-                .then_some(())
-        }
-    })
-    .await;
-    let client = reqwest::Client::new();
-    fill(&client, &ki, &mock, &day, shift_ms).await;
+    let FixtureCluster {
+        ki,
+        mock: _mock,
+        day,
+        client,
+        ..
+    } = FixtureCluster::start(dir.path()).await;
 
     // The range: yesterday 00:00 (the moved fixtures) to a minute from now.
     let from_ms = parse_time_ms(&format!("{day}T00:00:00Z")).unwrap();

@@ -43,6 +43,7 @@ Examples:
   kube-insight get deploy/api -n shop --at 2024-05-31T16:00:00Z -o yaml
   kube-insight diff deploy/api -n shop --from now-2h --to now
   kube-insight topology --at now --format dot | dot -Tpng > graph.png
+  kube-insight suspects deploy/frontend -n shop --at now-5m --window 2h
   kube-insight config          # the effective configuration, secrets masked
   kube-insight schema apply    # create or migrate the store (run once, by a Job)";
 
@@ -68,6 +69,9 @@ pub enum Command {
     Diff(Box<crate::events_cmd::DiffArgs>),
     /// The service graph at a time (`--format table|json|dot`), or `topology diff --from T1 --to T2`.
     Topology(Box<crate::topology_cmd::TopologyArgs>),
+    /// Which change caused a workload's degradation, ranked with evidence:
+    /// `suspects deploy/frontend -n shop --at T [--window 2h] [-o table|json]`.
+    Suspects(Box<crate::suspects_cmd::SuspectsArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,6 +98,11 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Diff(args) => runtime()?.block_on(crate::events_cmd::run_diff(*args)),
         Command::Topology(args) => {
             let out = runtime()?.block_on(crate::topology_cmd::run(*args))?;
+            print!("{out}");
+            Ok(())
+        }
+        Command::Suspects(args) => {
+            let out = runtime()?.block_on(crate::suspects_cmd::run(*args))?;
             print!("{out}");
             Ok(())
         }

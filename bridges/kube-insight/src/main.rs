@@ -4,6 +4,7 @@ mod cli;
 mod config;
 mod events_cmd;
 mod run;
+mod suspects_cmd;
 mod targets;
 mod topology_cmd;
 

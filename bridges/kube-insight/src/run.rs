@@ -222,9 +222,11 @@ pub async fn run(settings: RunSettings) -> Result<()> {
                 query_timeout: settings.query_timeout,
                 ..Default::default()
             },
-        );
+        )
+        // The web UI at `/` (public assets; the data they fetch is guarded).
+        .merge(kube_insight_ui::router());
         let api_listener = bind(settings.api_listen, "KUBE_INSIGHT_API_LISTEN").await?;
-        tracing::info!(listen = %settings.api_listen, "api listening: /api/v1/*, /prometheus/api/v1/*");
+        tracing::info!(listen = %settings.api_listen, "api listening: /api/v1/*, /prometheus/api/v1/*, web ui at /");
         tasks.spawn(serve(
             api_listener,
             api,
