@@ -68,6 +68,8 @@ pub enum Command {
     Diff(Box<crate::events_cmd::DiffArgs>),
     /// The service graph at a time (`--format table|json|dot`), or `topology diff --from T1 --to T2`.
     Topology(Box<crate::topology_cmd::TopologyArgs>),
+    /// A synthetic shop with incidents, played into kube-insight (started on a temporary store unless --ingest is given).
+    Demo(Box<crate::demo_cmd::DemoArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +91,13 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Run(settings) => {
             settings.validate()?;
             runtime()?.block_on(crate::run::run(*settings))
+        }
+        Command::Demo(args) => {
+            // The demo prints what it plays; the server it starts logs warnings only.
+            if std::env::var_os("KUBE_INSIGHT_LOG").is_none() {
+                std::env::set_var("KUBE_INSIGHT_LOG", "warn");
+            }
+            runtime()?.block_on(crate::demo_cmd::run(*args))
         }
         Command::Get(args) => runtime()?.block_on(crate::events_cmd::run_get(*args)),
         Command::Diff(args) => runtime()?.block_on(crate::events_cmd::run_diff(*args)),
