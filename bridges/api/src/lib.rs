@@ -11,6 +11,7 @@ pub mod kube;
 pub mod logs;
 pub mod params;
 pub mod prometheus;
+pub mod suspects;
 pub mod topology;
 
 use axum::extract::{Request, State};
@@ -72,6 +73,7 @@ pub fn router(store: DynStore, telemetry: Arc<Telemetry>, config: ApiConfig) -> 
     Router::new()
         .merge(kube::routes())
         .merge(prometheus::routes())
+        .merge(suspects::routes())
         .merge(logs::routes(log_store))
         .merge(events::routes_with_topology(
             event_store,
@@ -148,6 +150,9 @@ fn endpoint_label(path: &str) -> &'static str {
         "/api/v1/topology/edges",
         "/api/v1/topology/diff",
         "/api/v1/topology",
+        "/api/v1/suspects/frame",
+        "/api/v1/suspects/onset",
+        "/api/v1/suspects",
     ];
     KNOWN
         .iter()
