@@ -2,12 +2,18 @@
 //! kube-insight on a temporary store, plays history and a bounded stretch of
 //! real time, and the API it serves meanwhile has a topology and changes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
 use support::{eventually, free_port, Proc};
+
+async fn get_json(c: &reqwest::Client, url: &str) -> Option<Value> {
+    c.get(url).send().await.ok()?.json().await.ok()
+}
 
 #[tokio::test]
 async fn demo_fills_topology_and_changes() {
@@ -35,42 +41,21 @@ async fn demo_fills_topology_and_changes() {
     let mut demo = Proc::spawn("kube-insight-demo", cmd, dir.path());
     let base = format!("http://127.0.0.1:{api}");
     let client = reqwest::Client::new();
-    let (c, b) = (client.clone(), base.clone());
-    let edges = eventually("the demo's topology", Duration::from_secs(90), move || {
-        let (c, b) = (c.clone(), b.clone());
+    let edges = eventually("the demo's topology", Duration::from_secs(90), || {
+        let (c, u) = (client.clone(), format!("{base}/api/v1/topology"));
         async move {
-            let v: Value = c
-                .get(format!("{b}/api/v1/topology"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            let n = v["edges"].as_array().map_or(0, Vec::len)
-                + v["edges"].as_object().map_or(0, |m| m.len());
+            let v = get_json(&c, &u).await?;
+            let n = v["edges"].as_array().map_or(0, Vec::len);
             (n >= 10).then_some(n)
         }
     })
     .await;
-    let (c, b) = (client.clone(), base.clone());
-    let changes = eventually("the demo's changes", Duration::from_secs(60), move || {
-        let (c, b) = (c.clone(), b.clone());
+    let changes = eventually("the demo's changes", Duration::from_secs(60), || {
+        let (c, u) = (client.clone(), format!("{base}/api/v1/changes?from=now-1h"));
         async move {
-            let v: Value = c
-                .get(format!("{b}/api/v1/changes?from=now-1h"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            let rows = v
-                .as_array()
-                .cloned()
-                .or_else(|| v["changes"].as_array().cloned())
-                .unwrap_or_default();
-            (!rows.is_empty()).then_some(rows.len())
+            let v = get_json(&c, &u).await?;
+            let n = v.as_array().or(v["changes"].as_array()).map_or(0, Vec::len);
+            (n > 0).then_some(n)
         }
     })
     .await;

@@ -8,12 +8,18 @@
 //! The query latencies printed are seen in a test on a loaded machine: not
 //! a benchmark.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use kube_insight_scenario::{build, catalog, ApiServer, Player, ScenarioType, Timeline};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use support::{eventually, KubeInsight};
+
+/// How far back the suspects look: inside the 30 min history, so the
+/// start of the played data is not taken for an onset.
+const WINDOW: &str = "20m";
 
 /// Scenarios played at once (each is a kube-insight process).
 const PARALLEL: usize = 3;
@@ -112,17 +118,19 @@ async fn play_one(k: usize, sc: ScenarioType) -> Outcome {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let (ns, name) = sc.symptom.split_once('/').unwrap();
-    let at_s = kube_insight_scenario::cluster::rfc3339(at.max(tl.end) + 1000);
+    let at_ms = at.max(tl.end) + 1000;
+    let at_s = kube_insight_scenario::cluster::rfc3339(at_ms);
     let started = Instant::now();
+    let params = [
+        ("cluster", "prod"),
+        ("namespace", ns),
+        ("workload", name),
+        ("at", at_s.as_str()),
+        ("window", WINDOW),
+    ];
     let r = client
         .get(format!("{}/api/v1/suspects", ki.api))
-        .query(&[
-            ("cluster", "prod"),
-            ("namespace", ns),
-            ("workload", name),
-            ("at", &at_s),
-            ("window", "2h"),
-        ])
+        .query(&params)
         .send()
         .await
         .unwrap();
@@ -175,8 +183,48 @@ async fn play_one(k: usize, sc: ScenarioType) -> Outcome {
                 )
             })
             .collect();
+        // Why: the onset the model found and the scope it walked.
+        let onset = client
+            .get(format!("{}/api/v1/suspects/onset", ki.api))
+            .query(&params)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let onset: String = onset.chars().take(1200).collect();
+        // And the symptom itself, through PromQL, before and at the symptom time.
+        let q = format!(
+            "sum(rate(http_server_request_duration_seconds_count{{k8s_namespace_name=\"{ns}\",k8s_owner_name=\"{name}\",http_response_status_code=\"500\"}}[2m])) / sum(rate(http_server_request_duration_seconds_count{{k8s_namespace_name=\"{ns}\",k8s_owner_name=\"{name}\"}}[2m]))"
+        );
+        let mut ratios = Vec::new();
+        for t in [tl.incident - 120_000, at_ms] {
+            let v: Value = client
+                .get(format!("{}/prometheus/api/v1/query", ki.api))
+                .query(&[
+                    ("query", q.as_str()),
+                    ("time", &format!("{}", t as f64 / 1000.0)),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            ratios.push(
+                v["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .unwrap_or("none")
+                    .to_string(),
+            );
+        }
         eprintln!(
-            "{} (cause {:?}, rank {rank:?}):\n{}",
+            "  error ratio of {}: {} before the incident, {} at the symptom time",
+            sc.symptom, ratios[0], ratios[1]
+        );
+        eprintln!(
+            "{} (cause {:?}, rank {rank:?}):\n{}\n  onset: {onset}",
             sc.id,
             sc.cause,
             shown.join("\n")
@@ -194,8 +242,19 @@ async fn play_one(k: usize, sc: ScenarioType) -> Outcome {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn suspects_rank_the_known_cause_of_every_scenario() {
-    let types = catalog();
-    assert!(types.len() >= 20);
+    // SCENARIOS=id,id plays only those (to look at a miss); the accuracy
+    // is asserted over the whole catalogue only.
+    let only = std::env::var("SCENARIOS").ok();
+    let all = catalog();
+    assert!(all.len() >= 20);
+    let types: Vec<ScenarioType> = all
+        .iter()
+        .filter(|s| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|id| id == s.id))
+        })
+        .copied()
+        .collect();
     let started = Instant::now();
     let mut outcomes = Vec::new();
     for chunk in types
@@ -245,6 +304,9 @@ async fn suspects_rank_the_known_cause_of_every_scenario() {
         lat[lat.len() / 2],
         lat[lat.len() - 1]
     );
+    if only.is_some() {
+        return;
+    }
     assert!(top1 >= 0.8, "top-1 accuracy {:.0} % < 80 %", top1 * 100.0);
     assert!(top3 >= 0.95, "top-3 accuracy {:.0} % < 95 %", top3 * 100.0);
 }

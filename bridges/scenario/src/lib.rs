@@ -58,3 +58,50 @@ pub fn build(k: usize, s: &ScenarioType, tl: Timeline) -> World {
     s.inject(&mut w, tl.incident);
     w
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Every scenario's samples are finite and its counters never go down
+    /// (a series restarting at a new pod is a new series).
+    #[test]
+    fn every_scenario_plays_finite_monotonic_counters() {
+        for (k, s) in catalog().iter().enumerate() {
+            let tl = Timeline::ending_at(
+                1_800_000_000_000,
+                std::time::Duration::from_secs(10 * 60),
+                std::time::Duration::from_secs(4 * 60),
+            );
+            let mut w = build(k, s, tl);
+            let mut last: HashMap<u64, f64> = HashMap::new();
+            let mut t = tl.start;
+            while t <= tl.end {
+                let mut b = world::Batch::default();
+                w.step(t, &mut b);
+                for ser in b.take_series() {
+                    for x in &ser.samples {
+                        assert!(x.value.is_finite(), "{}: {:?} at {t}", s.id, ser.labels);
+                    }
+                    let name = ser.labels.metric_name();
+                    if name.ends_with("_total")
+                        || name.ends_with("_bucket")
+                        || name.ends_with("_count")
+                        || name.ends_with("_sum")
+                    {
+                        let v = ser.samples[0].value;
+                        let prev = last.insert(ser.labels.fingerprint(), v).unwrap_or(0.0);
+                        assert!(
+                            v >= prev,
+                            "{}: {:?} went down {prev} -> {v}",
+                            s.id,
+                            ser.labels
+                        );
+                    }
+                }
+                t += STEP_MS;
+            }
+        }
+    }
+}

@@ -362,16 +362,15 @@ pub fn catalog() -> Vec<ScenarioType> {
         },
         ScenarioType {
             id: "hpa-maxed",
-            title: "the frontend HPA's maxReplicas lowered under a traffic surge",
+            title:
+                "the frontend HPA's maxReplicas lowered to 3, then a traffic surge it cannot absorb",
             cause: cause("HorizontalPodAutoscaler", "shop", "frontend", "scale"),
             symptom: "shop/frontend",
             inject: |w, t| {
-                let mut surge = Effect::on("shop/frontend", t - 900_000);
+                w.set_hpa(t, "shop/frontend", 3, 3, "helm");
+                let mut surge = Effect::on("shop/frontend", t + 30_000);
                 surge.traffic = 2.2;
                 w.add_effect(surge);
-                w.scale(t - 840_000, "shop/frontend", 7, "horizontal-pod-autoscaler");
-                w.set_hpa(t, "shop/frontend", 3, 3, "helm");
-                w.scale(t + 15_000, "shop/frontend", 3, "horizontal-pod-autoscaler");
             },
         },
         ScenarioType {

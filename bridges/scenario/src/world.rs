@@ -85,6 +85,9 @@ struct Workload {
     replicas: u32,
     /// (min, max) of its HPA.
     hpa: Option<(u32, u32)>,
+    /// (from, replicas) of each scale, and (from, HPA bounds) of each HPA change.
+    replicas_at: Vec<(i64, u32)>,
+    hpa_at: Vec<(i64, Option<(u32, u32)>)>,
     pods: Vec<Pod>,
     /// Old templates, for the ReplicaSets they own.
     templates: Vec<Template>,
@@ -190,6 +193,8 @@ impl World {
                     rev: 1,
                     generation: 1,
                     hpa,
+                    replicas_at: Vec::new(),
+                    hpa_at: Vec::new(),
                     pods,
                 }
             })
@@ -479,6 +484,7 @@ impl World {
         let w = &mut self.workloads[i];
         let from = w.replicas;
         w.replicas = replicas;
+        w.replicas_at.push((t, replicas));
         let svc = w.svc.clone();
         let template = w.template.clone();
         let rev = w.rev;
@@ -571,7 +577,12 @@ impl World {
     /// Changes a workload's HPA bounds at `t`.
     pub fn set_hpa(&mut self, t: i64, workload: &str, min: u32, max: u32, manager: &str) {
         let i = self.idx(workload);
+        let before = self.workloads[i].hpa;
+        if self.workloads[i].hpa_at.is_empty() {
+            self.workloads[i].hpa_at.push((i64::MIN, before));
+        }
         self.workloads[i].hpa = Some((min, max));
+        self.workloads[i].hpa_at.push((t, Some((min, max))));
         let w = &self.workloads[i];
         let obj = cluster::hpa(&w.svc, min, max, w.replicas.min(max), manager, &rfc3339(t));
         self.queue(t, Op::Apply("horizontalpodautoscalers", obj));
@@ -734,25 +745,32 @@ impl World {
         // Utilisation: 35 % of the limit at baseline traffic per pod.
         let base_per_pod = w.svc.rps / f64::from(w.svc.replicas.max(1));
         let per_pod = w.svc.rps * traffic / serving;
-        let util = 0.35 * (per_pod / base_per_pod.max(1e-9)) * f64::from(w.svc.cpu_limit_m)
-            / f64::from(w.template.cpu_limit_m.max(1));
-        let sat = if util > 0.8 {
-            1.0 + 8.0 * (util - 0.8)
-        } else {
-            1.0
-        };
-        let sat_err = ((util - 1.2) * 0.25).clamp(0.0, 0.5);
         let need_mi = 0.45 * f64::from(w.svc.memory_limit_mi);
-        let oom = f64::from(w.template.memory_limit_mi) < need_mi;
         let mut views = Vec::new();
         for &k in &alive {
             let p = &w.pods[k];
+            // The pod's own template: a rollout's limits apply to its new pods.
+            let tpl = w
+                .templates
+                .get(p.rev.saturating_sub(1) as usize)
+                .unwrap_or(&w.template);
+            let util = 0.45 * (per_pod / base_per_pod.max(1e-9)) * f64::from(w.svc.cpu_limit_m)
+                / f64::from(tpl.cpu_limit_m.max(1));
+            let sat = if util > 0.75 {
+                1.0 + 12.0 * (util - 0.75)
+            } else {
+                1.0
+            };
+            let sat_err = ((util - 1.0) * 0.3).clamp(0.0, 0.5);
+            // Queueing: a saturated server's requests wait.
+            let queue_ms = (400.0 * (util - 0.75)).max(0.0);
+            let oom = f64::from(tpl.memory_limit_mi) < need_mi;
             let mut v = PodView {
                 pod: k,
-                latency_ms: w.svc.base_ms * sat * self.rng.jitter(0.08),
+                latency_ms: w.svc.base_ms * sat * self.rng.jitter(0.08) + queue_ms,
                 errors: w.svc.base_err * self.rng.jitter(0.5) + sat_err,
                 util: util.min(1.0),
-                throttle: ((util - 0.8) * 1.5).clamp(0.0, 0.9),
+                throttle: ((util - 0.75) * 1.5).clamp(0.0, 0.9),
                 silent: false,
                 down: false,
                 oom,
@@ -821,12 +839,18 @@ impl World {
         let http = self.workloads[i].svc.http;
         let rps = self.workloads[i].svc.rps * traffic;
         let serving = views.iter().filter(|v| !v.silent).count().max(1) as f64;
-        let limit_m = self.workloads[i].template.cpu_limit_m;
-        let limit_mi = self.workloads[i].template.memory_limit_mi;
         let need_mi = 0.45 * f64::from(self.workloads[i].svc.memory_limit_mi);
         let image = self.workloads[i].template.image.clone();
-        let replicas = self.workloads[i].replicas;
-        let hpa = self.workloads[i].hpa;
+        let replicas = at_time(
+            &self.workloads[i].replicas_at,
+            t,
+            self.workloads[i].svc.replicas,
+        );
+        let hpa = if self.workloads[i].hpa_at.is_empty() {
+            self.workloads[i].hpa
+        } else {
+            at_time(&self.workloads[i].hpa_at, t, None)
+        };
         let ts = rfc3339(t);
         let kind_label = if kind == "Deployment" {
             "k8s_deployment_name"
@@ -844,10 +868,8 @@ impl World {
                 .cloned()
                 .unwrap_or_else(|| self.workloads[i].template.clone());
             let rs = format!("{name}-{}", tpl.hash(&self.workloads[i].svc));
-            if v.silent {
-                continue;
-            }
-            // kube-state-metrics.
+            // kube-state-metrics (it reads the API server: a pod on a lost
+            // node is still listed).
             let (owner_kind, owner_name) = if kind == "StatefulSet" {
                 ("StatefulSet", name.to_string())
             } else {
@@ -924,6 +946,10 @@ impl World {
                     1.0,
                 );
             }
+            // The kubelet's and Beyla's signals stop with the pod's node.
+            if v.silent {
+                continue;
+            }
             // cAdvisor.
             let c = [
                 ("namespace", ns),
@@ -931,7 +957,7 @@ impl World {
                 ("container", name),
                 ("image", image.as_str()),
             ];
-            let cpu = v.util * f64::from(limit_m) / 1000.0;
+            let cpu = v.util * f64::from(tpl.cpu_limit_m) / 1000.0;
             self.counter(
                 out,
                 &[&[("__name__", "container_cpu_usage_seconds_total")], &c[..]].concat(),
@@ -956,7 +982,7 @@ impl World {
                 periods * v.throttle,
             );
             let mem_mi = if v.oom {
-                f64::from(limit_mi) * 0.98
+                f64::from(tpl.memory_limit_mi) * 0.98
             } else {
                 need_mi * self.rng.jitter(0.03)
             };
@@ -1078,7 +1104,10 @@ impl World {
                     &image,
                     &rs,
                     "stdout",
-                    &format!("GET / 200 {:.1}ms", v.latency_ms),
+                    &format!(
+                        "{{\"level\":\"info\",\"msg\":\"GET / 200 {:.1}ms\",\"ts\":\"{ts}\"}}",
+                        v.latency_ms
+                    ),
                 ));
                 let n_err = (v.errors * 20.0).round().min(8.0) as i64;
                 for k in 0..n_err {
@@ -1341,6 +1370,15 @@ struct PodView {
     oom: bool,
     log: Option<String>,
     cut: Vec<String>,
+}
+
+/// The value of a step function at `t`: the last entry from at or before `t`, else `initial`.
+fn at_time<T: Copy>(steps: &[(i64, T)], t: i64, initial: T) -> T {
+    steps
+        .iter()
+        .rev()
+        .find(|(from, _)| *from <= t)
+        .map_or(initial, |(_, v)| *v)
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
