@@ -71,8 +71,8 @@ mod tests {
         for (k, s) in catalog().iter().enumerate() {
             let tl = Timeline::ending_at(
                 1_800_000_000_000,
-                std::time::Duration::from_secs(10 * 60),
-                std::time::Duration::from_secs(4 * 60),
+                std::time::Duration::from_secs(5 * 60),
+                std::time::Duration::from_secs(2 * 60),
             );
             let mut w = build(k, s, tl);
             let mut last: HashMap<u64, f64> = HashMap::new();
