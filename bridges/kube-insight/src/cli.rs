@@ -72,6 +72,8 @@ pub enum Command {
     /// Which change caused a workload's degradation, ranked with evidence:
     /// `suspects deploy/frontend -n shop --at T [--window 2h] [-o table|json]`.
     Suspects(Box<crate::suspects_cmd::SuspectsArgs>),
+    /// A synthetic shop with incidents, played into kube-insight (started on a temporary store unless --ingest is given).
+    Demo(Box<crate::demo_cmd::DemoArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +95,13 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Run(settings) => {
             settings.validate()?;
             runtime()?.block_on(crate::run::run(*settings))
+        }
+        Command::Demo(args) => {
+            // The demo prints what it plays; the server it starts logs warnings only.
+            if std::env::var_os("KUBE_INSIGHT_LOG").is_none() {
+                std::env::set_var("KUBE_INSIGHT_LOG", "warn");
+            }
+            runtime()?.block_on(crate::demo_cmd::run(*args))
         }
         Command::Get(args) => runtime()?.block_on(crate::events_cmd::run_get(*args)),
         Command::Diff(args) => runtime()?.block_on(crate::events_cmd::run_diff(*args)),

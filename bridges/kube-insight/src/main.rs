@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod demo_cmd;
 mod events_cmd;
 mod run;
 mod suspects_cmd;

@@ -45,6 +45,14 @@ struct OpsState {
 }
 
 pub async fn run(settings: RunSettings) -> Result<()> {
+    run_until(settings, shutdown_signal()).await
+}
+
+/// [`run`] until `stop` completes (SIGTERM or Ctrl-C for `run`; the demo's own bound).
+pub async fn run_until(
+    settings: RunSettings,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     init_logging(&settings.log_format);
     let selected = targets::parse(&settings.targets)?;
     let tokens = Arc::new(settings.tokens()?);
@@ -249,7 +257,7 @@ pub async fn run(settings: RunSettings) -> Result<()> {
     // Wait for a signal or a failed task.
     let mut result = Ok(());
     tokio::select! {
-        _ = shutdown_signal() => tracing::info!("shutdown requested; finishing in-flight work"),
+        _ = stop => tracing::info!("shutdown requested; finishing in-flight work"),
         Some(r) = tasks.join_next() => {
             result = match r {
                 Ok(Ok(())) => Ok(()),
@@ -448,7 +456,7 @@ async fn metrics(State(st): State<Arc<OpsState>>) -> impl IntoResponse {
     )
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
