@@ -105,31 +105,32 @@ pub struct ValueArgs {
     pub sets: Vec<String>,
 }
 
+/// What `render` and `lint` render: the charts, their values, the file root.
 #[derive(Debug, Args)]
-pub struct RenderArgs {
-    /// Chart folders (values.yaml + templates/) or template files
+pub struct ChartArgs {
+    /// Chart folders (values.yaml + templates/), packaged charts (.tar.gz) or template files
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     #[command(flatten)]
     pub values: ValueArgs,
-    /// Write one file per template under DIR instead of printing to stdout
-    #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
-    pub output_dir: Option<PathBuf>,
     /// Folder that file() and files() read from (default: each chart's folder)
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
-pub struct LintArgs {
-    /// Chart folders, packaged charts (.tar.gz) or template files
-    #[arg(required = true, value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
+pub struct RenderArgs {
     #[command(flatten)]
-    pub values: ValueArgs,
-    /// Folder that file() and files() read from (default: each chart's folder)
-    #[arg(long, value_name = "DIR")]
-    pub root: Option<PathBuf>,
+    pub chart: ChartArgs,
+    /// Write one file per template under DIR instead of printing to stdout
+    #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    #[command(flatten)]
+    pub chart: ChartArgs,
 }
 
 #[derive(Debug, Args)]
@@ -160,20 +161,20 @@ pub fn run(cli: &Cli) -> Result<()> {
 }
 
 /// Renders every path; `file()` reads from `root`, or from each chart's folder.
-fn render_all(paths: &[PathBuf], values: &ValueArgs, root: Option<&Path>) -> Result<Vec<Rendered>> {
-    let overrides = values.overrides();
+fn render_all(args: &ChartArgs) -> Result<Vec<Rendered>> {
+    let overrides = args.values.overrides();
     let mut rendered = Vec::new();
-    for path in paths {
+    for path in &args.paths {
         let chart = Chart::open(path)?;
         let values = layered(chart.values_file.as_deref(), &overrides)?;
-        let root = root.unwrap_or(&chart.root);
+        let root = args.root.as_deref().unwrap_or(&chart.root);
         rendered.extend(render_chart(&chart, &values, root)?);
     }
     Ok(rendered)
 }
 
 fn render(args: &RenderArgs) -> Result<()> {
-    let rendered = render_all(&args.paths, &args.values, args.root.as_deref())?;
+    let rendered = render_all(&args.chart)?;
     match &args.output_dir {
         None => write_stdout(&stream(&rendered)),
         Some(dir) => write_dir(dir, &rendered),
@@ -181,7 +182,7 @@ fn render(args: &RenderArgs) -> Result<()> {
 }
 
 fn lint(args: &LintArgs) -> Result<()> {
-    let rendered = render_all(&args.paths, &args.values, args.root.as_deref())?;
+    let rendered = render_all(&args.chart)?;
     let kinds = crate::lint::check_unique(&rendered)?;
     let objects: usize = kinds.values().sum();
     let templates = rendered.iter().filter(|r| !r.documents.is_empty()).count();
