@@ -126,3 +126,26 @@ fn schema_apply_creates_the_embedded_store_idempotently() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ok"), "{out}");
 }
+
+#[test]
+fn version_names_the_release_and_the_git_commit() {
+    let (code, out, err) = ki(&["--version"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let version = env!("CARGO_PKG_VERSION");
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let want = match commit {
+        Some(c) => c,
+        // A source tree without git (an image build): the Containerfile's REVISION.
+        None => std::env::var("KUBE_INSIGHT_GIT_COMMIT").unwrap_or_else(|_| "unknown".into()),
+    };
+    assert_eq!(
+        out.trim(),
+        format!("kube-insight {version} (commit {want})")
+    );
+}

@@ -47,11 +47,12 @@ use support::*;
 // The dashboards and the provisioning
 
 /// The dashboards and their stable uids.
-const DASHBOARDS: [(&str, &str); 4] = [
+const DASHBOARDS: [(&str, &str); 5] = [
     ("topology.json", "kube-insight-topology"),
     ("workload.json", "kube-insight-workload"),
     ("pod.json", "kube-insight-pod"),
     ("changes.json", "kube-insight-changes"),
+    ("kube-insight.json", "kube-insight-self"),
 ];
 
 /// schemaVersions Grafana 11.6–12.x migrates and understands.

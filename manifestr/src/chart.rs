@@ -23,17 +23,27 @@ pub struct Chart {
     pub templates: Vec<String>,
     /// Prefix for names shown to people (`agents/templates/`).
     pub display_prefix: String,
+    /// The folder a packaged chart (`.tar.gz`) was unpacked into, removed
+    /// when the last clone of the chart is dropped.
+    pub unpacked: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 const TEMPLATE_EXTENSIONS: [&str; 3] = ["yaml", "yml", "j2"];
 
 impl Chart {
-    /// Finds the chart at `path`, a chart folder or one template file.
+    /// Finds the chart at `path`: a chart folder, a chart packaged as
+    /// `.tar.gz`/`.tgz`, or one template file.
     pub fn open(path: &Path) -> Result<Chart> {
         if !path.exists() {
             return Err(Error::PathNotFound {
                 path: path.to_path_buf(),
             });
+        }
+        if crate::package::is_package(path) {
+            let (temp, root) = crate::package::unpack(path)?;
+            let mut chart = Self::open_dir(&root)?;
+            chart.unpacked = Some(std::sync::Arc::new(temp));
+            return Ok(chart);
         }
         if path.is_dir() {
             Self::open_dir(path)
@@ -65,6 +75,7 @@ impl Chart {
             values_file: existing(root.join("values.yaml")),
             templates,
             display_prefix: format!("{name}/templates/"),
+            unpacked: None,
         })
     }
 
@@ -95,6 +106,7 @@ impl Chart {
             },
             template_dir,
             templates: vec![name],
+            unpacked: None,
         })
     }
 

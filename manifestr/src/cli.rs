@@ -19,13 +19,15 @@ A chart is a folder with `values.yaml` (the documented defaults) and
 `templates/`. Every `*.yaml`, `*.yml` and `*.j2` file under `templates/` is
 rendered; files whose name starts with `_` are partials and macros, only
 included (`{% include \"_x.j2\" %}`) or imported (`{% import \"_x.j2\" as x %}`).
-A PATH may also be a single template file.";
+A PATH may also be a single template file, or a chart packaged as `.tar.gz`
+(`tar -czf servers.tar.gz -C manifests servers`).";
 
 const AFTER_LONG_HELP: &str = "\
 EXAMPLE:
   manifestr values manifests/servers -f manifests/servers/examples/production.yaml
   manifestr render manifests/agents -f my-values.yaml --set cluster=prod-eu-1 \\
     | kubectl apply -f -
+  manifestr lint servers.tar.gz -f my-values.yaml
 
 VALUES (layered like Helm, each layer deep-merged over the one before):
   1. the chart's values.yaml
@@ -54,14 +56,16 @@ TEMPLATES (Jinja2, as implemented by minijinja):
                            render(\"configmap.yaml\") | sha256 for a checksum
                            annotation that rolls pods when the ConfigMap changes
              fail(msg)     stop with msg
-  file() and files() read paths relative to --root (default: the current
-  folder), and refuse absolute paths and `..`.
+  file() and files() read paths relative to --root (default: the chart
+  folder, so a chart renders the same from any directory), and refuse
+  absolute paths and `..`.
 
 OUTPUT:
   Multi-document YAML on stdout, each document headed by `# Source:
   <template>`, or with -o DIR one file per template at DIR/<chart>/templates/.
   Every document must parse as YAML and have apiVersion, kind and
-  metadata.name, or nothing is printed.
+  metadata.name, or nothing is printed. `lint` renders the same way, also
+  refuses two objects of one kind, namespace and name, and prints a summary.
 
 EXIT CODES:
   0  rendered and checked
@@ -86,6 +90,9 @@ pub enum Command {
     /// Print the merged values a chart will be rendered with
     #[command(after_long_help = AFTER_LONG_HELP)]
     Values(ValuesArgs),
+    /// Render and validate (document shape, required keys, duplicate names); print a summary
+    #[command(after_long_help = AFTER_LONG_HELP)]
+    Lint(LintArgs),
 }
 
 #[derive(Debug, Args)]
@@ -98,19 +105,32 @@ pub struct ValueArgs {
     pub sets: Vec<String>,
 }
 
+/// What `render` and `lint` render: the charts, their values, the file root.
 #[derive(Debug, Args)]
-pub struct RenderArgs {
-    /// Chart folders (values.yaml + templates/) or template files
+pub struct ChartArgs {
+    /// Chart folders (values.yaml + templates/), packaged charts (.tar.gz) or template files
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     #[command(flatten)]
     pub values: ValueArgs,
+    /// Folder that file() and files() read from (default: each chart's folder)
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub chart: ChartArgs,
     /// Write one file per template under DIR instead of printing to stdout
     #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
-    /// Folder that file() and files() read from
-    #[arg(long, value_name = "DIR", default_value = ".")]
-    pub root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    #[command(flatten)]
+    pub chart: ChartArgs,
 }
 
 #[derive(Debug, Args)]
@@ -136,21 +156,41 @@ pub fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Render(args) => render(args),
         Command::Values(args) => values(args),
+        Command::Lint(args) => lint(args),
     }
 }
 
-fn render(args: &RenderArgs) -> Result<()> {
+/// Renders every path; `file()` reads from `root`, or from each chart's folder.
+fn render_all(args: &ChartArgs) -> Result<Vec<Rendered>> {
     let overrides = args.values.overrides();
     let mut rendered = Vec::new();
     for path in &args.paths {
         let chart = Chart::open(path)?;
         let values = layered(chart.values_file.as_deref(), &overrides)?;
-        rendered.extend(render_chart(&chart, &values, &args.root)?);
+        let root = args.root.as_deref().unwrap_or(&chart.root);
+        rendered.extend(render_chart(&chart, &values, root)?);
     }
+    Ok(rendered)
+}
+
+fn render(args: &RenderArgs) -> Result<()> {
+    let rendered = render_all(&args.chart)?;
     match &args.output_dir {
         None => write_stdout(&stream(&rendered)),
         Some(dir) => write_dir(dir, &rendered),
     }
+}
+
+fn lint(args: &LintArgs) -> Result<()> {
+    let rendered = render_all(&args.chart)?;
+    let kinds = crate::lint::check_unique(&rendered)?;
+    let objects: usize = kinds.values().sum();
+    let templates = rendered.iter().filter(|r| !r.documents.is_empty()).count();
+    let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    write_stdout(&format!(
+        "ok: {objects} objects from {templates} templates ({})\n",
+        kinds.join(", ")
+    ))
 }
 
 fn values(args: &ValuesArgs) -> Result<()> {

@@ -83,6 +83,17 @@ pub enum Error {
         problem: String,
     },
 
+    #[error("chart package `{}`: {message}", path.display())]
+    Package { path: PathBuf, message: String },
+
+    #[error("{kind} `{name}` is rendered twice: by `{first}` and by `{second}` (names must be unique per kind and namespace)")]
+    Duplicate {
+        kind: String,
+        name: String,
+        first: String,
+        second: String,
+    },
+
     #[error("cannot serialize values")]
     Serialize(#[source] serde_norway::Error),
 }

@@ -7,6 +7,8 @@ pub mod chart;
 pub mod cli;
 pub mod error;
 pub mod functions;
+pub mod lint;
+pub mod package;
 pub mod render;
 pub mod values;
 

@@ -324,3 +324,110 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn lint_summarises_a_valid_chart() {
+    assert_cmd_snapshot!(manifestr(&["lint", "chart", "--set", "debug=true"]));
+}
+
+#[test]
+fn lint_refuses_an_object_rendered_twice() {
+    assert_cmd_snapshot!(manifestr(&["lint", "duplicate"]));
+}
+
+/// The chart packed as `tar -czf chart.tar.gz -C fixtures chart` would.
+fn pack(dir: &Path, chart: &Path, top: Option<&str>) -> PathBuf {
+    let path = dir.join("chart.tar.gz");
+    let file = std::fs::File::create(&path).expect("create archive");
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    tar.append_dir_all(top.unwrap_or("."), chart)
+        .expect("pack chart");
+    tar.into_inner()
+        .expect("finish tar")
+        .finish()
+        .expect("finish gzip");
+    path
+}
+
+/// From a folder outside the repository, a chart renders the same by its
+/// path and packaged as `.tar.gz` (with or without a top folder): `file()`
+/// reads inside the chart.
+#[test]
+fn renders_from_any_directory_and_from_a_package() {
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let chart = fixtures().join("chart");
+    let run = |args: &[&str]| {
+        let out = Command::new(get_cargo_bin("manifestr"))
+            .current_dir(elsewhere.path())
+            .args(args)
+            .output()
+            .expect("run manifestr");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let want = String::from_utf8(
+        manifestr(&["render", "chart", "--root", "chart"])
+            .output()
+            .expect("run manifestr")
+            .stdout,
+    )
+    .expect("utf-8");
+    assert!(want.contains("single: "), "the fixture embeds a file");
+    assert_eq!(run(&["render", &chart.to_string_lossy()]), want);
+    for top in [Some("chart"), None] {
+        let package = pack(elsewhere.path(), &chart, top);
+        assert_eq!(
+            run(&["render", &package.to_string_lossy()]),
+            want,
+            "packaged with top folder {top:?}"
+        );
+        assert!(run(&["lint", &package.to_string_lossy()]).starts_with("ok: "));
+    }
+}
+
+#[test]
+fn a_package_that_is_not_a_gzip_tar_is_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("broken.tar.gz");
+    std::fs::write(&path, "not an archive").expect("write");
+    let out = manifestr(&["render", &path.to_string_lossy()])
+        .output()
+        .expect("run manifestr");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("broken.tar.gz") && err.contains("not a gzip-compressed tar archive"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_package_with_a_link_is_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("linked.tgz");
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&path).expect("create"),
+        flate2::Compression::default(),
+    );
+    let mut tar = tar::Builder::new(gz);
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Symlink);
+    header.set_size(0);
+    tar.append_link(&mut header, "chart/values.yaml", "/etc/passwd")
+        .expect("append link");
+    tar.into_inner().expect("tar").finish().expect("gzip");
+    let out = manifestr(&["render", &path.to_string_lossy()])
+        .output()
+        .expect("run manifestr");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("links are refused") && err.contains("chart/values.yaml"),
+        "{err}"
+    );
+}

@@ -198,13 +198,22 @@ fn kubernetes_validate_strict_accepts_every_rendering() {
         out.status.success(),
         "kubernetes-validate --strict failed:\n{report}"
     );
-    // Only the custom resources may lack a schema; they are checked below.
+    // Only the custom resources may lack a schema: the Cassandra operators'
+    // are checked below, the Prometheus Operator's PrometheusRule by
+    // manifestr/tests/alerts.rs (promtool).
     for line in report
         .lines()
         .filter(|l| l.contains("Couldn't find schema"))
     {
         assert!(
-            line.contains("K8ssandraCluster") || line.contains("CassandraDatacenter"),
+            [
+                "K8ssandraCluster",
+                "CassandraDatacenter",
+                "ServiceMonitor",
+                "PrometheusRule"
+            ]
+            .iter()
+            .any(|kind| line.contains(kind)),
             "unexpected kind without a schema: {line}"
         );
     }
@@ -539,4 +548,97 @@ fn grafana_gets_every_dashboard_and_its_provisioning_unchanged() {
         checked += 1;
     }
     assert!(checked > 0, "no servers rendering runs Grafana");
+}
+
+/// The servers chart is complete on its own: it embeds its copy of
+/// `grafana/provisioning/` and `grafana/dashboards/` from
+/// `manifests/servers/files/grafana/`, which must equal the repository's
+/// (`UPDATE_GOLDEN=1` copies them over).
+#[test]
+fn the_servers_chart_carries_identical_copies_of_the_grafana_files() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let chart_copy = repo().join("manifests/servers/files/grafana");
+    let mut differ = Vec::new();
+    for sub in [
+        "provisioning/datasources",
+        "provisioning/dashboards",
+        "dashboards",
+    ] {
+        let list = |dir: &Path| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".json") || n.ends_with(".yaml"))
+                .collect();
+            names.sort();
+            names
+        };
+        let source = repo().join("grafana").join(sub);
+        let copy = chart_copy.join(sub);
+        if update {
+            std::fs::create_dir_all(&copy).expect("mkdir");
+            for stale in list(&copy) {
+                if !source.join(&stale).exists() {
+                    std::fs::remove_file(copy.join(stale)).expect("remove stale copy");
+                }
+            }
+            for name in list(&source) {
+                std::fs::copy(source.join(&name), copy.join(&name)).expect("copy");
+            }
+        }
+        if list(&source) != list(&copy) {
+            differ.push(format!("{sub}: {:?} vs {:?}", list(&source), list(&copy)));
+            continue;
+        }
+        for name in list(&source) {
+            if std::fs::read(source.join(&name)).ok() != std::fs::read(copy.join(&name)).ok() {
+                differ.push(format!("{sub}/{name}"));
+            }
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "manifests/servers/files/grafana differs from grafana/:\n  {}\nrun \
+         `UPDATE_GOLDEN=1 cargo test -p manifestr --test manifests` to copy them",
+        differ.join("\n  ")
+    );
+}
+
+/// `manifestr lint` (the same checks as render, plus unique names) accepts
+/// every case; from a folder outside the repository, every case renders as
+/// its golden file.
+#[test]
+fn every_case_lints_and_renders_the_same_from_outside_the_repository() {
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    for case in cases() {
+        let chart = repo().join("manifests").join(case.chart);
+        for command in ["lint", "render"] {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_manifestr"));
+            cmd.current_dir(elsewhere.path()).arg(command).arg(&chart);
+            if let Some(values) = &case.values {
+                cmd.arg("-f").arg(values);
+            }
+            let out = cmd.output().expect("run manifestr");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{command} {} / {}: {}",
+                case.chart,
+                case.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if command == "lint" {
+                assert!(stdout.starts_with("ok: "), "{stdout}");
+            } else if std::env::var_os("UPDATE_GOLDEN").is_none() {
+                assert_eq!(
+                    Some(stdout.as_ref()),
+                    std::fs::read_to_string(golden_path(&case)).ok().as_deref(),
+                    "{} / {} rendered outside the repository",
+                    case.chart,
+                    case.name
+                );
+            }
+        }
+    }
 }

@@ -47,8 +47,16 @@ Examples:
   kube-insight config          # the effective configuration, secrets masked
   kube-insight schema apply    # create or migrate the store (run once, by a Job)";
 
+/// `kube-insight --version`: the crate version and the git commit (build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("KUBE_INSIGHT_BUILD_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
-#[command(name = "kube-insight", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
+#[command(name = "kube-insight", version = VERSION, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

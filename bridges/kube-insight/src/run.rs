@@ -80,6 +80,7 @@ pub async fn run_until(
             .get_or_create(&labels([("target", t.name())]))
             .set(i64::from(selected.contains(t)));
     }
+    self_telemetry(&telemetry, &settings, &selected);
     let shutdown = CancellationToken::new();
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
     let tls = tls_config(&settings).await?;
@@ -391,6 +392,46 @@ async fn serve(
     }
 }
 
+/// The gauges kube-insight's alerts compare against: build, limits, leadership.
+fn self_telemetry(telemetry: &Telemetry, settings: &RunSettings, selected: &targets::TargetSet) {
+    telemetry
+        .build_info
+        .get_or_create(&labels([
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("commit", env!("KUBE_INSIGHT_BUILD_COMMIT")),
+        ]))
+        .set(1);
+    telemetry
+        .series_limit
+        .set(i64::try_from(settings.store.max_series).unwrap_or(i64::MAX));
+    // Without leader election (0.1) every process that runs a collector
+    // target leads it; more than one leader per target is what the
+    // KubeInsightCollectorLeader alert reports.
+    for t in [Target::Events, Target::Topology] {
+        if selected.contains(t) {
+            telemetry
+                .collector_leader
+                .get_or_create(&labels([("target", t.name())]))
+                .set(1);
+        }
+    }
+}
+
+/// The store's schema version and the one this binary needs, for
+/// `kube_insight_schema_version{,_required}`.
+async fn refresh_schema_telemetry(store: &DynStore, telemetry: &Telemetry) {
+    let (found, wanted) = match store.check_schema().await {
+        Ok(v) => (v, v),
+        Err(kube_insight_store::Error::SchemaMismatch { found, wanted }) => (found, wanted),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the schema version");
+            return;
+        }
+    };
+    telemetry.schema_version.set(i64::from(found));
+    telemetry.schema_version_required.set(i64::from(wanted));
+}
+
 async fn maintenance_loop(store: DynStore, telemetry: Arc<Telemetry>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -400,6 +441,7 @@ async fn maintenance_loop(store: DynStore, telemetry: Arc<Telemetry>, shutdown: 
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        refresh_schema_telemetry(&store, &telemetry).await;
         let stats = store.stats();
         for (cluster, n) in &stats.active_series {
             telemetry

@@ -112,6 +112,9 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 pub trait PullSource: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn target(&self) -> &'static str;
+    /// The monitored cluster the pulled records belong to (the `cluster`
+    /// label of the record counters).
+    fn cluster(&self) -> &str;
     /// One pull: fetch, decode, store. Must not store a partial body.
     async fn pull_once(&self, timeout: Duration) -> Result<PullSummary, PullError>;
 }
@@ -152,21 +155,11 @@ pub async fn run(
                     .pulls
                     .get_or_create(&labels([("component", name), ("outcome", "ok")]))
                     .inc();
-                telemetry
-                    .records_in
-                    .get_or_create(&labels([("target", target), ("component", name)]))
-                    .inc_by(summary.accepted);
+                telemetry.record_in(target, name, source.cluster(), summary.accepted);
                 let mut rejected = 0;
                 for (reason, n) in &summary.rejected {
                     rejected += n;
-                    telemetry
-                        .records_rejected
-                        .get_or_create(&labels([
-                            ("target", target),
-                            ("component", name),
-                            ("reason", reason),
-                        ]))
-                        .inc_by(*n);
+                    telemetry.record_rejected(target, name, source.cluster(), reason, *n);
                 }
                 if last_state != Some("ok") {
                     if failures > 0 {
@@ -253,6 +246,9 @@ mod tests {
         fn target(&self) -> &'static str {
             "test"
         }
+        fn cluster(&self) -> &str {
+            "c1"
+        }
         async fn pull_once(&self, _t: Duration) -> Result<PullSummary, PullError> {
             let n = self.0.fetch_add(1, Ordering::SeqCst);
             if n.is_multiple_of(2) {
@@ -289,7 +285,9 @@ mod tests {
         let text = tel.render();
         assert!(text.contains("outcome=\"http_error\""), "{text}");
         assert!(
-            text.contains("kube_insight_records_in_total{target=\"test\",component=\"flaky\"}"),
+            text.contains(
+                "kube_insight_records_in_total{target=\"test\",component=\"flaky\",cluster=\"c1\"}"
+            ),
             "{text}"
         );
     }

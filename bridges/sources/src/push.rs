@@ -117,8 +117,13 @@ pub fn mount(
     telemetry: Arc<Telemetry>,
 ) -> Router {
     let path = source.path();
+    let slots = limits.max_in_flight.max(1);
+    telemetry
+        .queue_capacity
+        .get_or_create(&labels([("component", source.name())]))
+        .set(i64::try_from(slots).unwrap_or(i64::MAX));
     let state = Arc::new(MountState {
-        slots: Semaphore::new(limits.max_in_flight.max(1)),
+        slots: Semaphore::new(slots),
         source,
         tokens,
         limits,
@@ -150,13 +155,7 @@ async fn handle(State(st): State<Arc<MountState>>, req: Request) -> Response {
     // 1. A queue slot, before anything is buffered.
     let Ok(_slot) = st.slots.try_acquire() else {
         st.telemetry
-            .records_rejected
-            .get_or_create(&labels([
-                ("target", st.source.target()),
-                ("component", component),
-                ("reason", "queue_full"),
-            ]))
-            .inc();
+            .record_rejected(st.source.target(), component, "", "queue_full", 1);
         tracing::debug!(component, "push queue full; asking the sender to retry");
         return reply(
             &st,
@@ -245,10 +244,7 @@ async fn handle(State(st): State<Arc<MountState>>, req: Request) -> Response {
                 )
             }
             Err(GunzipError::Corrupt(e)) => {
-                st.telemetry
-                    .records_rejected
-                    .get_or_create(&labels([("target", st.source.target()), ("component", component), ("reason", "corrupt_gzip")]))
-                    .inc();
+                st.telemetry.record_rejected(st.source.target(), component, &cluster, "corrupt_gzip", 1);
                 return reply(&st, StatusCode::BAD_REQUEST, format!("{component}: corrupt gzip body: {e}"));
             }
         },
@@ -275,18 +271,10 @@ async fn handle(State(st): State<Arc<MountState>>, req: Request) -> Response {
     match result {
         Ok(out) => {
             st.telemetry
-                .records_in
-                .get_or_create(&labels([("target", target), ("component", component)]))
-                .inc_by(out.accepted);
+                .record_in(target, component, &cluster, out.accepted);
             for (reason, n) in &out.rejected {
                 st.telemetry
-                    .records_rejected
-                    .get_or_create(&labels([
-                        ("target", target),
-                        ("component", component),
-                        ("reason", reason),
-                    ]))
-                    .inc_by(*n);
+                    .record_rejected(target, component, &cluster, reason, *n);
             }
             let rejected: u64 = out.rejected.iter().map(|(_, n)| n).sum();
             if rejected > 0 {
@@ -311,13 +299,7 @@ async fn handle(State(st): State<Arc<MountState>>, req: Request) -> Response {
         }
         Err(PushError::BadRequest(m)) => {
             st.telemetry
-                .records_rejected
-                .get_or_create(&labels([
-                    ("target", target),
-                    ("component", component),
-                    ("reason", "bad_request"),
-                ]))
-                .inc();
+                .record_rejected(target, component, &cluster, "bad_request", 1);
             tracing::warn!(component, %cluster, error = %m, "push refused: unreadable body");
             reply(&st, StatusCode::BAD_REQUEST, format!("{component}: {m}"))
         }

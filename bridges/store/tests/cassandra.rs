@@ -188,6 +188,86 @@ async fn schema_is_versioned_and_checked() {
     reader.ping().await.unwrap();
 }
 
+/// `schema apply` over a keyspace of the previous version: the keyspace is
+/// set up, then put back to what version N-1 left (its recorded version,
+/// and without a table added since: the last of `TABLES`), with data in a
+/// table both versions have. Apply brings it to this version, creates the
+/// table, keeps the data, and readers open it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_apply_upgrades_a_keyspace_of_the_previous_version() {
+    use kube_insight_core::{Labels, Matcher, Sample, TimeRange, TimeSeries};
+    use kube_insight_store::cassandra::schema::{SCHEMA_VERSION, TABLES};
+    use kube_insight_store::{MetricBatch, MetricStore, Resolution, SelectQuery};
+    let Some(host) = server() else {
+        eprintln!(
+            "skipped schema_apply_upgrades_a_keyspace_of_the_previous_version: set {ENV}=host:port"
+        );
+        return;
+    };
+    let config = config(&host, "upgrade");
+    let _drop = DropKeyspace(config.clone());
+    let _g = ddl_lock().lock().await;
+    let store = CassandraStore::open(config.clone(), StoreOptions::default(), true)
+        .await
+        .unwrap();
+    let now = kube_insight_core::time::now_ms();
+    let series = TimeSeries::new(
+        Labels::from_pairs([
+            ("__name__", "up".to_string()),
+            ("job", "upgrade".to_string()),
+        ]),
+        vec![Sample::new(now - 60_000, 1.0), Sample::new(now, 1.0)],
+    );
+    store
+        .write_samples(MetricBatch {
+            cluster: "prod".into(),
+            series: vec![series],
+        })
+        .await
+        .unwrap();
+    let db = Db::connect(config.clone()).await.unwrap();
+    db.use_keyspace().await.unwrap();
+    let added = TABLES.last().unwrap().name;
+    for cql in [
+        format!("DROP TABLE {added}"),
+        format!(
+            "INSERT INTO schema_meta (name, version) VALUES ('version', {})",
+            SCHEMA_VERSION - 1
+        ),
+    ] {
+        db.session.query_unpaged(cql, ()).await.unwrap();
+        db.session.await_schema_agreement().await.unwrap();
+    }
+    let stale = CassandraStore::open(config.clone(), StoreOptions::default(), false).await;
+    assert!(
+        matches!(stale, Err(Error::SchemaMismatch { .. })),
+        "readers wait for the Job"
+    );
+    assert_eq!(store.apply_schema().await.unwrap(), SCHEMA_VERSION as u32);
+    let reader = CassandraStore::open(config, StoreOptions::default(), false)
+        .await
+        .unwrap();
+    assert_eq!(reader.check_schema().await.unwrap(), SCHEMA_VERSION as u32);
+    let q = format!("SELECT count(*) FROM {added}");
+    db.session.query_unpaged(q, ()).await.unwrap();
+    let read = reader
+        .select(&SelectQuery {
+            matchers: vec![Matcher::eq("job", "upgrade")],
+            range: TimeRange::new(now - 120_000, now + 1).unwrap(),
+            max_series: 10,
+            max_samples: 100,
+            resolution: Resolution::Raw,
+        })
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(
+        read[0].samples.len(),
+        2,
+        "the data written before the upgrade"
+    );
+}
+
 /// A host with nothing listening: the error names it, says what to check,
 /// and is retryable (the push endpoints answer 503 while Cassandra is down).
 #[tokio::test]

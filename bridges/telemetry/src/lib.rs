@@ -4,7 +4,10 @@
 //! target. Metric families are labelled by `target` (metrics, logs, …) and by
 //! `component` (the snake_case name of the source: `prometheus_remote_write`,
 //! `prometheus_federate`, …), the same name as the module, the config key and
-//! the tracing span.
+//! the tracing span. The per-signal record counters also carry `cluster`
+//! (from the push token, or `KUBE_INSIGHT_CLUSTER` for pulls and the watch),
+//! so a monitored cluster that goes silent shows; every label set is bounded
+//! (targets and components are fixed, clusters come from the tokens file).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -18,9 +21,10 @@ type Labels2 = Vec<(&'static str, String)>;
 
 pub struct Telemetry {
     registry: Mutex<Registry>,
-    /// Records accepted, by target and component.
+    /// Records accepted, by target, component and cluster ([`Telemetry::record_in`]).
     pub records_in: Family<Labels2, Counter>,
-    /// Records refused or skipped, by target, component and reason.
+    /// Records refused or skipped, by target, component, cluster and reason
+    /// ([`Telemetry::record_rejected`]).
     pub records_rejected: Family<Labels2, Counter>,
     /// Push requests answered, by component and HTTP status code.
     pub push_requests: Family<Labels2, Counter>,
@@ -42,6 +46,19 @@ pub struct Telemetry {
     pub api_seconds: Family<Labels2, Histogram>,
     /// 1 for each target this process runs.
     pub target_up: Family<Labels2, Gauge>,
+    /// 1, labelled with the `version` and git `commit` of the binary.
+    pub build_info: Family<Labels2, Gauge>,
+    /// Push requests one component processes at once (`KUBE_INSIGHT_INGEST_MAX_IN_FLIGHT`).
+    pub queue_capacity: Family<Labels2, Gauge>,
+    /// The active-series cap per cluster (`KUBE_INSIGHT_MAX_SERIES`).
+    pub series_limit: Gauge,
+    /// The schema version found in the store (re-read every maintenance pass).
+    pub schema_version: Gauge,
+    /// The schema version this binary needs.
+    pub schema_version_required: Gauge,
+    /// 1 while this process leads the collector targets (events, topology),
+    /// by target; a process without them does not export it.
+    pub collector_leader: Family<Labels2, Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -70,16 +87,22 @@ impl Telemetry {
             api_requests: Family::default(),
             api_seconds: Family::new_with_constructor(latency_histogram),
             target_up: Family::default(),
+            build_info: Family::default(),
+            queue_capacity: Family::default(),
+            series_limit: Gauge::default(),
+            schema_version: Gauge::default(),
+            schema_version_required: Gauge::default(),
+            collector_leader: Family::default(),
             registry: Mutex::new(Registry::default()),
         };
         r.register(
             "records_in",
-            "Records accepted, by target and component",
+            "Records accepted, by target, component and cluster",
             t.records_in.clone(),
         );
         r.register(
             "records_rejected",
-            "Records refused or skipped, by target, component and reason",
+            "Records refused or skipped, by target, component, cluster and reason",
             t.records_rejected.clone(),
         );
         r.register(
@@ -128,10 +151,71 @@ impl Telemetry {
             "1 for each target this process runs",
             t.target_up.clone(),
         );
+        r.register(
+            "build_info",
+            "1, labelled with the version and git commit of the binary",
+            t.build_info.clone(),
+        );
+        r.register(
+            "queue_capacity",
+            "Push requests a component processes at once; beyond, 429/503",
+            t.queue_capacity.clone(),
+        );
+        r.register(
+            "series_limit",
+            "The active-series cap per cluster",
+            t.series_limit.clone(),
+        );
+        r.register(
+            "schema_version",
+            "The schema version found in the store",
+            t.schema_version.clone(),
+        );
+        r.register(
+            "schema_version_required",
+            "The schema version this binary needs",
+            t.schema_version_required.clone(),
+        );
+        r.register(
+            "collector_leader",
+            "1 while this process leads the collector targets, by target",
+            t.collector_leader.clone(),
+        );
         if let Ok(mut g) = t.registry.lock() {
             *g = r;
         }
         t
+    }
+
+    /// Counts `n` records of `cluster` accepted by `target`'s `component`.
+    pub fn record_in(&self, target: &str, component: &str, cluster: &str, n: u64) {
+        self.records_in
+            .get_or_create(&labels([
+                ("target", target),
+                ("component", component),
+                ("cluster", cluster),
+            ]))
+            .inc_by(n);
+    }
+
+    /// Counts `n` records refused or skipped for `reason`. `cluster` is empty
+    /// when the refusal came before the token was read (a full queue).
+    pub fn record_rejected(
+        &self,
+        target: &str,
+        component: &str,
+        cluster: &str,
+        reason: &str,
+        n: u64,
+    ) {
+        self.records_rejected
+            .get_or_create(&labels([
+                ("target", target),
+                ("component", component),
+                ("cluster", cluster),
+                ("reason", reason),
+            ]))
+            .inc_by(n);
     }
 
     /// The text exposition of every metric.
@@ -157,15 +241,15 @@ mod tests {
     #[test]
     fn renders_registered_families() {
         let t = Telemetry::new();
-        t.records_in
-            .get_or_create(&labels([
-                ("target", "metrics"),
-                ("component", "prometheus_federate"),
-            ]))
-            .inc_by(3);
+        t.record_in("metrics", "prometheus_federate", "prod-eu-1", 3);
+        t.record_rejected("logs", "fluent_bit", "prod-eu-1", "too_long", 2);
         let text = t.render();
         assert!(
-            text.contains("kube_insight_records_in_total{target=\"metrics\",component=\"prometheus_federate\"} 3"),
+            text.contains("kube_insight_records_in_total{target=\"metrics\",component=\"prometheus_federate\",cluster=\"prod-eu-1\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kube_insight_records_rejected_total{target=\"logs\",component=\"fluent_bit\",cluster=\"prod-eu-1\",reason=\"too_long\"} 2"),
             "{text}"
         );
     }

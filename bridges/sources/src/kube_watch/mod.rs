@@ -32,7 +32,7 @@ use kube_insight_core::event::{
 };
 use kube_insight_core::time::now_ms;
 use kube_insight_store::events::{EventStore, ObjectWrite, WatchCheckpoint};
-use kube_insight_telemetry::{labels, Telemetry};
+use kube_insight_telemetry::Telemetry;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
@@ -170,21 +170,12 @@ impl KindWatcher {
         if n == 0 {
             return;
         }
+        let cluster = &self.config.cluster;
         match reason {
-            None => self
-                .telemetry
-                .records_in
-                .get_or_create(&labels([("target", TARGET), ("component", COMPONENT)]))
-                .inc_by(n),
+            None => self.telemetry.record_in(TARGET, COMPONENT, cluster, n),
             Some(r) => self
                 .telemetry
-                .records_rejected
-                .get_or_create(&labels([
-                    ("target", TARGET),
-                    ("component", COMPONENT),
-                    ("reason", r),
-                ]))
-                .inc_by(n),
+                .record_rejected(TARGET, COMPONENT, cluster, r, n),
         };
     }
 

@@ -132,6 +132,9 @@ impl PullSource for FederateSource {
     fn target(&self) -> &'static str {
         "metrics"
     }
+    fn cluster(&self) -> &str {
+        &self.cfg.cluster
+    }
 
     async fn pull_once(&self, timeout: Duration) -> Result<PullSummary, PullError> {
         let body = self.fetch(timeout).await?;

@@ -130,6 +130,10 @@ impl PullSource for TopologySource {
         "topology"
     }
 
+    fn cluster(&self) -> &str {
+        &self.cfg.cluster
+    }
+
     async fn pull_once(&self, _timeout: Duration) -> Result<PullSummary, PullError> {
         self.snapshot_at(now_ms()).await
     }

@@ -379,24 +379,49 @@ pub async fn apply(db: &Db, o: &StoreOptions) -> Result<i32> {
     result
 }
 
-async fn apply_locked(db: &Db, o: &StoreOptions) -> Result<i32> {
-    if let Some(v) = version(db).await? {
-        if v > SCHEMA_VERSION {
-            return Err(Error::SchemaMismatch {
-                found: v as u32,
-                wanted: SCHEMA_VERSION as u32,
-            });
+/// The statements that take a keyspace from the version before to the one
+/// named, beyond creating missing tables and altering existing ones (an
+/// added column, a dropped table). Run in order by [`plan`] for every
+/// version above the keyspace's. Version 1 is the first: none yet.
+pub const MIGRATIONS: &[(i32, &[&str])] = &[];
+
+/// What `schema apply` runs on a keyspace recorded at version `found`
+/// (`None`: never set up) holding the tables `existing`: each table of
+/// [`TABLES`] altered when it exists (a changed retention), created when
+/// missing (a fresh keyspace costs one schema change per table, not two; a
+/// keyspace of version N-1 gets the tables added since), then the
+/// [`MIGRATIONS`] above `found`. A keyspace newer than this build is refused.
+pub fn plan(found: Option<i32>, existing: &[String], o: &StoreOptions) -> Result<Vec<String>> {
+    let from = found.unwrap_or(0);
+    if from > SCHEMA_VERSION {
+        return Err(Error::SchemaMismatch {
+            found: from as u32,
+            wanted: SCHEMA_VERSION as u32,
+        });
+    }
+    let mut out: Vec<String> = TABLES
+        .iter()
+        .map(|t| {
+            if existing.iter().any(|e| e == t.name) {
+                alter_table(t, o)
+            } else {
+                create_table(t, o)
+            }
+        })
+        .collect();
+    for (version, statements) in MIGRATIONS {
+        if *version > from && *version <= SCHEMA_VERSION {
+            out.extend(statements.iter().map(|s| s.to_string()));
         }
     }
-    // A table that exists is altered (a changed retention), a missing one
-    // created: a fresh keyspace costs one schema change per table, not two.
+    Ok(out)
+}
+
+async fn apply_locked(db: &Db, o: &StoreOptions) -> Result<i32> {
+    let found = version(db).await?;
     let existing = existing_tables(db).await?;
-    for t in TABLES {
-        if existing.iter().any(|e| e == t.name) {
-            ddl(db, &alter_table(t, o)).await?;
-        } else {
-            ddl(db, &create_table(t, o)).await?;
-        }
+    for cql in plan(found, &existing, o)? {
+        ddl(db, &cql).await?;
     }
     db.session
         .query_unpaged(
@@ -561,6 +586,61 @@ mod tests {
         // Its answer is `[applied]`, then the row's columns in the order
         // `lock` reads them (key, then regular columns by name).
         assert!(META.contains("name text PRIMARY KEY, version int, owner text"));
+    }
+
+    /// Upgrades, statement by statement: from a keyspace of the previous
+    /// version (tables it had, version N-1 recorded), from a keyspace a Job
+    /// left half done, from the current version (retention re-applied),
+    /// and never from a newer one.
+    #[test]
+    fn apply_plans_the_upgrade_from_the_previous_version() {
+        let o = StoreOptions::default();
+        let names = |n: usize| -> Vec<String> {
+            TABLES.iter().take(n).map(|t| t.name.to_string()).collect()
+        };
+        let creates = |p: &[String]| p.iter().filter(|s| s.starts_with("CREATE TABLE")).count();
+        let alters = |p: &[String]| p.iter().filter(|s| s.starts_with("ALTER TABLE")).count();
+        // Fresh: every table created once, nothing altered.
+        let fresh = plan(None, &[], &o).unwrap();
+        assert_eq!((creates(&fresh), alters(&fresh)), (TABLES.len(), 0));
+        // Version N-1 with its tables: the tables it lacked are created,
+        // the ones it had altered to this build's options, then the
+        // migrations of version N, in order.
+        let previous = SCHEMA_VERSION - 1;
+        let had = if previous == 0 { 0 } else { TABLES.len() };
+        let up = plan(Some(previous), &names(had), &o).unwrap();
+        assert_eq!(
+            up.len(),
+            TABLES.len()
+                + MIGRATIONS
+                    .iter()
+                    .filter(|m| m.0 == SCHEMA_VERSION)
+                    .map(|m| m.1.len())
+                    .sum::<usize>()
+        );
+        assert_eq!(creates(&up) + alters(&up), TABLES.len());
+        // A Job that died after creating some tables: the rest are created.
+        let half = plan(None, &names(5), &o).unwrap();
+        assert_eq!((creates(&half), alters(&half)), (TABLES.len() - 5, 5));
+        for (t, cql) in TABLES.iter().zip(&half) {
+            assert!(cql.contains(&format!(" {} ", t.name)), "{cql}");
+        }
+        // The current version: retention re-applied, nothing created.
+        let same = plan(Some(SCHEMA_VERSION), &names(TABLES.len()), &o).unwrap();
+        assert_eq!((creates(&same), alters(&same)), (0, TABLES.len()));
+        // Newer than this build: refused, nothing run.
+        assert!(matches!(
+            plan(Some(SCHEMA_VERSION + 1), &[], &o),
+            Err(Error::SchemaMismatch { found, wanted }) if found == SCHEMA_VERSION as u32 + 1 && wanted == SCHEMA_VERSION as u32
+        ));
+        // Migrations are numbered above 1, in order, none above this build.
+        let versions: Vec<i32> = MIGRATIONS.iter().map(|m| m.0).collect();
+        assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+        let current = SCHEMA_VERSION;
+        assert!(
+            versions.iter().all(|v| (2..=current).contains(v)),
+            "{versions:?}"
+        );
     }
 
     #[test]
