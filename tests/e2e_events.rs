@@ -175,9 +175,9 @@ async fn scripted_day_through_the_binary() {
         ("2024-05-31T16:13:42.000Z", "Pod", "BackOff: Back-off restarting failed container api in pod api-5f6d7c8b9-qwz7p_shop(c3d4e5f6-a7b8-4c9d-8e0f-1a2b3c4d5e6f) (x8)"),
         ("2024-05-31T16:12:41.002Z", "Pod", "FailedScheduling: 0/3 nodes are available: 3 Insufficient memory. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod. (x4)"),
         ("2024-05-31T15:00:00.000Z", "ConfigMap", "data keys changed: config.yaml by kubectl"),
-        ("2024-05-31T12:00:00.000Z", "Deployment", "image api:1.2 → api:1.3 by argocd"),
-        ("2024-05-31T12:00:00.000Z", "Deployment", "image api:1.1 → api:1.2 by argocd"),
-        ("2024-05-31T08:00:00.000Z", "Deployment", "image api:1.0 → api:1.1 by argocd"),
+        ("2024-05-31T12:00:00.000Z", "Deployment", "image registry/api:1.2 → registry/api:1.3 by argocd"),
+        ("2024-05-31T12:00:00.000Z", "Deployment", "image registry/api:1.1 → registry/api:1.2 by argocd"),
+        ("2024-05-31T08:00:00.000Z", "Deployment", "image registry/api:1.0 → registry/api:1.1 by argocd"),
     ];
     let got: Vec<(&str, &str, &str)> = brief
         .iter()
@@ -281,7 +281,8 @@ async fn scripted_day_through_the_binary() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("image api:1.1 → api:1.2") && text.contains("image api:1.2 → api:1.3"),
+        text.contains("image registry/api:1.1 → registry/api:1.2")
+            && text.contains("image registry/api:1.2 → registry/api:1.3"),
         "{text}"
     );
     assert!(text.contains("- ") && text.contains("+ "), "{text}");

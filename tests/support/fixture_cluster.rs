@@ -188,6 +188,43 @@ impl FixturePods {
             7.0,
             1.0 / 120.0,
         ));
+        // Beyla's application RED metrics of shop/api: 20 requests/s, 1 %
+        // of them 5xx; the histogram's buckets as Beyla exports them.
+        for (code, rate) in [("200", 19.8), ("500", 0.2)] {
+            let labels = |name: &'static str, le: Option<&'static str>| {
+                let mut v = vec![
+                    ("__name__", name),
+                    ("job", "beyla"),
+                    ("k8s_namespace_name", "shop"),
+                    ("k8s_deployment_name", "api"),
+                    ("k8s_owner_name", "api"),
+                    ("k8s_pod_name", API_POD),
+                    ("http_request_method", "GET"),
+                    ("http_response_status_code", code),
+                ];
+                if let Some(le) = le {
+                    v.push(("le", le));
+                }
+                l(&v)
+            };
+            for (le, share) in [("0.05", 0.5), ("0.1", 0.9), ("0.5", 0.99), ("+Inf", 1.0)] {
+                series.push((
+                    labels("http_server_request_duration_seconds_bucket", Some(le)),
+                    0.0,
+                    rate * share,
+                ));
+            }
+            series.push((
+                labels("http_server_request_duration_seconds_count", None),
+                0.0,
+                rate,
+            ));
+            series.push((
+                labels("http_server_request_duration_seconds_sum", None),
+                0.0,
+                rate * 0.06,
+            ));
+        }
         series.push((
             l(&[
                 ("__name__", "beyla_network_flow_bytes_total"),

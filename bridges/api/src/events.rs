@@ -17,6 +17,14 @@
 //!   `dependencies=false` dependency changes, `category` keeps the listed
 //!   categories (comma-separated), `kind=dependency` keeps only dependency
 //!   changes.
+//!   The rows are the change feed ([`kube_insight_store::change_feed`]):
+//!   status-only versions are left out unless `include=status`; a rollout
+//!   or scale of a Deployment, StatefulSet or DaemonSet is one row (`group:
+//!   rollout|scale`, `outcome: completed|stuck|rolled_back|in_progress`,
+//!   `member_count`, `end_time`, `new_replicaset`, `images` with registry,
+//!   repository, tag and digest), its members (ReplicaSets, Pods, the
+//!   controller's versions and Normal events) listed under `members` with
+//!   `expand=members`; other rows are `group: change`.
 //! - `GET /api/v1/changes/workloads?` (same parameters): the workloads with
 //!   changes in the range, `{cluster, namespace, workload, changes,
 //!   first_change, last_change}`, most recently changed first (a dependency
@@ -36,9 +44,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use kube_insight_core::event::{workload_of_ref, ObjectRef};
 use kube_insight_core::parse_time_ms;
 use kube_insight_core::time::{format_rfc3339_ms, now_ms};
+use kube_insight_store::change_feed::{self, FeedItem, ImageChange, Outcome};
 use kube_insight_store::events::{ChangeQuery, ChangeRow, EventQuery, EventStore};
 use kube_insight_store::{DependencyChange, DependencyQuery, DynTopologyStore};
 use serde_json::{json, Value};
@@ -169,20 +177,45 @@ fn node_parts(id: &str) -> Option<(&str, &str)> {
     }
 }
 
-fn object_row(r: ChangeRow) -> TimelineRow {
-    let workload = workload_of_ref(&ObjectRef {
-        kind: r.kind.clone(),
-        namespace: r.namespace.clone(),
-        name: r.name.clone(),
-        ..ObjectRef::default()
+fn member_json(r: &ChangeRow) -> Value {
+    json!({
+        "time": format_rfc3339_ms(r.at_ms),
+        "category": r.category,
+        "change": r.change,
+        "kind": r.kind,
+        "name": r.name,
+        "summary": r.summary,
+        "who": r.manager,
+        "reason": r.reason,
+        "uid": r.uid,
+        "resource_version": r.resource_version,
     })
-    .unwrap_or_default();
+}
+
+fn image_json(i: &ImageChange) -> Value {
+    json!({
+        "container": i.container,
+        "from": i.from.as_ref().map(|f| f.reference.clone()),
+        "to": i.to.reference,
+        "registry": i.to.registry,
+        "repository": i.to.repository,
+        "tag": i.to.tag,
+        "digest": i.to.digest,
+    })
+}
+
+/// A change-feed item as a `/api/v1/changes` row; its members listed with
+/// `expand=members`.
+fn feed_row(item: FeedItem, expand: bool) -> TimelineRow {
+    let workload = item.workload();
     let workloads = if workload.is_empty() {
         Vec::new()
     } else {
-        vec![(r.namespace.clone(), workload.clone())]
+        vec![(item.head.namespace.clone(), workload.clone())]
     };
-    let json = json!({
+    let summary = item.summary();
+    let r = &item.head;
+    let mut json = json!({
         "time": format_rfc3339_ms(r.at_ms),
         "source": "kubernetes",
         "category": r.category,
@@ -192,19 +225,28 @@ fn object_row(r: ChangeRow) -> TimelineRow {
         "workload": workload,
         "kind": r.kind,
         "name": r.name,
-        "summary": r.summary,
+        "summary": summary,
         "who": r.manager,
         "gitops": r.gitops,
         "reason": r.reason,
         "count": r.count,
-        "patch": r.patch.map(|p| p.to_string()),
+        "patch": r.patch.as_ref().map(|p| p.to_string()),
         "gap_from": r.gap_from_ms.map(format_rfc3339_ms),
         "uid": r.uid,
         "resource_version": r.resource_version,
+        "group": item.kind.as_str(),
+        "outcome": item.outcome.map(Outcome::as_str),
+        "end_time": format_rfc3339_ms(item.end_ms),
+        "member_count": item.members.len(),
+        "new_replicaset": item.new_replicaset,
+        "images": item.images.iter().map(image_json).collect::<Vec<_>>(),
     });
+    if expand {
+        json["members"] = Value::Array(item.members.iter().map(member_json).collect());
+    }
     TimelineRow {
         at_ms: r.at_ms,
-        cluster: r.cluster,
+        cluster: r.cluster.clone(),
         workloads,
         json,
     }
@@ -244,6 +286,12 @@ fn dependency_timeline_row(c: &DependencyChange) -> TimelineRow {
         "gap_from": null,
         "uid": "",
         "resource_version": "",
+        "group": "change",
+        "outcome": null,
+        "end_time": format_rfc3339_ms(c.at_ms),
+        "member_count": 0,
+        "new_replicaset": null,
+        "images": [],
     });
     TimelineRow {
         at_ms: c.at_ms,
@@ -281,6 +329,32 @@ async fn timeline(st: &EvState, p: &Params, limit: usize) -> Result<Vec<Timeline
         }
     };
     let wants = |c: &str| categories.as_ref().is_none_or(|l| l.iter().any(|x| x == c));
+    let include_status = match p.get("include") {
+        None => false,
+        Some(list) => {
+            let mut status = false;
+            for x in list.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+                if x != "status" {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        format!("parameter include: {x:?} is not status (the only thing left out by default)"),
+                    ));
+                }
+                status = true;
+            }
+            status
+        }
+    };
+    let expand = match p.get("expand") {
+        None | Some("") => false,
+        Some("members") => true,
+        Some(other) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("parameter expand: {other:?} is not members"),
+            ))
+        }
+    };
     let kind = opt(p, "kind");
     let dependency_kind = kind
         .as_deref()
@@ -303,13 +377,16 @@ async fn timeline(st: &EvState, p: &Params, limit: usize) -> Result<Vec<Timeline
                 limit
             },
             include_events: include_events && wants("event"),
+            include_status,
         };
-        let found = st.store.changes(&query).await.map_err(store_error)?;
+        let found = change_feed::load(st.store.as_ref(), &query)
+            .await
+            .map_err(store_error)?;
         rows.extend(
             found
                 .into_iter()
-                .filter(|r| wants(&r.category))
-                .map(object_row),
+                .filter(|i| wants(&i.head.category))
+                .map(|i| feed_row(i, expand)),
         );
     }
 
@@ -342,6 +419,14 @@ async fn timeline(st: &EvState, p: &Params, limit: usize) -> Result<Vec<Timeline
     // Newest first; a stable sort keeps each store's order among equals.
     rows.sort_by_key(|r| std::cmp::Reverse(r.at_ms));
     rows.truncate(limit);
+    if expand {
+        // One frame: every row has the key.
+        for r in rows.iter_mut() {
+            if r.json.get("members").is_none() {
+                r.json["members"] = Value::Array(Vec::new());
+            }
+        }
+    }
     Ok(rows)
 }
 

@@ -17,7 +17,9 @@
 //!   `/api/v1/changes`, category `dependency`: see [`crate::events`]).
 //!
 //! Times are RFC 3339, epoch seconds or epoch milliseconds; `at` defaults to
-//! now. Before the first snapshot the graph is empty (200, with a `note`).
+//! now. Before the first snapshot the graph is empty (200, with a `note`);
+//! a `focus` on a workload without traffic (no node at that time) is an
+//! empty frame too (200), so Grafana shows "no data" rather than an error.
 
 // Parameter helpers return a ready error response for the handler to send.
 #![allow(clippy::result_large_err)]
@@ -176,24 +178,26 @@ async fn shaped(st: &TopoState, q: Option<&str>) -> Result<Shaped, Response> {
     let opts = view_options(&p).map_err(bad)?;
     let cluster = cluster(&st.store, &p).await?;
     let (graph, stats, meta) = load(&st.store, cluster.as_deref(), at).await?;
-    if meta.is_none() && opts.focus.is_some() {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no topology at {} to focus on: it starts later, or retention removed it",
-                format_rfc3339_ms(at)
-            ),
-        ));
-    }
-    let view = tokio::task::spawn_blocking(move || topo::view_parts(&graph, &stats, &opts))
-        .await
-        .map_err(|e| {
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("shaping the topology failed: {e}"),
-            )
-        })?
-        .map_err(topo_error)?;
+    // A focus on a workload without traffic (not in the graph, or no graph
+    // yet) is an empty frame, not an error: Grafana shows "no data".
+    let view = tokio::task::spawn_blocking(move || match topo::view_parts(&graph, &stats, &opts) {
+        Err(topo::TopologyError::FocusNotFound { .. }) => {
+            let unfocused = ViewOptions {
+                focus: None,
+                ..opts
+            };
+            topo::view_parts(&topo::Graph::default(), &stats, &unfocused)
+        }
+        other => other,
+    })
+    .await
+    .map_err(|e| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("shaping the topology failed: {e}"),
+        )
+    })?
+    .map_err(topo_error)?;
     Ok(Shaped {
         cluster,
         at,
@@ -355,11 +359,6 @@ async fn diff(State(st): State<Arc<TopoState>>, RawQuery(q): RawQuery) -> Respon
         (Ok(x), Ok(y)) => (x, y),
         (Err(e), _) | (_, Err(e)) => return topo_error(e),
     };
-    if opts.focus.is_some() && va.graph.nodes.is_empty() && vb.graph.nodes.is_empty() {
-        return topo_error(TopologyError::FocusNotFound {
-            focus: opts.focus.clone().unwrap_or_default(),
-        });
-    }
     let d = topo::diff(&va, &vb, &dopts);
     if p.get("overlay") != Some("true") {
         return Json(diff_rows(&d)).into_response();
@@ -538,12 +537,21 @@ mod tests {
             assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {v}");
             assert!(v["error"].as_str().unwrap().contains(want), "{uri}: {v}");
         }
-        let (s, v) = get(
-            &app,
-            &format!("/api/v1/topology?at={}&focus=nothing", T0 + 1),
-        )
-        .await;
-        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        // A focus on a workload without traffic: an empty frame, not 404.
+        for uri in [
+            format!("/api/v1/topology?at={}&focus=nothing", T0 + 1),
+            format!("/api/v1/topology?at={}&focus=shop/idle", T0 - 3_600_000),
+        ] {
+            let (s, v) = get(&app, &uri).await;
+            assert_eq!(s, StatusCode::OK, "{uri}: {v}");
+            assert!(v["nodes"].as_array().unwrap().is_empty(), "{uri}: {v}");
+        }
+        for path in ["nodes", "edges"] {
+            let uri = format!("/api/v1/topology/{path}?at={}&focus=shop/idle", T0 + 1);
+            let (s, v) = get(&app, &uri).await;
+            assert_eq!(s, StatusCode::OK, "{uri}: {v}");
+            assert_eq!(v, json!([]), "{uri}");
+        }
     }
 
     #[tokio::test]

@@ -13,7 +13,9 @@
 //!   a merge patch reproduces the next version exactly.
 //! - Who made a change ([`attribute`]): the managedFields manager whose
 //!   fields the change touched, and GitOps annotations ([`gitops_of`]).
-//! - A one-line human summary ([`summarize`]): `image api:1.4 → api:1.5 by argocd`.
+//! - A one-line human summary ([`summarize`]): `image registry.local/shop/api:1.4 →
+//!   registry.local/shop/api:1.5 by argocd`; image references stay whole
+//!   ([`ImageRef`]).
 
 use crate::time::{format_rfc3339_ms, parse_time_ms};
 use serde::{Deserialize, Serialize};
@@ -688,84 +690,115 @@ pub fn merge_apply(target: &mut Value, patch: &Value) {
     }
 }
 
-/// The dotted paths a merge patch changes, depth-limited (`spec.replicas`,
-/// `spec.template.spec.containers`).
-pub fn patch_paths(patch: &Value, max_depth: usize) -> Vec<String> {
-    fn walk(v: &Value, prefix: &str, depth: usize, max: usize, out: &mut Vec<String>) {
+/// The paths a merge patch changes, as segments, depth-limited
+/// (`["metadata", "annotations", "deployment.kubernetes.io/revision"]`);
+/// arrays are leaves (a merge patch replaces them whole).
+pub fn patch_segments(patch: &Value, max_depth: usize) -> Vec<Vec<String>> {
+    fn walk(v: &Value, prefix: &mut Vec<String>, max: usize, out: &mut Vec<Vec<String>>) {
         match v {
-            Value::Object(m) if depth < max && !m.is_empty() => {
+            Value::Object(m) if prefix.len() < max && !m.is_empty() => {
                 for (k, c) in m {
-                    let p = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(c, &p, depth + 1, max, out);
+                    prefix.push(k.clone());
+                    walk(c, prefix, max, out);
+                    prefix.pop();
                 }
             }
-            _ => out.push(prefix.to_string()),
+            _ => out.push(prefix.clone()),
         }
     }
     let mut out = Vec::new();
-    walk(patch, "", 0, max_depth, &mut out);
+    walk(patch, &mut Vec::new(), max_depth, &mut out);
     out
+}
+
+/// The dotted paths a merge patch changes, depth-limited (`spec.replicas`,
+/// `spec.template.spec.containers`).
+pub fn patch_paths(patch: &Value, max_depth: usize) -> Vec<String> {
+    patch_segments(patch, max_depth)
+        .into_iter()
+        .map(|p| p.join("."))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
 // Who made a change
 
 /// Does a managedFields `fieldsV1` tree own the path (`["spec","replicas"]`)?
-/// A manager owning a prefix of the path, or any field under it, counts.
-fn owns(fields: &Value, path: &[&str]) -> bool {
+/// A manager owns it when its tree reaches the path's end (it owns the
+/// field or fields under it) or a leaf (`{}`) on the way (it owns the whole
+/// field).
+fn owns(fields: &Value, path: &[String]) -> bool {
     let mut cur = fields;
     for p in path {
         let Some(m) = cur.as_object() else {
-            return true;
+            return false;
         };
         if m.is_empty() {
             return true;
         }
         match m.get(&format!("f:{p}")) {
             Some(x) => cur = x,
-            None => {
-                // List items are keyed (`k:{"name":"api"}`), not by index: a
-                // manager owning any item of a changed list counts.
-                if m.keys()
-                    .any(|k| k.starts_with("k:") || k.starts_with("i:") || k.starts_with("v:"))
-                {
-                    return true;
-                }
-                return false;
-            }
+            None => return false,
         }
     }
     true
 }
 
-/// The manager of a change: among the managers whose fields the patch
-/// touches, the one with the latest time; without a match, the manager
-/// with the latest time (status-only managers ignored for spec changes).
+/// Can this managedFields entry have written the path? Fields under
+/// `status` are written through the status subresource (or, for a kind
+/// without one, by a manager owning `f:status`); every other field through
+/// the main resource or another subresource (`scale`).
+fn may_write(m: &FieldManager, path: &[String]) -> bool {
+    let status_path = path.first().is_some_and(|f| f == "status");
+    let status_entry = m.subresource == "status";
+    if status_path {
+        status_entry || m.fields.get("f:status").is_some()
+    } else {
+        !status_entry
+    }
+}
+
+/// The manager of a change: the managedFields entry whose subresource and
+/// `fieldsV1` own the changed paths, the latest one when several do.
+/// Spec and metadata paths decide before status paths (a change of both is
+/// its spec change); a status-only change is the status writer's. Without
+/// an owner, the latest entry that may write those paths (status writers
+/// for a status change, others otherwise), else the latest entry.
 pub fn attribute(patch: &Value, managers: &[FieldManager]) -> Option<String> {
     if managers.is_empty() {
         return None;
     }
-    let paths = patch_paths(patch, 6);
-    let touches = |m: &FieldManager| {
-        paths.iter().any(|p| {
-            let parts: Vec<&str> = p.split('.').collect();
-            parts.first().is_some_and(|f| *f != "status") && owns(&m.fields, &parts)
-        })
-    };
-    let best = managers
+    let paths = patch_segments(patch, 8);
+    let (main, status): (Vec<&Vec<String>>, Vec<&Vec<String>>) = paths
         .iter()
-        .filter(|m| touches(m))
-        .max_by_key(|m| m.time_ms.unwrap_or(i64::MIN))
-        .or_else(|| {
-            managers
+        .partition(|p| p.first().is_none_or(|f| f != "status"));
+    let latest = |it: &mut dyn Iterator<Item = &FieldManager>| {
+        it.max_by_key(|m| m.time_ms.unwrap_or(i64::MIN))
+            .map(|m| m.manager.clone())
+    };
+    let mut best = None;
+    for group in [&main, &status] {
+        if group.is_empty() {
+            continue;
+        }
+        best = latest(
+            &mut managers
                 .iter()
-                .max_by_key(|m| m.time_ms.unwrap_or(i64::MIN))
-        })?;
-    (!best.manager.is_empty()).then(|| best.manager.clone())
+                .filter(|m| group.iter().any(|p| may_write(m, p) && owns(&m.fields, p))),
+        );
+        if best.is_none() {
+            best = latest(
+                &mut managers
+                    .iter()
+                    .filter(|m| group.iter().any(|p| may_write(m, p))),
+            );
+        }
+        if best.is_some() {
+            break;
+        }
+    }
+    let best = best.or_else(|| latest(&mut managers.iter()))?;
+    (!best.is_empty()).then_some(best)
 }
 
 /// GitOps provenance from annotations and labels: `argocd app=… rev=…`,
@@ -924,16 +957,63 @@ fn containers(obj: &Value) -> Vec<(String, String)> {
     out
 }
 
-fn short_image(image: &str) -> &str {
-    image.rsplit('/').next().unwrap_or(image)
+/// A container image reference as written, split into its parts
+/// (`registry.local:5000/shop/payment:2.2@sha256:…`). Nothing is defaulted
+/// or shortened: `payment:2.2` has no registry, and two references with the
+/// same last path component are different images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    /// The reference as written.
+    pub reference: String,
+    /// The registry host (`registry.local:5000`), empty when not written.
+    pub registry: String,
+    /// The repository path without the registry (`shop/payment`).
+    pub repository: String,
+    pub tag: String,
+    pub digest: String,
 }
 
-fn short_digest(id: &str) -> String {
-    let d = id.rsplit('@').next().unwrap_or(id);
-    match d.strip_prefix("sha256:") {
-        Some(h) => format!("sha256:{}", &h[..h.len().min(12)]),
-        None => d.to_string(),
+impl ImageRef {
+    /// Splits a reference the way the container runtimes do: the first
+    /// path component is a registry when it has a `.` or a `:` or is
+    /// `localhost`.
+    pub fn parse(reference: &str) -> ImageRef {
+        let (name, digest) = match reference.split_once('@') {
+            Some((n, d)) => (n, d),
+            None => (reference, ""),
+        };
+        let (registry, path) = match name.split_once('/') {
+            Some((first, rest))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                (first, rest)
+            }
+            _ => ("", name),
+        };
+        let (repository, tag) = match path.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r, t),
+            _ => (path, ""),
+        };
+        ImageRef {
+            reference: reference.to_string(),
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+            tag: tag.to_string(),
+            digest: digest.to_string(),
+        }
     }
+}
+
+/// The containers' images of an object, or of a merge patch of one (whose
+/// container lists are whole): `(container, image)`.
+pub fn container_images(obj: &Value) -> Vec<(String, String)> {
+    containers(obj)
+}
+
+/// The digest of an `imageID` (`docker.io/library/api@sha256:…` →
+/// `sha256:…`), whole: two digests sharing a prefix are different images.
+fn digest_of(id: &str) -> &str {
+    id.rsplit('@').next().unwrap_or(id)
 }
 
 fn scalar_text(v: Option<&Value>) -> String {
@@ -981,11 +1061,7 @@ pub fn summary_items(kind: &str, prev: &Value, cur: &Value) -> Vec<SummaryItem> 
     for (name, img) in containers(cur) {
         if let Some((_, old)) = before.iter().find(|(n, _)| *n == name) {
             if *old != img {
-                items.push(SummaryItem::Image(format!(
-                    "image {} → {}",
-                    short_image(old),
-                    short_image(&img)
-                )));
+                items.push(SummaryItem::Image(format!("image {old} → {img}")));
             }
         }
     }
@@ -1012,10 +1088,9 @@ pub fn summary_items(kind: &str, prev: &Value, cur: &Value) -> Vec<SummaryItem> 
         if let Some((_, oimg, oid, orestarts)) = old_st.iter().find(|(n, ..)| *n == name) {
             if *oimg == image && !oid.is_empty() && !id.is_empty() && *oid != id {
                 items.push(SummaryItem::Digest(format!(
-                    "image digest of {} (container {name}) {} → {}",
-                    short_image(&image),
-                    short_digest(oid),
-                    short_digest(&id)
+                    "image digest of {image} (container {name}) {} → {}",
+                    digest_of(oid),
+                    digest_of(&id)
                 )));
             }
             if restarts > *orestarts {
@@ -1147,10 +1222,7 @@ pub fn summarize(
             if kind == "Node" { "node" } else { "object" },
         ),
         (ChangeKind::Created, _) | (ChangeKind::Observed, None) | (ChangeKind::Updated, None) => {
-            let imgs: Vec<String> = containers(cur)
-                .into_iter()
-                .map(|(_, i)| short_image(&i).to_string())
-                .collect();
+            let imgs: Vec<String> = containers(cur).into_iter().map(|(_, i)| i).collect();
             let verb = if change == ChangeKind::Observed {
                 "observed"
             } else {
@@ -1590,11 +1662,135 @@ mod tests {
             who.as_deref(),
             None,
         );
-        assert_eq!(sum, "image api:1.4 → api:1.5 by argocd");
+        assert_eq!(
+            sum,
+            "image registry.example/api:1.4 → registry.example/api:1.5 by argocd"
+        );
         assert_eq!(cat, "object");
         let c = sanitize("Deployment", &deployment("api:1.5", 5)).unwrap();
         let (sum, _) = summarize("Deployment", ChangeKind::Updated, Some(&b), &c, None, None);
         assert_eq!(sum, "replicas 3 → 5");
+    }
+
+    fn fm(manager: &str, subresource: &str, time: &str, fields: Value) -> FieldManager {
+        FieldManager {
+            manager: manager.into(),
+            operation: "Update".into(),
+            subresource: subresource.into(),
+            time_ms: parse_time_ms(time).ok(),
+            fields,
+        }
+    }
+
+    #[test]
+    fn attribution_follows_the_subresource_and_the_fields() {
+        // What kube-apiserver 1.32 records after `kubectl set image` and the
+        // controller's status writes (the status entry is the latest).
+        let managers = vec![
+            fm(
+                "kubectl-client-side-apply",
+                "",
+                "2024-05-31T15:00:00Z",
+                json!({"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"api\"}": {"f:name": {}}}}}}}),
+            ),
+            fm(
+                "kubectl-set",
+                "",
+                "2024-05-31T16:00:00Z",
+                json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"api\"}": {"f:image": {}}}}}}}),
+            ),
+            fm(
+                "kube-controller-manager",
+                "",
+                "2024-05-31T16:00:01Z",
+                json!({"f:metadata": {"f:annotations": {"f:deployment.kubernetes.io/revision": {}}}}),
+            ),
+            fm(
+                "kube-controller-manager",
+                "status",
+                "2024-05-31T16:00:30Z",
+                json!({"f:status": {"f:conditions": {}, "f:replicas": {}, "f:updatedReplicas": {}}}),
+            ),
+            fm(
+                "kubectl",
+                "scale",
+                "2024-05-31T15:30:00Z",
+                json!({"f:spec": {"f:replicas": {}}}),
+            ),
+        ];
+        let who = |patch: Value| attribute(&patch, &managers);
+        assert_eq!(
+            who(json!({"spec": {"template": {"spec": {"containers": [{"name": "api", "image": "b"}]}}}})).as_deref(),
+            Some("kubectl-set")
+        );
+        assert_eq!(
+            who(json!({"status": {"updatedReplicas": 1, "conditions": []}})).as_deref(),
+            Some("kube-controller-manager")
+        );
+        assert_eq!(
+            who(json!({"metadata": {"annotations": {"deployment.kubernetes.io/revision": "2"}}}))
+                .as_deref(),
+            Some("kube-controller-manager")
+        );
+        assert_eq!(
+            who(json!({"spec": {"replicas": 5}})).as_deref(),
+            Some("kubectl")
+        );
+        // A change of spec and status is its spec change.
+        assert_eq!(
+            who(json!({"spec": {"replicas": 5}, "status": {"replicas": 5}})).as_deref(),
+            Some("kubectl")
+        );
+        // Nobody owns it: the latest writer of that part, never a status
+        // writer for a spec change.
+        assert_eq!(
+            who(json!({"spec": {"paused": true}})).as_deref(),
+            Some("kube-controller-manager")
+        );
+        let only_status_and_kubectl = vec![managers[1].clone(), managers[3].clone()];
+        assert_eq!(
+            attribute(&json!({"spec": {"paused": true}}), &only_status_and_kubectl).as_deref(),
+            Some("kubectl-set")
+        );
+    }
+
+    #[test]
+    fn image_references_keep_every_part() {
+        let r = ImageRef::parse("registry.local:5000/shop/payment:2.2@sha256:abc");
+        assert_eq!(
+            (
+                r.registry.as_str(),
+                r.repository.as_str(),
+                r.tag.as_str(),
+                r.digest.as_str()
+            ),
+            ("registry.local:5000", "shop/payment", "2.2", "sha256:abc")
+        );
+        let r = ImageRef::parse("payment:2.1");
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
+            ("", "payment", "2.1")
+        );
+        let r = ImageRef::parse("localhost/x");
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
+            ("localhost", "x", "")
+        );
+        let a = sanitize("Deployment", &deployment("shop/payment:2.1", 3)).unwrap();
+        let b = sanitize("Deployment", &deployment("other/payment:2.1", 3)).unwrap();
+        let (sum, _) = summarize("Deployment", ChangeKind::Updated, Some(&a), &b, None, None);
+        assert_eq!(
+            sum,
+            "image registry.example/shop/payment:2.1 → registry.example/other/payment:2.1"
+        );
+        let p = merge_diff(&a, &b).unwrap();
+        assert_eq!(
+            container_images(&p),
+            [(
+                "api".to_string(),
+                "registry.example/other/payment:2.1".to_string()
+            )]
+        );
     }
 
     #[test]
@@ -1620,7 +1816,7 @@ mod tests {
         assert_eq!(cat, "image_digest");
         assert_eq!(
             sum,
-            "image digest of api:1.5 (container api) sha256:aaaaaaaaaaaa → sha256:bbbbbbbbbbbb"
+            "image digest of api:1.5 (container api) sha256:aaaaaaaaaaaaaaaaaaaa → sha256:bbbbbbbbbbbbbbbbbbbb"
         );
         assert_eq!(workload_of("Pod", &a).as_deref(), Some("api"));
         let c = sanitize(

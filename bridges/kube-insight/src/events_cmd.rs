@@ -10,6 +10,7 @@ use kube_insight_core::event::to_yaml;
 use kube_insight_core::parse_time_ms;
 use kube_insight_core::time::format_rfc3339_ms;
 use kube_insight_sources::kube_watch::{self, parse_kinds, WatchConfig};
+use kube_insight_store::change_feed;
 use kube_insight_store::events::{ChangeQuery, EventStore, ObjectAt};
 use kube_insight_store::sqlite::events::SqliteEventStore;
 use kube_insight_store::StoreUrl;
@@ -117,6 +118,10 @@ pub struct DiffArgs {
     pub to: String,
     #[arg(long)]
     pub cluster: Option<String>,
+    /// Also list status-only updates (controller status writes), which the
+    /// change list leaves out by default.
+    #[arg(long)]
+    pub include_status: bool,
     #[command(flatten)]
     pub store: StoreSettings,
 }
@@ -238,25 +243,25 @@ pub async fn diff_text(store: &dyn EventStore, args: &DiffArgs) -> Result<String
     } else {
         Some(args.namespace.clone())
     };
-    let rows = store
-        .changes(&ChangeQuery {
-            cluster: args.cluster.clone(),
-            namespace: ns,
-            workload: None,
-            kind: Some(kind.clone()),
-            range: kube_insight_core::TimeRange::new(t1 + 1, t2)
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-            limit: 1000,
-            include_events: false,
-        })
+    let query = ChangeQuery {
+        cluster: args.cluster.clone(),
+        namespace: ns,
+        workload: None,
+        kind: Some(kind.clone()),
+        range: kube_insight_core::TimeRange::new(t1 + 1, t2).map_err(|e| anyhow::anyhow!("{e}"))?,
+        limit: 1000,
+        include_events: false,
+        include_status: args.include_status,
+    };
+    let items = change_feed::load(store, &query)
         .await
         .context("reading the changes")?;
-    for r in rows.iter().rev().filter(|r| r.name == name) {
+    for i in items.iter().rev().filter(|i| i.head.name == name) {
         out.push_str(&format!(
             "# {} {}: {}\n",
-            format_rfc3339_ms(r.at_ms),
-            r.change,
-            r.summary
+            format_rfc3339_ms(i.head.at_ms),
+            i.head.change,
+            i.summary()
         ));
     }
     let ya = a.as_ref().map(|o| to_yaml(&o.object)).unwrap_or_default();
@@ -431,6 +436,7 @@ mod tests {
             from: "2024-05-31T16:00:30Z".into(),
             to: "2024-05-31T16:02:00Z".into(),
             cluster: None,
+            include_status: false,
             store: settings,
         };
         let text = diff_text(store.as_ref(), &diff).await.unwrap();

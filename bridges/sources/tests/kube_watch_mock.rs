@@ -75,6 +75,7 @@ fn all_changes() -> ChangeQuery {
         range: TimeRange::new(0, i64::MAX / 2).unwrap(),
         limit: 10_000,
         include_events: false,
+        include_status: true,
     }
 }
 

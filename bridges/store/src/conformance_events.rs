@@ -32,6 +32,7 @@ pub const CASES: &[&str] = &[
     "object_at_bounded_by_keyframes",
     "versions_unchanged_and_stale",
     "changes_timeline",
+    "changes_leave_out_status",
     "deleted_in_gap_and_live_objects",
     "checkpoints",
     "events_retention",
@@ -68,6 +69,7 @@ macro_rules! event_store_conformance_suite {
             object_at_bounded_by_keyframes,
             versions_unchanged_and_stale,
             changes_timeline,
+            changes_leave_out_status,
             deleted_in_gap_and_live_objects,
             checkpoints,
             events_retention,
@@ -159,6 +161,7 @@ fn cquery() -> ChangeQuery {
         range: all(),
         limit: 1000,
         include_events: true,
+        include_status: true,
     }
 }
 
@@ -637,7 +640,7 @@ pub async fn changes_timeline(s: DynEventStore) {
         (
             15_000,
             "image_digest",
-            "image digest of api:1.5 (container api) sha256:aaaaaaaaaaaa → sha256:bbbbbbbbbbbb"
+            "image digest of api:1.5 (container api) sha256:aaaaaaaaaaaaaaaa → sha256:bbbbbbbbbbbbbbbb"
         )
     );
     assert_eq!(
@@ -705,6 +708,140 @@ pub async fn changes_timeline(s: DynEventStore) {
         ..cquery()
     };
     assert!(s.changes(&q).await.unwrap().is_empty());
+}
+
+/// A Deployment as kube-apiserver 1.32 sends it after `kubectl set image`
+/// and the deployment controller's writes: the controller owns the status
+/// (subresource `status`) and the revision annotation.
+fn controlled_deployment(image: &str, revision: &str, updated: u64, status_time: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {
+            "name": "payment", "namespace": "shop", "uid": "pay-uid", "generation": 2,
+            "annotations": {"deployment.kubernetes.io/revision": revision},
+            "managedFields": [
+                {"manager": "kubectl-client-side-apply", "operation": "Update", "time": "2024-05-31T15:00:00Z",
+                 "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"payment\"}": {"f:name": {}}}}}}}},
+                {"manager": "kubectl-set", "operation": "Update", "time": "2024-05-31T16:00:00Z",
+                 "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"payment\"}": {"f:image": {}}}}}}}},
+                {"manager": "kube-controller-manager", "operation": "Update", "time": "2024-05-31T16:00:00Z",
+                 "fieldsV1": {"f:metadata": {"f:annotations": {"f:deployment.kubernetes.io/revision": {}}}}},
+                {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status", "time": status_time,
+                 "fieldsV1": {"f:status": {"f:replicas": {}, "f:updatedReplicas": {}, "f:observedGeneration": {}}}}
+            ]
+        },
+        "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "payment", "image": image}]}}},
+        "status": {"replicas": 3, "updatedReplicas": updated, "observedGeneration": 2}
+    })
+}
+
+pub async fn changes_leave_out_status(s: DynEventStore) {
+    let w = |raw: Value, rv: &str, at: i64, change| write_of(&raw, rv, at, change);
+    s.write_objects(vec![
+        w(
+            controlled_deployment(
+                "registry.local/shop/payment:2.1",
+                "1",
+                3,
+                "2024-05-31T15:00:00Z",
+            ),
+            "10",
+            T0 - 60_000,
+            ChangeKind::Observed,
+        ),
+        w(
+            controlled_deployment(
+                "registry.local/shop/payment:2.2",
+                "1",
+                3,
+                "2024-05-31T15:00:00Z",
+            ),
+            "11",
+            T0,
+            ChangeKind::Updated,
+        ),
+        w(
+            controlled_deployment(
+                "registry.local/shop/payment:2.2",
+                "2",
+                3,
+                "2024-05-31T15:00:00Z",
+            ),
+            "12",
+            T0 + 1_000,
+            ChangeKind::Updated,
+        ),
+        w(
+            controlled_deployment(
+                "registry.local/shop/payment:2.2",
+                "2",
+                1,
+                "2024-05-31T16:00:02Z",
+            ),
+            "13",
+            T0 + 2_000,
+            ChangeKind::Updated,
+        ),
+        w(
+            controlled_deployment(
+                "registry.local/shop/payment:2.2",
+                "2",
+                3,
+                "2024-05-31T16:00:30Z",
+            ),
+            "14",
+            T0 + 30_000,
+            ChangeKind::Updated,
+        ),
+    ])
+    .await
+    .unwrap();
+    let q = ChangeQuery {
+        include_status: false,
+        ..cquery()
+    };
+    let rows = s.changes(&q).await.unwrap();
+    let brief: Vec<(i64, &str, Option<&str>)> = rows
+        .iter()
+        .map(|r| (r.at_ms - T0, r.summary.as_str(), r.manager.as_deref()))
+        .collect();
+    assert_eq!(
+        brief,
+        [(
+            0,
+            "image registry.local/shop/payment:2.1 → registry.local/shop/payment:2.2 by kubectl-set",
+            Some("kubectl-set")
+        )]
+    );
+    // The limit counts the rows kept, not the status rows left out.
+    let q = ChangeQuery {
+        include_status: false,
+        limit: 1,
+        ..cquery()
+    };
+    assert_eq!(s.changes(&q).await.unwrap().len(), 1);
+    let rows = s.changes(&cquery()).await.unwrap();
+    let brief: Vec<(i64, Option<&str>)> = rows
+        .iter()
+        .map(|r| (r.at_ms - T0, r.manager.as_deref()))
+        .collect();
+    assert_eq!(
+        brief,
+        [
+            (30_000, Some("kube-controller-manager")),
+            (2_000, Some("kube-controller-manager")),
+            (1_000, Some("kube-controller-manager")),
+            (0, Some("kubectl-set")),
+        ]
+    );
+    assert!(rows[..3].iter().all(crate::change_feed::is_status_only));
+    // The history stays exact.
+    let at = s
+        .object_at(None, "deployment", "shop", "payment", T0 + 2_500)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(at.object.pointer("/status/updatedReplicas").unwrap(), 1);
 }
 
 pub async fn deleted_in_gap_and_live_objects(s: DynEventStore) {

@@ -115,6 +115,10 @@ pub struct ChangeQuery {
     pub limit: usize,
     /// Include Kubernetes events in the timeline.
     pub include_events: bool,
+    /// Include status-only versions
+    /// ([`crate::change_feed::is_status_only`]); left out before the limit
+    /// otherwise.
+    pub include_status: bool,
 }
 
 /// One timeline row, newest first.

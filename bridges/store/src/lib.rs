@@ -9,6 +9,7 @@
 //! contract reads on its own; [`Store`] is the whole.
 
 pub mod cassandra;
+pub mod change_feed;
 pub mod chunk;
 mod entity_tree;
 pub mod error;

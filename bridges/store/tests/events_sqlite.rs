@@ -140,6 +140,7 @@ async fn two_stores_on_one_file_store_each_change_once() {
             range: kube_insight_core::TimeRange::new(0, i64::MAX / 2).unwrap(),
             limit: 1000,
             include_events: false,
+            include_status: true,
         })
         .await
         .unwrap();

@@ -48,6 +48,7 @@
 //! and a retried write rewrites the same rows.
 
 use super::session::Db;
+use crate::change_feed::is_status_only;
 use crate::error::{Error, Result};
 use crate::event_codec::{
     apply_patches, decode_object, decode_patch, encode_object, encode_patch, event_count,
@@ -1773,6 +1774,9 @@ impl CassandraEventStore {
                     continue;
                 }
                 let row = rec.row(&cluster, at, &uid);
+                if !q.include_status && is_status_only(&row) {
+                    continue;
+                }
                 day_rows.push((at, uid, seq, row));
             }
         }
@@ -2634,6 +2638,7 @@ mod tests {
             range: TimeRange::new(0, i64::MAX / 2).unwrap(),
             limit: 10,
             include_events: true,
+            include_status: true,
         };
         let rows = event_changes(folds, &q, None, 10).unwrap();
         assert_eq!(rows.len(), 1);

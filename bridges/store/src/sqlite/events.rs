@@ -21,6 +21,7 @@
 //! patch is computed inside the transaction from `ev_latest`, the result is
 //! the same whichever writes first.
 
+use crate::change_feed::is_status_only;
 use crate::error::{Error, Result};
 use crate::event_codec::{
     apply_patches, decode_object, decode_patch, encode_object, encode_patch, event_count,
@@ -813,7 +814,9 @@ fn changes_q(sh: &Shared, c: &Connection, q: &ChangeQuery) -> Result<Vec<ChangeR
             .map_err(sql)?;
         for r in rows {
             let row = r.map_err(sql)?;
-            if !kind_matches(kind.as_deref(), &row.kind) {
+            if !kind_matches(kind.as_deref(), &row.kind)
+                || (!q.include_status && is_status_only(&row))
+            {
                 continue;
             }
             out.push(row);
