@@ -540,3 +540,146 @@ fn grafana_gets_every_dashboard_and_its_provisioning_unchanged() {
     }
     assert!(checked > 0, "no servers rendering runs Grafana");
 }
+
+/// The env values named `name` of every container of `docs`.
+fn env_values(docs: &[Value], name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for doc in docs {
+        let pod = &doc["spec"]["template"]["spec"];
+        for key in ["containers", "initContainers"] {
+            for c in pod[key].as_sequence().into_iter().flatten() {
+                for e in c["env"].as_sequence().into_iter().flatten() {
+                    if e["name"].as_str() == Some(name) {
+                        if let Some(v) = e["value"].as_str() {
+                            out.push(v.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Data centre name → node count of the Cassandra the chart deploys.
+fn cassandra_datacenters(docs: &[Value]) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for doc in docs {
+        let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+        match doc["kind"].as_str().unwrap_or_default() {
+            "K8ssandraCluster" => {
+                for dc in doc["spec"]["cassandra"]["datacenters"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                {
+                    let dc_name = dc["metadata"]["name"].as_str().unwrap_or_default();
+                    out.push((dc_name.to_string(), dc["size"].as_u64().unwrap_or(0)));
+                }
+            }
+            "CassandraDatacenter" => {
+                out.push((name.to_string(), doc["spec"]["size"].as_u64().unwrap_or(0)));
+            }
+            "StatefulSet" if name == "cassandra" => {
+                // The StatefulSet's data centre is the one its pods announce.
+                let dc = env_values(std::slice::from_ref(doc), "CASSANDRA_DC")
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| "dc1".into());
+                out.push((dc, doc["spec"]["replicas"].as_u64().unwrap_or(0)));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Every Cassandra store URL names its replication, NetworkTopologyStrategy
+/// in the deployed data centre at its size capped at 3 (a keyspace made
+/// with the driver default `simple:1` loses data with one node).
+#[test]
+fn cassandra_keyspaces_are_replicated_across_the_datacenter() {
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for case in cases().into_iter().filter(|c| c.chart == "servers") {
+        let docs = documents(&render(&case));
+        let dcs = cassandra_datacenters(&docs);
+        for url in env_values(&docs, "KUBE_INSIGHT_STORE") {
+            if !url.starts_with("cassandra://") {
+                continue;
+            }
+            let at = format!("servers / {}", case.name);
+            let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+            let param = |k: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                    .map(str::to_string)
+            };
+            let Some(replication) = param("replication") else {
+                problems.push(format!("{at}: {url} has no replication="));
+                continue;
+            };
+            let dc = param("dc").unwrap_or_default();
+            let want = dcs
+                .iter()
+                .find(|(name, _)| *name == dc)
+                .map(|(_, size)| format!("{dc}:{}", size.min(&3)));
+            if dcs.is_empty() {
+                // Mode external: the operator's own value, at least named.
+                if !replication.contains(':') {
+                    problems.push(format!("{at}: replication={replication}"));
+                }
+            } else if want.as_deref() != Some(replication.as_str()) {
+                problems.push(format!(
+                    "{at}: replication={replication}, the data centres are {dcs:?} (want {want:?})"
+                ));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no cassandra store URL rendered");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The store URL of the servers chart rendered with `--set` values.
+fn servers_store_url(set: &[&str]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_manifestr"));
+    cmd.current_dir(repo())
+        .args(["render", "manifests/servers"]);
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().expect("run manifestr");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = documents(&String::from_utf8(out.stdout).expect("utf-8"));
+    env_values(&docs, "KUBE_INSIGHT_STORE")
+        .into_iter()
+        .next()
+        .expect("a store URL")
+}
+
+#[test]
+fn cassandra_replication_is_capped_at_three_and_configurable() {
+    let rf = |set: &[&str]| {
+        let url = servers_store_url(set);
+        url.split("replication=")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(rf(&["cassandra.replicas=5"]), "dc1:3");
+    assert_eq!(rf(&["cassandra.replicas=1"]), "dc1:1");
+    assert_eq!(
+        rf(&["cassandra.datacenter=eu", "cassandra.replicas=2"]),
+        "eu:2"
+    );
+    assert_eq!(
+        rf(&["cassandra.replication=eu:3,us:3", "cassandra.datacenter=eu"]),
+        "eu:3,us:3"
+    );
+}

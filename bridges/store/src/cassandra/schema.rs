@@ -10,9 +10,11 @@
 //! `gc_grace_seconds`. ARCHITECTURE.md documents each table's partition key,
 //! size and queries.
 
+use super::config::Replication;
 use super::session::{result_rows, Db};
 use crate::error::{Error, Result};
 use crate::StoreOptions;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Bumped whenever a table changes.
@@ -349,6 +351,67 @@ pub fn create_keyspace(keyspace: &str, replication: &str) -> String {
     )
 }
 
+/// `ALTER KEYSPACE … WITH replication = …`: a changed replication.
+pub fn alter_keyspace(keyspace: &str, replication: &str) -> String {
+    format!("ALTER KEYSPACE {keyspace} WITH replication = {replication}")
+}
+
+/// Whether a keyspace's replication as `system_schema.keyspaces` stores it
+/// (`class` fully qualified, factors as text) is `wanted`.
+pub fn replication_matches(current: &HashMap<String, String>, wanted: &Replication) -> bool {
+    let class = current.get("class").map(String::as_str).unwrap_or("");
+    let factor = |v: &String| v.parse::<u32>().ok();
+    match wanted {
+        Replication::Simple(n) => {
+            class.ends_with("SimpleStrategy")
+                && current.get("replication_factor").and_then(factor) == Some(*n)
+        }
+        Replication::Network(dcs) => {
+            class.ends_with("NetworkTopologyStrategy")
+                && current.len() == dcs.len() + 1
+                && dcs
+                    .iter()
+                    .all(|(dc, n)| current.get(dc).and_then(factor) == Some(*n))
+        }
+    }
+}
+
+/// What `schema apply` says after it changed a keyspace's replication:
+/// the existing data is on the old replicas only until a full repair.
+pub fn repair_needed_message(keyspace: &str) -> String {
+    format!(
+        "the replication of keyspace {keyspace} changed: run `nodetool repair -full {keyspace}` \
+         on every Cassandra node (Reaper: a full repair of the keyspace) so the existing data \
+         reaches its new replicas; until then reads at the new factor may miss it"
+    )
+}
+
+/// Alters the keyspace when its replication is not the configured one;
+/// `true` when it did (a repair is then needed).
+async fn reconcile_replication(db: &Db) -> Result<bool> {
+    const Q: &str = "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?";
+    let ks = &db.config.keyspace;
+    let lower = ks.to_ascii_lowercase();
+    let r = db.exec(Q, (lower.as_str(),)).await?;
+    let rows: Vec<(HashMap<String, String>,)> = result_rows(Q, r)?;
+    let Some((current,)) = rows.into_iter().next() else {
+        return Ok(false);
+    };
+    let wanted = &db.config.replication;
+    if replication_matches(&current, wanted) {
+        return Ok(false);
+    }
+    ddl(db, &alter_keyspace(ks, &wanted.cql())).await?;
+    tracing::warn!(
+        keyspace = %ks,
+        from = ?current,
+        to = %wanted.cql(),
+        "{}",
+        repair_needed_message(ks)
+    );
+    Ok(true)
+}
+
 const META: &str =
     "CREATE TABLE IF NOT EXISTS schema_meta (name text PRIMARY KEY, version int, owner text)";
 
@@ -388,6 +451,9 @@ async fn apply_locked(db: &Db, o: &StoreOptions) -> Result<i32> {
             });
         }
     }
+    // A keyspace created earlier keeps its replication until altered here
+    // (CREATE KEYSPACE IF NOT EXISTS changes nothing).
+    reconcile_replication(db).await?;
     // A table that exists is altered (a changed retention), a missing one
     // created: a fresh keyspace costs one schema change per table, not two.
     let existing = existing_tables(db).await?;
@@ -580,6 +646,10 @@ mod tests {
             create_keyspace("ki", "{'class': 'SimpleStrategy', 'replication_factor': 1}"),
             "CREATE KEYSPACE IF NOT EXISTS ki WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1} AND durable_writes = true"
         );
+        assert_eq!(
+            alter_keyspace("ki", &Replication::Network(vec![("dc1".into(), 3)]).cql()),
+            "ALTER KEYSPACE ki WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': 3}"
+        );
         // Every table is partitioned by a time bucket or is one small row
         // per key (lock, checkpoints, object history of one uid).
         for t in TABLES {
@@ -587,5 +657,54 @@ mod tests {
             let names: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
             assert_eq!(names.iter().filter(|n| **n == t.name).count(), 1);
         }
+    }
+
+    fn stored(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn replication_is_compared_as_cassandra_stores_it() {
+        let simple1 = stored(&[
+            ("class", "org.apache.cassandra.locator.SimpleStrategy"),
+            ("replication_factor", "1"),
+        ]);
+        let dc1_3 = stored(&[
+            (
+                "class",
+                "org.apache.cassandra.locator.NetworkTopologyStrategy",
+            ),
+            ("dc1", "3"),
+        ]);
+        let dc1 = Replication::Network(vec![("dc1".into(), 3)]);
+        assert!(replication_matches(&simple1, &Replication::Simple(1)));
+        assert!(!replication_matches(&simple1, &Replication::Simple(3)));
+        // The keyspace `simple:1` made before replication was rendered.
+        assert!(!replication_matches(&simple1, &dc1));
+        assert!(replication_matches(&dc1_3, &dc1));
+        assert!(!replication_matches(
+            &dc1_3,
+            &Replication::Network(vec![("dc1".into(), 2)])
+        ));
+        // A data centre added or removed is a change.
+        assert!(!replication_matches(
+            &dc1_3,
+            &Replication::Network(vec![("dc1".into(), 3), ("dc2".into(), 3)])
+        ));
+        let two = stored(&[
+            (
+                "class",
+                "org.apache.cassandra.locator.NetworkTopologyStrategy",
+            ),
+            ("dc1", "3"),
+            ("dc2", "3"),
+        ]);
+        assert!(!replication_matches(&two, &dc1));
+        assert!(!replication_matches(&HashMap::new(), &dc1));
+        let m = repair_needed_message("ki");
+        assert!(m.contains("nodetool repair -full ki"), "{m}");
     }
 }
