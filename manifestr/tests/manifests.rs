@@ -1091,3 +1091,51 @@ fn a_restricted_ingest_policy_needs_the_node_cidrs() {
         "{problems:?}"
     );
 }
+
+/// The schema Job of the default servers rendering with `--set` values:
+/// its name and its container (image, args, env: all `schema apply` reads).
+fn schema_job(set: &[&str]) -> (String, String) {
+    let out = render_with("servers", &[], set);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = documents(&String::from_utf8(out.stdout).unwrap());
+    let job = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("Job"))
+        .expect("a schema Job");
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    (
+        job["metadata"]["name"].as_str().unwrap().to_string(),
+        serde_norway::to_string(container).unwrap(),
+    )
+}
+
+/// The Job is renamed (so it runs again) exactly when what `schema apply`
+/// reads changes: a retention, the replication, the store, the image.
+#[test]
+fn the_schema_job_reruns_when_anything_schema_apply_reads_changes() {
+    let (base_name, base_container) = schema_job(&[]);
+    for set in [
+        "retention.metrics=30d",
+        "retention.logs=1d",
+        "retention.events=30d",
+        "retention.topology=7d",
+        "cassandra.replication=dc1:3,dc2:3",
+        "cassandra.keyspace=other",
+        "image=example.invalid/kube-insight:9.9.9",
+    ] {
+        let (name, container) = schema_job(&[set]);
+        assert_ne!(container, base_container, "{set} changes nothing");
+        assert_ne!(name, base_name, "{set}: the Job would not run again");
+    }
+    // What schema apply does not read leaves the Job alone (no rerun on
+    // every scale-out).
+    for set in ["api.replicas=7", "grafana.enabled=false"] {
+        let (name, container) = schema_job(&[set]);
+        assert_eq!(container, base_container, "{set}");
+        assert_eq!(name, base_name, "{set}");
+    }
+}
