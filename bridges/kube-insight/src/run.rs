@@ -385,12 +385,27 @@ async fn maintenance_loop(store: DynStore, telemetry: Arc<Telemetry>, shutdown: 
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut cap_watch = kube_insight_telemetry::CapWatch::new(Duration::from_secs(600));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         let stats = store.stats();
+        let near = cap_watch.observe(
+            &telemetry,
+            &stats.live_series,
+            stats.series_cap,
+            std::time::Instant::now(),
+        );
+        for (cluster, counted) in near {
+            tracing::warn!(
+                cluster = %cluster,
+                counted,
+                cap = stats.series_cap,
+                "cluster {cluster:?} is near its series cap (KUBE_INSIGHT_MAX_SERIES): new series are refused at the cap; series idle for the head grace stop counting"
+            );
+        }
         for (cluster, n) in &stats.active_series {
             telemetry
                 .active_series
