@@ -14,6 +14,7 @@ use super::config::Replication;
 use super::session::{result_rows, Db};
 use crate::error::{Error, Result};
 use crate::StoreOptions;
+use kube_insight_core::event::SecretKey;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -464,6 +465,7 @@ async fn apply_locked(db: &Db, o: &StoreOptions) -> Result<i32> {
             ddl(db, &create_table(t, o)).await?;
         }
     }
+    secret_key(db).await?;
     db.session
         .query_unpaged(
             "INSERT INTO schema_meta (name, version) VALUES ('version', ?)",
@@ -472,6 +474,55 @@ async fn apply_locked(db: &Db, o: &StoreOptions) -> Result<i32> {
         .await
         .map_err(|e| super::session::map_err("INSERT INTO schema_meta", e))?;
     Ok(SCHEMA_VERSION)
+}
+
+/// The installation's secret-hash key ([`kube_insight_core::event::sanitize`]):
+/// the row `secret_hash` of `schema_meta`, its 32 bytes as hex in `owner`,
+/// inserted once by a lightweight transaction (`schema apply`, or the first
+/// start of a keyspace made before it), so concurrent starts agree on one.
+pub async fn secret_key(db: &Db) -> Result<SecretKey> {
+    const PUT: &str =
+        "INSERT INTO schema_meta (name, owner) VALUES ('secret_hash', ?) IF NOT EXISTS";
+    if let Some(k) = read_secret_key(db).await? {
+        return Ok(k);
+    }
+    let fresh: [u8; SecretKey::LEN] = rand::random();
+    db.session
+        .query_unpaged(PUT, (hex_encode(&fresh),))
+        .await
+        .map_err(|e| super::session::map_err(PUT, e))?;
+    read_secret_key(db).await?.ok_or_else(|| {
+        Error::Unavailable(
+            "the secret-hash key (schema_meta secret_hash) is not readable yet; retry".into(),
+        )
+    })
+}
+
+async fn read_secret_key(db: &Db) -> Result<Option<SecretKey>> {
+    const GET: &str = "SELECT owner FROM schema_meta WHERE name = 'secret_hash'";
+    let r = db.exec(GET, ()).await?;
+    let rows: Vec<(Option<String>,)> = result_rows(GET, r)?;
+    let Some(hex) = rows.into_iter().next().and_then(|r| r.0) else {
+        return Ok(None);
+    };
+    hex_decode(&hex)
+        .and_then(|b| SecretKey::from_bytes(&b))
+        .map(Some)
+        .ok_or_else(|| Error::Corrupt("schema_meta secret_hash is not 64 hex digits".into()))
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
 }
 
 /// Takes the lock for [`LOCK_TTL_SECS`] (a TTL is allowed on a conditional
@@ -706,5 +757,14 @@ mod tests {
         assert!(!replication_matches(&HashMap::new(), &dc1));
         let m = repair_needed_message("ki");
         assert!(m.contains("nodetool repair -full ki"), "{m}");
+    }
+
+    #[test]
+    fn the_secret_key_round_trips_as_hex() {
+        let k = [0u8, 1, 0xab, 0xff];
+        assert_eq!(hex_encode(&k), "0001abff");
+        assert_eq!(hex_decode("0001abff"), Some(k.to_vec()));
+        assert_eq!(hex_decode("0g"), None);
+        assert_eq!(hex_decode("abc"), None);
     }
 }
