@@ -312,3 +312,60 @@ scrape_configs:
         "{metrics}"
     );
 }
+
+/// The series cap on the ops listener: `/metrics` shows the cap and, per
+/// cluster, the series counting toward it (written within the head grace),
+/// and the log says which cluster is near it. No Prometheus needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_series_cap_shows_on_ops_metrics_and_in_the_log() {
+    use kube_insight_core::{Labels, Sample, TimeSeries};
+    use kube_insight_sources::prometheus::remote_write::encode;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("KUBE_INSIGHT_TARGETS", "metrics".to_string()),
+        ("KUBE_INSIGHT_CLUSTER", "edge-1".to_string()),
+        ("KUBE_INSIGHT_MAX_SERIES", "4".to_string()),
+    ];
+    let mut ki = KubeInsight::start(dir.path(), &env, None).await;
+    let t = (now_s() * 1000.0) as i64;
+    let series: Vec<TimeSeries> = (0..5)
+        .map(|i| {
+            let pod = format!("p{i}");
+            TimeSeries::new(
+                Labels::from_pairs([("__name__", "up"), ("pod", pod.as_str())]),
+                vec![Sample::new(t, 1.0)],
+            )
+        })
+        .collect();
+    let r = reqwest::Client::new()
+        .post(format!("{}/ingest/prometheus/api/v1/write", ki.ingest))
+        .header("content-encoding", "snappy")
+        .body(encode(&series, &[]).unwrap())
+        .send()
+        .await
+        .unwrap();
+    // One of the five is over the cap: 400 (not retried), the others stored.
+    assert_eq!(r.status(), 400);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("1 new series refused"), "{body}");
+    // The gauges are refreshed once a minute, at once after a start: restart
+    // (the head is rebuilt from the WAL, its series written just now).
+    let ports = ki.ports;
+    ki.proc.stop();
+    ki = KubeInsight::start(dir.path(), &env, Some(ports)).await;
+    let metrics = eventually("the series cap gauges", Duration::from_secs(30), || {
+        let url = format!("{}/metrics", ki.ops);
+        async move {
+            let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+            text.contains("kube_insight_series_counted{cluster=\"edge-1\"} 4")
+                .then_some(text)
+        }
+    })
+    .await;
+    assert!(metrics.contains("kube_insight_series_cap 4"), "{metrics}");
+    eventually("the near-cap log line", Duration::from_secs(10), || {
+        let log = ki.proc.log_text();
+        async move { log.contains("near its series cap").then_some(()) }
+    })
+    .await;
+}

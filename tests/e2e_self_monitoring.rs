@@ -74,7 +74,7 @@ async fn ops_metrics_carry_the_cluster_and_what_the_alerts_compare() {
     let version = env!("CARGO_PKG_VERSION");
     for line in [
         "kube_insight_records_in_total{target=\"logs\",component=\"fluent_bit\",cluster=\"prod-eu-1\"} 2".to_string(),
-        "kube_insight_series_limit 12345".into(),
+        "kube_insight_series_cap 12345".into(),
         "kube_insight_queue_capacity{component=\"fluent_bit\"} 7".into(),
         "kube_insight_collector_leader{target=\"events\"} 1".into(),
         format!("kube_insight_build_info{{version=\"{version}\",commit=\""),

@@ -642,3 +642,601 @@ fn every_case_lints_and_renders_the_same_from_outside_the_repository() {
         }
     }
 }
+/// The env values named `name` of every container of `docs`.
+fn env_values(docs: &[Value], name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for doc in docs {
+        let pod = &doc["spec"]["template"]["spec"];
+        for key in ["containers", "initContainers"] {
+            for c in pod[key].as_sequence().into_iter().flatten() {
+                for e in c["env"].as_sequence().into_iter().flatten() {
+                    if e["name"].as_str() == Some(name) {
+                        if let Some(v) = e["value"].as_str() {
+                            out.push(v.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Data centre name → node count of the Cassandra the chart deploys.
+fn cassandra_datacenters(docs: &[Value]) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for doc in docs {
+        let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+        match doc["kind"].as_str().unwrap_or_default() {
+            "K8ssandraCluster" => {
+                for dc in doc["spec"]["cassandra"]["datacenters"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                {
+                    let dc_name = dc["metadata"]["name"].as_str().unwrap_or_default();
+                    out.push((dc_name.to_string(), dc["size"].as_u64().unwrap_or(0)));
+                }
+            }
+            "CassandraDatacenter" => {
+                out.push((name.to_string(), doc["spec"]["size"].as_u64().unwrap_or(0)));
+            }
+            "StatefulSet" if name == "cassandra" => {
+                // The StatefulSet's data centre is the one its pods announce.
+                let dc = env_values(std::slice::from_ref(doc), "CASSANDRA_DC")
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| "dc1".into());
+                out.push((dc, doc["spec"]["replicas"].as_u64().unwrap_or(0)));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Every Cassandra store URL names its replication, NetworkTopologyStrategy
+/// in the deployed data centre at its size capped at 3 (a keyspace made
+/// with the driver default `simple:1` loses data with one node).
+#[test]
+fn cassandra_keyspaces_are_replicated_across_the_datacenter() {
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for case in cases().into_iter().filter(|c| c.chart == "servers") {
+        let docs = documents(&render(&case));
+        let dcs = cassandra_datacenters(&docs);
+        for url in env_values(&docs, "KUBE_INSIGHT_STORE") {
+            if !url.starts_with("cassandra://") {
+                continue;
+            }
+            let at = format!("servers / {}", case.name);
+            let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+            let param = |k: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                    .map(str::to_string)
+            };
+            let Some(replication) = param("replication") else {
+                problems.push(format!("{at}: {url} has no replication="));
+                continue;
+            };
+            let dc = param("dc").unwrap_or_default();
+            let want = dcs
+                .iter()
+                .find(|(name, _)| *name == dc)
+                .map(|(_, size)| format!("{dc}:{}", size.min(&3)));
+            if dcs.is_empty() {
+                // Mode external: the operator's own value, at least named.
+                if !replication.contains(':') {
+                    problems.push(format!("{at}: replication={replication}"));
+                }
+            } else if want.as_deref() != Some(replication.as_str()) {
+                problems.push(format!(
+                    "{at}: replication={replication}, the data centres are {dcs:?} (want {want:?})"
+                ));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no cassandra store URL rendered");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The store URL of the servers chart rendered with `--set` values.
+fn servers_store_url(set: &[&str]) -> String {
+    let out = render_with("servers", &[], set);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = documents(&String::from_utf8(out.stdout).expect("utf-8"));
+    env_values(&docs, "KUBE_INSIGHT_STORE")
+        .into_iter()
+        .next()
+        .expect("a store URL")
+}
+
+#[test]
+fn cassandra_replication_is_capped_at_three_and_configurable() {
+    let rf = |set: &[&str]| {
+        let url = servers_store_url(set);
+        url.split("replication=")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(rf(&["cassandra.replicas=5"]), "dc1:3");
+    assert_eq!(rf(&["cassandra.replicas=1"]), "dc1:1");
+    assert_eq!(
+        rf(&["cassandra.datacenter=eu", "cassandra.replicas=2"]),
+        "eu:2"
+    );
+    assert_eq!(
+        rf(&["cassandra.replication=eu:3,us:3", "cassandra.datacenter=eu"]),
+        "eu:3,us:3"
+    );
+}
+
+/// A rendering of a chart with values files and `--set` values.
+fn render_with(chart: &str, values: &[&Path], set: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_manifestr"));
+    cmd.current_dir(repo())
+        .args(["render", &format!("manifests/{chart}")]);
+    for v in values {
+        cmd.arg("-f").arg(v);
+    }
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    cmd.output().expect("run manifestr")
+}
+
+/// Where a sender's connection to the ingest listener comes from.
+#[derive(Debug)]
+enum Source {
+    /// A pod on the pod network: its namespace's labels and its own.
+    Pod {
+        namespace: Vec<(String, String)>,
+        labels: Vec<(String, String)>,
+    },
+    /// A hostNetwork pod: the node's address.
+    Node([u8; 4]),
+    /// The Ingress controller, in a namespace the chart does not know.
+    Anywhere,
+}
+
+/// An agent that sends to the ingest listener.
+struct Sender {
+    name: String,
+    host_network: bool,
+    namespace: String,
+    labels: Vec<(String, String)>,
+}
+
+fn string_pairs(v: &Value) -> Vec<(String, String)> {
+    v.as_mapping()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            (
+                k.as_str().unwrap_or_default().to_string(),
+                v.as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `matchLabels` semantics; `matchExpressions` is not used by the charts.
+fn selects(selector: &Value, labels: &[(String, String)]) -> bool {
+    assert!(
+        selector["matchExpressions"].is_null(),
+        "the admission check does not model matchExpressions: {selector:?}"
+    );
+    string_pairs(&selector["matchLabels"])
+        .iter()
+        .all(|kv| labels.contains(kv))
+}
+
+fn in_cidr(ip: [u8; 4], cidr: &str) -> bool {
+    let Some((net, bits)) = cidr.split_once('/') else {
+        return false;
+    };
+    let (Ok(net), Ok(bits)) = (net.parse::<std::net::Ipv4Addr>(), bits.parse::<u32>()) else {
+        return false;
+    };
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits.min(32))
+    };
+    u32::from(std::net::Ipv4Addr::from(ip)) & mask == u32::from(net) & mask
+}
+
+/// Whether a NetworkPolicy `from` peer admits `source` (the policy lives
+/// in `policy_ns`).
+fn peer_admits(peer: &Value, policy_ns: &str, source: &Source) -> bool {
+    if !peer["ipBlock"].is_null() {
+        let Source::Node(ip) = source else {
+            // Pod CIDRs are not known to the chart: no ipBlock is assumed
+            // to cover a pod or the Ingress controller.
+            return false;
+        };
+        let cidr = peer["ipBlock"]["cidr"].as_str().unwrap_or_default();
+        let excepted = peer["ipBlock"]["except"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .any(|e| in_cidr(*ip, e.as_str().unwrap_or_default()));
+        return in_cidr(*ip, cidr) && !excepted;
+    }
+    match source {
+        Source::Pod { namespace, labels } => {
+            let ns_ok = if peer["namespaceSelector"].is_null() {
+                namespace.contains(&(
+                    "kubernetes.io/metadata.name".to_string(),
+                    policy_ns.to_string(),
+                ))
+            } else {
+                selects(&peer["namespaceSelector"], namespace)
+            };
+            let pod_ok = peer["podSelector"].is_null() || selects(&peer["podSelector"], labels);
+            ns_ok && pod_ok
+        }
+        // Selectors match pods only, never node addresses.
+        Source::Node(_) => false,
+        Source::Anywhere => {
+            !peer["namespaceSelector"].is_null()
+                && selects(&peer["namespaceSelector"], &[])
+                && (peer["podSelector"].is_null() || selects(&peer["podSelector"], &[]))
+        }
+    }
+}
+
+/// Whether the rendered policies admit `source` to the ingest port of
+/// every pod of `docs` that serves ingest.
+fn ingest_admits(docs: &[Value], source: &Source) -> Result<(), String> {
+    let policies: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("NetworkPolicy"))
+        .collect();
+    let mut ingest_pods = 0;
+    for doc in docs {
+        let template = &doc["spec"]["template"];
+        let labels = string_pairs(&template["metadata"]["labels"]);
+        if !labels.contains(&("kube-insight.io/ingest".into(), "true".into())) {
+            continue;
+        }
+        ingest_pods += 1;
+        let ns = doc["metadata"]["namespace"].as_str().unwrap_or_default();
+        let port = template["spec"]["containers"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["ports"].as_sequence().cloned().unwrap_or_default())
+            .find(|p| p["name"].as_str() == Some("ingest"))
+            .and_then(|p| p["containerPort"].as_u64())
+            .ok_or("an ingest pod without an `ingest` port")?;
+        let selecting: Vec<&&Value> = policies
+            .iter()
+            .filter(|p| p["metadata"]["namespace"].as_str() == Some(ns))
+            .filter(|p| selects(&p["spec"]["podSelector"], &labels))
+            .filter(|p| {
+                p["spec"]["policyTypes"]
+                    .as_sequence()
+                    .is_none_or(|t| t.iter().any(|t| t.as_str() == Some("Ingress")))
+            })
+            .collect();
+        if selecting.is_empty() {
+            continue;
+        }
+        let admitted = selecting.iter().any(|p| {
+            p["spec"]["ingress"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .any(|rule| {
+                    let port_ok = rule["ports"].as_sequence().is_none_or(|ports| {
+                        ports.iter().any(|p| {
+                            p["port"].is_null()
+                                || p["port"].as_str() == Some("ingest")
+                                || p["port"].as_u64() == Some(port)
+                        })
+                    });
+                    let from = rule["from"].as_sequence();
+                    let from_ok = from.is_none_or(|peers| {
+                        peers.is_empty() || peers.iter().any(|peer| peer_admits(peer, ns, source))
+                    });
+                    port_ok && from_ok
+                })
+        });
+        if !admitted {
+            let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+            return Err(format!("{name}:{port} does not admit {source:?}"));
+        }
+    }
+    if ingest_pods == 0 {
+        return Err("no pod serves ingest".into());
+    }
+    Ok(())
+}
+
+/// The workloads of an agents rendering that send to ingest: their pod
+/// spec or a ConfigMap they mount names an `/ingest/` path.
+fn ingest_senders(docs: &[Value]) -> Vec<Sender> {
+    let config_maps: Vec<(String, String)> = docs
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("ConfigMap"))
+        .map(|d| {
+            let name = d["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            (
+                name,
+                serde_norway::to_string(&d["data"]).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    for doc in docs {
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        if !["Deployment", "StatefulSet", "DaemonSet"].contains(&kind) {
+            continue;
+        }
+        let pod = &doc["spec"]["template"]["spec"];
+        let own = serde_norway::to_string(&pod["containers"]).unwrap_or_default();
+        let mounted = pod["volumes"].as_sequence().into_iter().flatten().any(|v| {
+            let cm = v["configMap"]["name"].as_str().unwrap_or_default();
+            config_maps
+                .iter()
+                .any(|(name, data)| name == cm && data.contains("/ingest/"))
+        });
+        if own.contains("/ingest/") || mounted {
+            out.push(Sender {
+                name: format!(
+                    "{kind} {}",
+                    doc["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+                host_network: pod["hostNetwork"] == Value::Bool(true),
+                namespace: doc["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                labels: string_pairs(&doc["spec"]["template"]["metadata"]["labels"]),
+            });
+        }
+    }
+    out
+}
+
+/// A Namespace's labels as a NetworkPolicy sees them.
+fn namespace_labels(docs: &[Value], name: &str) -> Vec<(String, String)> {
+    let mut labels = vec![("kubernetes.io/metadata.name".to_string(), name.to_string())];
+    for d in docs {
+        if d["kind"].as_str() == Some("Namespace") && d["metadata"]["name"].as_str() == Some(name) {
+            labels.extend(string_pairs(&d["metadata"]["labels"]));
+        }
+    }
+    labels
+}
+
+/// A node address of the checks (the test's node CIDR is 10.20.0.0/16).
+const NODE_IP: [u8; 4] = [10, 20, 3, 4];
+
+/// Every agent that sends to ingest is admitted by the servers' policies,
+/// for each pair of examples where the agents reach those servers: in
+/// cluster through the Service (a hostNetwork agent from its node), or
+/// through the Ingress (the controller, from anywhere).
+fn check_agents_reach_ingest(
+    agents: &[Value],
+    servers: &[Value],
+    at: &str,
+    problems: &mut Vec<String>,
+) -> bool {
+    let url = agents
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("ConfigMap"))
+        .find_map(|d| {
+            let text = serde_norway::to_string(&d["data"]).unwrap_or_default();
+            text.split_whitespace()
+                .find(|w| w.contains("://") && w.contains("/ingest/"))
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let service_host = servers
+        .iter()
+        .find(|d| {
+            d["kind"].as_str() == Some("Service")
+                && d["metadata"]["name"].as_str() == Some("kube-insight-ingest")
+        })
+        .map(|d| {
+            format!(
+                "kube-insight-ingest.{}.svc",
+                d["metadata"]["namespace"].as_str().unwrap_or_default()
+            )
+        });
+    let ingress_host = servers
+        .iter()
+        .filter(|d| d["kind"].as_str() == Some("Ingress"))
+        .flat_map(|d| {
+            d["spec"]["rules"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find_map(|r| r["host"].as_str().map(str::to_string));
+    let direct = service_host.is_some_and(|h| url.contains(&format!("//{h}")));
+    let via_ingress = ingress_host.is_some_and(|h| url.contains(&format!("//{h}")));
+    if !direct && !via_ingress {
+        return false;
+    }
+    for sender in ingest_senders(agents) {
+        let source = if via_ingress {
+            Source::Anywhere
+        } else if sender.host_network {
+            Source::Node(NODE_IP)
+        } else {
+            Source::Pod {
+                namespace: namespace_labels(agents, &sender.namespace),
+                labels: sender.labels.clone(),
+            }
+        };
+        if let Err(e) = ingest_admits(servers, &source) {
+            problems.push(format!("{at}: {} is dropped: {e}", sender.name));
+        }
+    }
+    true
+}
+
+#[test]
+fn every_agent_that_sends_to_ingest_is_admitted_by_the_network_policies() {
+    let all = cases();
+    let servers: Vec<(String, Vec<Value>)> = all
+        .iter()
+        .filter(|c| c.chart == "servers")
+        .map(|c| (c.name.clone(), documents(&render(c))))
+        .collect();
+    let mut problems = Vec::new();
+    for agents_case in all.iter().filter(|c| c.chart == "agents") {
+        let agents = documents(&render(agents_case));
+        let senders = ingest_senders(&agents);
+        assert!(
+            senders
+                .iter()
+                .any(|s| s.name == "DaemonSet fluent-bit" && s.host_network),
+            "agents / {}: Fluent Bit not found among the senders",
+            agents_case.name
+        );
+        let mut paired = 0;
+        for (name, docs) in &servers {
+            let at = format!("agents / {} → servers / {name}", agents_case.name);
+            if check_agents_reach_ingest(&agents, docs, &at, &mut problems) {
+                paired += 1;
+            }
+        }
+        assert!(
+            paired > 0,
+            "agents / {} reaches no servers example",
+            agents_case.name
+        );
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// A restricted ingestFrom admits hostNetwork agents only from the node
+/// CIDRs listed; without them, mode single refuses to render.
+#[test]
+fn a_restricted_ingest_policy_needs_the_node_cidrs() {
+    let agents = documents(&render(&Case {
+        chart: "agents",
+        name: "default".into(),
+        values: None,
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let values = |name: &str, cidrs: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "networkPolicies:\n  ingestFrom:\n    - namespaceSelector:\n        matchLabels:\n          \
+                 kubernetes.io/metadata.name: kube-insight-agents\n  ingestNodeCidrs: {cidrs}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let restricted = values("restricted.yaml", "[]");
+    let with_nodes = values("with-nodes.yaml", "[10.20.0.0/16]");
+    let single = repo().join("manifests/servers/examples/single-node.yaml");
+    let out = render_with("servers", &[&single, &restricted], &[]);
+    assert!(!out.status.success(), "rendered without node CIDRs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ingestNodeCidrs"), "{err}");
+
+    let out = render_with("servers", &[&single, &with_nodes], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let servers = documents(&String::from_utf8(out.stdout).unwrap());
+    let mut problems = Vec::new();
+    assert!(check_agents_reach_ingest(
+        &agents,
+        &servers,
+        "restricted",
+        &mut problems
+    ));
+    assert!(problems.is_empty(), "{problems:?}");
+    // The checker is not vacuous: another node range, another namespace.
+    assert!(ingest_admits(&servers, &Source::Node([10, 21, 0, 1])).is_err());
+    let elsewhere = Source::Pod {
+        namespace: vec![("kubernetes.io/metadata.name".into(), "default".into())],
+        labels: vec![],
+    };
+    assert!(ingest_admits(&servers, &elsewhere).is_err());
+    assert!(ingest_admits(&servers, &Source::Anywhere).is_err());
+
+    // Mode roles: a restricted list without CIDRs renders, and drops
+    // Fluent Bit (hostNetwork), which is what the check reports; the pod
+    // network senders are admitted by the namespace.
+    let out = render_with("servers", &[&restricted], &[]);
+    assert!(out.status.success());
+    let servers = documents(&String::from_utf8(out.stdout).unwrap());
+    let mut problems = Vec::new();
+    check_agents_reach_ingest(&agents, &servers, "roles", &mut problems);
+    assert!(
+        problems.len() == 1 && problems[0].contains("fluent-bit"),
+        "{problems:?}"
+    );
+}
+
+/// The schema Job of the default servers rendering with `--set` values:
+/// its name and its container (image, args, env: all `schema apply` reads).
+fn schema_job(set: &[&str]) -> (String, String) {
+    let out = render_with("servers", &[], set);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = documents(&String::from_utf8(out.stdout).unwrap());
+    let job = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("Job"))
+        .expect("a schema Job");
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    (
+        job["metadata"]["name"].as_str().unwrap().to_string(),
+        serde_norway::to_string(container).unwrap(),
+    )
+}
+
+/// The Job is renamed (so it runs again) exactly when what `schema apply`
+/// reads changes: a retention, the replication, the store, the image.
+#[test]
+fn the_schema_job_reruns_when_anything_schema_apply_reads_changes() {
+    let (base_name, base_container) = schema_job(&[]);
+    for set in [
+        "retention.metrics=30d",
+        "retention.logs=1d",
+        "retention.events=30d",
+        "retention.topology=7d",
+        "cassandra.replication=dc1:3,dc2:3",
+        "cassandra.keyspace=other",
+        "image=example.invalid/kube-insight:9.9.9",
+    ] {
+        let (name, container) = schema_job(&[set]);
+        assert_ne!(container, base_container, "{set} changes nothing");
+        assert_ne!(name, base_name, "{set}: the Job would not run again");
+    }
+    // What schema apply does not read leaves the Job alone (no rerun on
+    // every scale-out).
+    for set in ["api.replicas=7", "grafana.enabled=false"] {
+        let (name, container) = schema_job(&[set]);
+        assert_eq!(container, base_container, "{set}");
+        assert_eq!(name, base_name, "{set}");
+    }
+}

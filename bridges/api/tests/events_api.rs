@@ -31,7 +31,12 @@ fn write(image: &str, rv: &str, at: i64, change: ChangeKind) -> ObjectWrite {
         resource_version: rv.into(),
         at_ms: at,
         change,
-        object: sanitize("Deployment", &raw).unwrap(),
+        object: sanitize(
+            "Deployment",
+            &raw,
+            &kube_insight_core::event::SecretKey::from_bytes(&[7; 32]).unwrap(),
+        )
+        .unwrap(),
         managers: managers_of(&raw),
         gitops: gitops_of(&raw),
         gap: None,

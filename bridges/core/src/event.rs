@@ -7,7 +7,9 @@
 //!   strips `managedFields`, `resourceVersion`, `kubectl.kubernetes.io/last-applied-configuration`
 //!   and noisy status (heartbeats, probe times, image lists), keeps replicas,
 //!   conditions, phases and image digests, and replaces ConfigMap data and
-//!   secret-looking env values with `sha256:` hashes. Secrets are refused.
+//!   secret-looking env values with keyed hashes (`hmac-sha256:`, [`hmac_tag`]
+//!   under the installation's [`SecretKey`]; rows stored before it hold
+//!   `sha256:`). Secrets are refused.
 //! - Versions are a full copy plus JSON merge patches (RFC 7386,
 //!   [`merge_diff`] / [`merge_apply`]); sanitized objects hold no `null`, so
 //!   a merge patch reproduces the next version exactly.
@@ -338,9 +340,95 @@ pub fn managers_of(obj: &Value) -> Vec<FieldManager> {
         .unwrap_or_default()
 }
 
-/// The sha256 of a value as stored in place of secrets: `sha256:<hex>`.
+/// The sha256 of a value: `sha256:<hex>`, how versions stored before the
+/// keyed hash hold secrets (a weak value is a dictionary lookup away).
 pub fn sha256_tag(data: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(data)))
+    format!("{LEGACY_HASH_PREFIX}{}", hex(&Sha256::digest(data)))
+}
+
+/// The prefix of secrets hashed without a key (old rows).
+pub const LEGACY_HASH_PREFIX: &str = "sha256:";
+/// The prefix of secrets hashed with the installation's key.
+pub const KEYED_HASH_PREFIX: &str = "hmac-sha256:";
+
+/// The per-installation key of the secret hashes: created once by the
+/// store (`schema apply` or the first start) and kept there, so equal
+/// values hash equal across versions and processes while a stored hash
+/// reveals nothing without the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretKey([u8; 32]);
+
+impl SecretKey {
+    pub const LEN: usize = 32;
+
+    /// A key from its stored bytes; `None` unless exactly 32.
+    pub fn from_bytes(b: &[u8]) -> Option<SecretKey> {
+        <[u8; 32]>::try_from(b).ok().map(SecretKey)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey(..)")
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) of `data` under `key`: `hmac-sha256:<hex>`, what
+/// is stored in place of a secret.
+pub fn hmac_tag(key: &SecretKey, data: &[u8]) -> String {
+    const BLOCK: usize = 64;
+    let mut ipad = [0x36u8; BLOCK];
+    let mut opad = [0x5cu8; BLOCK];
+    for (i, k) in key.0.iter().enumerate() {
+        ipad[i] ^= k;
+        opad[i] ^= k;
+    }
+    let inner = Sha256::new()
+        .chain_update(ipad)
+        .chain_update(data)
+        .finalize();
+    let outer = Sha256::new()
+        .chain_update(opad)
+        .chain_update(inner)
+        .finalize();
+    format!("{KEYED_HASH_PREFIX}{}", hex(&outer))
+}
+
+/// `prev` with every unkeyed hash (`sha256:`) replaced by the keyed hash
+/// `cur` holds at the same place: the two cannot be compared, so a change
+/// of scheme is not a change of value. `None` when there is none.
+pub fn adopt_rekeyed_hashes(prev: &Value, cur: &Value) -> Option<Value> {
+    fn walk(p: &mut Value, c: &Value, n: &mut usize) {
+        match (p, c) {
+            (Value::String(a), Value::String(b))
+                if a.starts_with(LEGACY_HASH_PREFIX) && b.starts_with(KEYED_HASH_PREFIX) =>
+            {
+                *a = b.clone();
+                *n += 1;
+            }
+            (Value::Object(a), Value::Object(b)) => {
+                for (k, v) in a.iter_mut() {
+                    if let Some(bv) = b.get(k) {
+                        walk(v, bv, n);
+                    }
+                }
+            }
+            (Value::Array(a), Value::Array(b)) => {
+                for (v, bv) in a.iter_mut().zip(b) {
+                    walk(v, bv, n);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = prev.clone();
+    let mut n = 0;
+    walk(&mut out, cur, &mut n);
+    (n > 0).then_some(out)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -380,7 +468,7 @@ pub fn is_secret_name(name: &str) -> bool {
 
 /// Keeps what matters of a watched object; see the module docs. The object
 /// is a raw API object (kind set or given by `kind`).
-pub fn sanitize(kind: &str, obj: &Value) -> Result<Value, EventError> {
+pub fn sanitize(kind: &str, obj: &Value, key: &SecretKey) -> Result<Value, EventError> {
     let kind = if kind.is_empty() {
         obj.get("kind").and_then(Value::as_str).unwrap_or("")
     } else {
@@ -417,14 +505,14 @@ pub fn sanitize(kind: &str, obj: &Value) -> Result<Value, EventError> {
         }
     }
     if kind == "ConfigMap" {
-        for key in ["data", "binaryData"] {
-            if let Some(Value::Object(data)) = root.get_mut(key) {
+        for field in ["data", "binaryData"] {
+            if let Some(Value::Object(data)) = root.get_mut(field) {
                 for (_, v) in data.iter_mut() {
                     let raw = match &*v {
                         Value::String(x) => x.clone(),
                         other => other.to_string(),
                     };
-                    *v = Value::String(sha256_tag(raw.as_bytes()));
+                    *v = Value::String(hmac_tag(key, raw.as_bytes()));
                 }
             }
         }
@@ -435,14 +523,14 @@ pub fn sanitize(kind: &str, obj: &Value) -> Result<Value, EventError> {
             root.insert("status".into(), kept);
         }
     }
-    hash_secret_env(&mut o);
+    hash_secret_env(&mut o, key);
     strip_nulls(&mut o);
     Ok(o)
 }
 
 /// Replaces `value` of env entries whose name looks secret, anywhere in the
 /// object (pod templates of every workload kind and of custom resources).
-fn hash_secret_env(v: &mut Value) {
+fn hash_secret_env(v: &mut Value, key: &SecretKey) {
     match v {
         Value::Object(m) => {
             for (k, child) in m.iter_mut() {
@@ -455,16 +543,16 @@ fn hash_secret_env(v: &mut Value) {
                                 .is_some_and(is_secret_name);
                             if secret {
                                 if let Some(Value::String(val)) = item.get_mut("value") {
-                                    *val = sha256_tag(val.as_bytes());
+                                    *val = hmac_tag(key, val.as_bytes());
                                 }
                             }
                         }
                     }
                 }
-                hash_secret_env(child);
+                hash_secret_env(child, key);
             }
         }
-        Value::Array(a) => a.iter_mut().for_each(hash_secret_env),
+        Value::Array(a) => a.iter_mut().for_each(|c| hash_secret_env(c, key)),
         _ => {}
     }
 }
@@ -1056,6 +1144,9 @@ fn taints(obj: &Value) -> Vec<String> {
 /// changed paths.
 pub fn summary_items(kind: &str, prev: &Value, cur: &Value) -> Vec<SummaryItem> {
     let mut items = Vec::new();
+    // Hashes re-keyed (sha256 → hmac-sha256) are not compared.
+    let rekeyed = adopt_rekeyed_hashes(prev, cur);
+    let prev = rekeyed.as_ref().unwrap_or(prev);
     // Images, by container name.
     let before = containers(prev);
     for (name, img) in containers(cur) {
@@ -1183,6 +1274,11 @@ pub fn summary_items(kind: &str, prev: &Value, cur: &Value) -> Vec<SummaryItem> 
                 changed.join(", ")
             )));
         }
+    }
+    if items.is_empty() && rekeyed.is_some() && merge_diff(prev, cur).is_none() {
+        items.push(SummaryItem::Other(
+            "secret hashes re-keyed to hmac-sha256 (values not comparable)".into(),
+        ));
     }
     if items.is_empty() {
         if let Some(p) = merge_diff(prev, cur) {
@@ -1482,6 +1578,10 @@ fn yaml_seq(a: &[Value], indent: usize, out: &mut String) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn test_key() -> SecretKey {
+        SecretKey::from_bytes(&[7; 32]).unwrap()
+    }
     use serde_json::json;
 
     fn fixture(name: &str) -> String {
@@ -1554,7 +1654,7 @@ mod tests {
     #[test]
     fn sanitize_strips_noise_and_hashes_secrets() {
         let raw = deployment("api:1.4", 3);
-        let clean = sanitize("Deployment", &raw).unwrap();
+        let clean = sanitize("Deployment", &raw, &test_key()).unwrap();
         let text = clean.to_string();
         assert!(!text.contains("hunter2"), "{text}");
         assert!(!text.contains("managedFields"));
@@ -1566,7 +1666,7 @@ mod tests {
             clean
                 .pointer("/spec/template/spec/containers/0/env/0/value")
                 .unwrap(),
-            &json!(sha256_tag(b"hunter2"))
+            &json!(hmac_tag(&test_key(), b"hunter2"))
         );
         assert_eq!(
             clean
@@ -1583,7 +1683,7 @@ mod tests {
         );
         let secret = json!({"kind": "Secret", "metadata": {"name": "s", "namespace": "n"}, "data": {"p": "aGk="}});
         assert!(matches!(
-            sanitize("Secret", &secret),
+            sanitize("Secret", &secret, &test_key()),
             Err(EventError::SecretRefused { .. })
         ));
     }
@@ -1591,10 +1691,10 @@ mod tests {
     #[test]
     fn configmap_data_is_hashed_and_nodes_lose_heartbeats() {
         let cm = json!({"kind": "ConfigMap", "metadata": {"name": "c", "uid": "u"}, "data": {"db.url": "postgres://u:pw@h/db"}, "binaryData": {"b": "AAE="}});
-        let c = sanitize("ConfigMap", &cm).unwrap();
+        let c = sanitize("ConfigMap", &cm, &test_key()).unwrap();
         assert_eq!(
             c["data"]["db.url"],
-            json!(sha256_tag(b"postgres://u:pw@h/db"))
+            json!(hmac_tag(&test_key(), b"postgres://u:pw@h/db"))
         );
         assert!(!c.to_string().contains("pw@h"));
         let node = |hb: &str, ready: &str| {
@@ -1603,11 +1703,11 @@ mod tests {
                               "images": [{"names": ["x"], "sizeBytes": 1}],
                               "nodeInfo": {"kubeletVersion": "v1.30.1", "kernelVersion": "6.1", "machineID": "m", "bootID": "b"}}})
         };
-        let a = sanitize("Node", &node("2024-01-01T00:00:10Z", "True")).unwrap();
-        let b = sanitize("Node", &node("2024-01-01T00:00:20Z", "True")).unwrap();
+        let a = sanitize("Node", &node("2024-01-01T00:00:10Z", "True"), &test_key()).unwrap();
+        let b = sanitize("Node", &node("2024-01-01T00:00:20Z", "True"), &test_key()).unwrap();
         assert_eq!(a, b, "a heartbeat is not a change");
         assert!(a.pointer("/status/images").is_none());
-        let c = sanitize("Node", &node("2024-01-01T00:00:30Z", "False")).unwrap();
+        let c = sanitize("Node", &node("2024-01-01T00:00:30Z", "False"), &test_key()).unwrap();
         let (sum, cat) = summarize(
             "Node",
             ChangeKind::Updated,
@@ -1622,8 +1722,8 @@ mod tests {
 
     #[test]
     fn merge_patch_round_trips() {
-        let a = sanitize("Deployment", &deployment("api:1.4", 3)).unwrap();
-        let b = sanitize("Deployment", &deployment("api:1.5", 5)).unwrap();
+        let a = sanitize("Deployment", &deployment("api:1.4", 3), &test_key()).unwrap();
+        let b = sanitize("Deployment", &deployment("api:1.5", 5), &test_key()).unwrap();
         let p = merge_diff(&a, &b).unwrap();
         let mut x = a.clone();
         merge_apply(&mut x, &p);
@@ -1646,8 +1746,8 @@ mod tests {
     fn attribution_and_summary_name_the_gitops_tool() {
         let raw_a = deployment("api:1.4", 3);
         let raw_b = deployment("api:1.5", 3);
-        let a = sanitize("Deployment", &raw_a).unwrap();
-        let b = sanitize("Deployment", &raw_b).unwrap();
+        let a = sanitize("Deployment", &raw_a, &test_key()).unwrap();
+        let b = sanitize("Deployment", &raw_b, &test_key()).unwrap();
         let patch = merge_diff(&a, &b).unwrap();
         let manager = attribute(&patch, &managers_of(&raw_b));
         assert_eq!(manager.as_deref(), Some("argocd-controller"));
@@ -1667,7 +1767,7 @@ mod tests {
             "image registry.example/api:1.4 → registry.example/api:1.5 by argocd"
         );
         assert_eq!(cat, "object");
-        let c = sanitize("Deployment", &deployment("api:1.5", 5)).unwrap();
+        let c = sanitize("Deployment", &deployment("api:1.5", 5), &test_key()).unwrap();
         let (sum, _) = summarize("Deployment", ChangeKind::Updated, Some(&b), &c, None, None);
         assert_eq!(sum, "replicas 3 → 5");
     }
@@ -1805,11 +1905,13 @@ mod tests {
         let a = sanitize(
             "Pod",
             &pod("docker.io/library/api@sha256:aaaaaaaaaaaaaaaaaaaa", 0),
+            &test_key(),
         )
         .unwrap();
         let b = sanitize(
             "Pod",
             &pod("docker.io/library/api@sha256:bbbbbbbbbbbbbbbbbbbb", 0),
+            &test_key(),
         )
         .unwrap();
         let (sum, cat) = summarize("Pod", ChangeKind::Updated, Some(&a), &b, None, None);
@@ -1822,6 +1924,7 @@ mod tests {
         let c = sanitize(
             "Pod",
             &pod("docker.io/library/api@sha256:bbbbbbbbbbbbbbbbbbbb", 1),
+            &test_key(),
         )
         .unwrap();
         let (sum, cat) = summarize("Pod", ChangeKind::Updated, Some(&b), &c, None, None);
@@ -1870,5 +1973,67 @@ mod tests {
         for n in ["LOG_LEVEL", "PORT", "KEYCLOAK_URL_PATH"] {
             assert!(!is_secret_name(n), "{n}");
         }
+    }
+
+    #[test]
+    fn secrets_are_hashed_with_the_installation_key() {
+        // Python: hmac.new(bytes([7] * 32), b"hunter2", hashlib.sha256).hexdigest()
+        assert_eq!(
+            hmac_tag(&test_key(), b"hunter2"),
+            "hmac-sha256:326eb4f6783e519f198c32929bd28e66c5229387bcad7eaa651b20613622ec9f"
+        );
+        let other = SecretKey::from_bytes(&[8; 32]).unwrap();
+        assert_ne!(
+            hmac_tag(&other, b"hunter2"),
+            hmac_tag(&test_key(), b"hunter2")
+        );
+        assert!(SecretKey::from_bytes(&[1; 31]).is_none());
+        assert_eq!(format!("{:?}", test_key()), "SecretKey(..)");
+        let clean = sanitize("Deployment", &deployment("api:1.4", 3), &test_key()).unwrap();
+        assert!(!clean.to_string().contains(&sha256_tag(b"hunter2")));
+    }
+
+    #[test]
+    fn a_change_of_hash_scheme_is_not_a_change_of_value() {
+        let cm = |v: &str, level: &str| json!({"kind": "ConfigMap", "metadata": {"name": "c", "uid": "u"}, "data": {"db.url": v, "level": level}});
+        let old = json!({"kind": "ConfigMap", "metadata": {"name": "c", "uid": "u"},
+                         "data": {"db.url": sha256_tag(b"pg"), "level": sha256_tag(b"info")}});
+        let new = sanitize("ConfigMap", &cm("pg", "info"), &test_key()).unwrap();
+        let (sum, _) = summarize(
+            "ConfigMap",
+            ChangeKind::Updated,
+            Some(&old),
+            &new,
+            None,
+            None,
+        );
+        assert_eq!(
+            sum,
+            "secret hashes re-keyed to hmac-sha256 (values not comparable)"
+        );
+        // A change elsewhere is still reported, the re-keyed keys are not.
+        let mut moved = new.clone();
+        moved["metadata"]["labels"] = json!({"team": "a"});
+        let (sum, _) = summarize(
+            "ConfigMap",
+            ChangeKind::Updated,
+            Some(&old),
+            &moved,
+            None,
+            None,
+        );
+        assert_eq!(sum, "changed metadata.labels.team");
+        // Both keyed: a real change of value is seen.
+        let changed = sanitize("ConfigMap", &cm("pg2", "info"), &test_key()).unwrap();
+        let (sum, _) = summarize(
+            "ConfigMap",
+            ChangeKind::Updated,
+            Some(&new),
+            &changed,
+            None,
+            None,
+        );
+        assert_eq!(sum, "data keys changed: db.url");
+        assert!(adopt_rekeyed_hashes(&new, &changed).is_none());
     }
 }

@@ -45,7 +45,7 @@ pub struct StoreSettings {
     #[arg(long, env = "KUBE_INSIGHT_METRICS_HEAD_GRACE", default_value = "10m", value_parser = duration)]
     pub metrics_head_grace: Duration,
 
-    /// Cap on active metric series per cluster; new series beyond it are refused and counted.
+    /// Cap on live metric series per cluster (written within the head grace); new series beyond it are refused and counted.
     #[arg(long, env = "KUBE_INSIGHT_MAX_SERIES", default_value_t = 500_000)]
     pub max_series: usize,
 

@@ -370,7 +370,12 @@ mod tests {
                 resource_version: rv.into(),
                 at_ms: at,
                 change: ChangeKind::Updated,
-                object: sanitize("Deployment", &raw).unwrap(),
+                object: sanitize(
+                    "Deployment",
+                    &raw,
+                    &kube_insight_core::event::SecretKey::from_bytes(&[7; 32]).unwrap(),
+                )
+                .unwrap(),
                 managers: managers_of(&raw),
                 gitops: None,
                 gap: None,

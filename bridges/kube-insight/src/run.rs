@@ -402,7 +402,7 @@ fn self_telemetry(telemetry: &Telemetry, settings: &RunSettings, selected: &targ
         ]))
         .set(1);
     telemetry
-        .series_limit
+        .series_cap
         .set(i64::try_from(settings.store.max_series).unwrap_or(i64::MAX));
     // Without leader election (0.1) every process that runs a collector
     // target leads it; more than one leader per target is what the
@@ -436,6 +436,7 @@ async fn maintenance_loop(store: DynStore, telemetry: Arc<Telemetry>, shutdown: 
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut cap_watch = kube_insight_telemetry::CapWatch::new(Duration::from_secs(600));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -443,6 +444,20 @@ async fn maintenance_loop(store: DynStore, telemetry: Arc<Telemetry>, shutdown: 
         }
         refresh_schema_telemetry(&store, &telemetry).await;
         let stats = store.stats();
+        let near = cap_watch.observe(
+            &telemetry,
+            &stats.live_series,
+            stats.series_cap,
+            std::time::Instant::now(),
+        );
+        for (cluster, counted) in near {
+            tracing::warn!(
+                cluster = %cluster,
+                counted,
+                cap = stats.series_cap,
+                "cluster {cluster:?} is near its series cap (KUBE_INSIGHT_MAX_SERIES): new series are refused at the cap; series idle for the head grace stop counting"
+            );
+        }
         for (cluster, n) in &stats.active_series {
             telemetry
                 .active_series

@@ -47,7 +47,12 @@ fn write(raw: &Value, rv: u64, at: i64) -> ObjectWrite {
         resource_version: rv.to_string(),
         at_ms: at,
         change: ChangeKind::Updated,
-        object: sanitize("Pod", raw).unwrap(),
+        object: sanitize(
+            "Pod",
+            raw,
+            &kube_insight_core::event::SecretKey::from_bytes(&[7; 32]).unwrap(),
+        )
+        .unwrap(),
         managers: managers_of(raw),
         gitops: None,
         gap: None,

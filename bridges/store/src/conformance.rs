@@ -48,6 +48,7 @@ pub const CASES: &[&str] = &[
     "case_series_label_names_values",
     "case_limits",
     "case_series_cap",
+    "case_series_cap_frees_idle_series",
     "case_too_old_samples",
     "case_retention",
     "case_compaction_boundary",
@@ -62,7 +63,7 @@ const DAY: i64 = 24 * HOUR;
 /// The options a case runs with.
 pub fn options_for(case: &str) -> StoreOptions {
     let mut o = StoreOptions::default();
-    if case == "case_series_cap" {
+    if case == "case_series_cap" || case == "case_series_cap_frees_idle_series" {
         o.max_series_per_cluster = 3;
     }
     o
@@ -90,6 +91,7 @@ macro_rules! store_conformance_suite {
             case_series_label_names_values,
             case_limits,
             case_series_cap,
+            case_series_cap_frees_idle_series,
             case_too_old_samples,
             case_retention,
             case_compaction_boundary,
@@ -683,6 +685,68 @@ pub async fn case_series_cap(store: DynStore) {
     .await;
     assert_eq!(o.series_created, 3, "{o:?}");
     assert_eq!(o.series_rejected_limit, 0, "{o:?}");
+    let got = select(&store, vec![eq("__name__", "up")], TimeRange::all()).await;
+    assert_eq!(got.len(), 6, "{:?}", names(&got));
+}
+
+/// At the cap, series not written for longer than the head grace stop
+/// counting: a rollout's new pods get their series while the old pods'
+/// series are still held (the clock is advanced by a maintenance pass).
+pub async fn case_series_cap_frees_idle_series(store: DynStore) {
+    let window = StoreOptions::default().chunk_window.as_millis() as i64;
+    let grace = StoreOptions::default().head_grace.as_millis() as i64;
+    // Samples at the writer's clock, in a window that stays open for the
+    // whole case (its end more than a minute past the advanced clock).
+    let mut t0 = now();
+    if window - t0.rem_euclid(window) < grace + 120_000 {
+        t0 = t0 - t0.rem_euclid(window) + window;
+    }
+    let l = |rollout: &str, i: usize| {
+        labels(&[
+            ("__name__", "up"),
+            ("cluster", "c1"),
+            ("pod", &format!("{rollout}-{i}")),
+        ])
+    };
+    let old: Vec<TimeSeries> = (0..3).map(|i| series(&l("old", i), &[(t0, 1.0)])).collect();
+    let o = write(&store, batch("c1", old)).await;
+    assert_eq!(o.series_created, 3, "{o:?}");
+    // At the cap and every series live: the new rollout is refused.
+    let o = write(
+        &store,
+        batch("c1", vec![series(&l("new", 0), &[(t0, 1.0)])]),
+    )
+    .await;
+    assert_eq!(o.series_rejected_limit, 1, "{o:?}");
+    let stats = store.stats();
+    assert_eq!(stats.series_cap, 3);
+    assert_eq!(stats.live_series, vec![("c1".to_string(), 3)]);
+
+    // The old pods stop sending; past the grace they no longer count.
+    let later = now().max(t0) + grace + 1_000;
+    store.maintain(later).await.unwrap();
+    assert_eq!(store.stats().live_series, vec![]);
+    let new: Vec<TimeSeries> = (0..3)
+        .map(|i| series(&l("new", i), &[(t0 + 15_000, 2.0)]))
+        .collect();
+    let o = write(&store, batch("c1", new)).await;
+    assert_eq!(o.series_created, 3, "{o:?}");
+    assert_eq!(o.series_rejected_limit, 0, "{o:?}");
+    assert_eq!(store.stats().live_series, vec![("c1".to_string(), 3)]);
+    // The new ones count now: a fourth is refused.
+    let o = write(
+        &store,
+        batch("c1", vec![series(&l("new", 9), &[(t0 + 15_000, 2.0)])]),
+    )
+    .await;
+    assert_eq!(o.series_rejected_limit, 1, "{o:?}");
+    // An old pod that sends again is known and accepted.
+    let o = write(
+        &store,
+        batch("c1", vec![series(&l("old", 0), &[(t0 + 30_000, 3.0)])]),
+    )
+    .await;
+    assert_eq!(o.samples_written, 1, "{o:?}");
     let got = select(&store, vec![eq("__name__", "up")], TimeRange::all()).await;
     assert_eq!(got.len(), 6, "{:?}", names(&got));
 }

@@ -36,6 +36,7 @@ pub const CASES: &[&str] = &[
     "deleted_in_gap_and_live_objects",
     "checkpoints",
     "events_retention",
+    "secret_key_is_made_once",
 ];
 
 /// The options a case runs with.
@@ -73,6 +74,7 @@ macro_rules! event_store_conformance_suite {
             deleted_in_gap_and_live_objects,
             checkpoints,
             events_retention,
+            secret_key_is_made_once,
         );
     };
     (@optional $factory:expr; $($case:ident),+ $(,)?) => {
@@ -200,7 +202,12 @@ fn write_of(raw: &Value, rv: &str, at_ms: i64, change: ChangeKind) -> ObjectWrit
         resource_version: rv.into(),
         at_ms,
         change,
-        object: sanitize(&kind, raw).unwrap(),
+        object: sanitize(
+            &kind,
+            raw,
+            &kube_insight_core::event::SecretKey::from_bytes(&[7; 32]).unwrap(),
+        )
+        .unwrap(),
         managers: managers_of(raw),
         gitops: gitops_of(raw),
         gap: None,
@@ -995,4 +1002,13 @@ pub async fn events_retention(s: DynEventStore) {
     );
     // Maintenance again changes nothing.
     assert_eq!(s.maintain_events(now).await.unwrap(), 0);
+}
+
+/// The secret-hash key is made once and then always the same: equal values
+/// keep hashing equal across restarts and processes.
+pub async fn secret_key_is_made_once(store: DynEventStore) {
+    let a = store.secret_key().await.unwrap();
+    let b = store.secret_key().await.unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a.as_bytes(), &[0u8; 32]);
 }

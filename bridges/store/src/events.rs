@@ -185,6 +185,10 @@ pub struct WatchCheckpoint {
 
 #[async_trait]
 pub trait EventStore: Send + Sync {
+    /// The installation's key of the secret hashes ([`kube_insight_core::event::sanitize`]),
+    /// made by `schema apply` or the first call and kept in the store.
+    async fn secret_key(&self) -> Result<kube_insight_core::event::SecretKey>;
+
     /// Stores events durably (see the module docs for de-duplication).
     async fn write_events(&self, events: Vec<KubeEvent>) -> Result<EventWriteOutcome>;
 

@@ -19,6 +19,7 @@ mod log_block;
 pub mod logs;
 pub mod metrics;
 pub mod options;
+pub mod series_cap;
 pub mod sqlite;
 pub mod topology;
 pub mod url;
@@ -69,8 +70,13 @@ pub struct MaintenanceReport {
 /// Point-in-time statistics for kube-insight's own `/metrics`.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct StoreStats {
-    /// Active series per cluster.
+    /// Active series per cluster (held in the head).
     pub active_series: Vec<(String, u64)>,
+    /// Series per cluster that count toward the series cap: written within
+    /// the head grace (see [`series_cap`]).
+    pub live_series: Vec<(String, u64)>,
+    /// The series cap per cluster (`KUBE_INSIGHT_MAX_SERIES`).
+    pub series_cap: u64,
     /// Samples held in the head (not yet in chunks).
     pub head_samples: u64,
     /// Bytes on disk, where the backend knows.

@@ -25,8 +25,9 @@ impl Default for Retention {
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub retention: Retention,
-    /// Cap on active series per cluster; new series beyond it are rejected
-    /// and counted (`KUBE_INSIGHT_MAX_SERIES`).
+    /// Cap on live series per cluster (written within `head_grace`); new
+    /// series beyond it are rejected and counted (`KUBE_INSIGHT_MAX_SERIES`,
+    /// see [`crate::series_cap`]).
     pub max_series_per_cluster: usize,
     /// Width of an immutable metrics chunk (Prometheus uses 2 h).
     pub chunk_window: Duration,

@@ -268,6 +268,47 @@ async fn schema_apply_upgrades_a_keyspace_of_the_previous_version() {
     );
 }
 
+/// A keyspace made with `simple:1` (before the manifests rendered a
+/// replication) is altered by the next `schema apply` with another one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_apply_alters_a_changed_replication() {
+    use kube_insight_store::cassandra::config::Replication;
+    let Some(host) = server() else {
+        eprintln!("skipped schema_apply_alters_a_changed_replication: set {ENV}=host:port");
+        return;
+    };
+    let config = config(&host, "replication");
+    let _drop = DropKeyspace(config.clone());
+    let _g = ddl_lock().lock().await;
+    assert_eq!(config.replication, Replication::Simple(1));
+    CassandraStore::open(config.clone(), StoreOptions::default(), true)
+        .await
+        .unwrap();
+    // A single test node: a factor of 2 is accepted (with a warning) and
+    // is what system_schema then says.
+    let mut two = config.clone();
+    two.replication = Replication::Simple(2);
+    CassandraStore::open(two.clone(), StoreOptions::default(), true)
+        .await
+        .unwrap();
+    let db = Db::connect(two).await.unwrap();
+    let r = db
+        .session
+        .query_unpaged(
+            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?",
+            (config.keyspace.to_ascii_lowercase(),),
+        )
+        .await
+        .unwrap()
+        .into_rows_result()
+        .unwrap();
+    let (stored,): (std::collections::HashMap<String, String>,) = r.first_row().unwrap();
+    assert_eq!(
+        stored.get("replication_factor").map(String::as_str),
+        Some("2")
+    );
+}
+
 /// A host with nothing listening: the error names it, says what to check,
 /// and is retryable (the push endpoints answer 503 while Cassandra is down).
 #[tokio::test]

@@ -37,7 +37,12 @@ fn write(image: &str, rv: &str, at: i64) -> ObjectWrite {
         resource_version: rv.into(),
         at_ms: at,
         change: ChangeKind::Updated,
-        object: kube_insight_core::event::sanitize("Deployment", &raw).unwrap(),
+        object: kube_insight_core::event::sanitize(
+            "Deployment",
+            &raw,
+            &kube_insight_core::event::SecretKey::from_bytes(&[7; 32]).unwrap(),
+        )
+        .unwrap(),
         managers: kube_insight_core::event::managers_of(&raw),
         gitops: None,
         gap: None,

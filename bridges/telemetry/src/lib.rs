@@ -15,7 +15,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 type Labels2 = Vec<(&'static str, String)>;
 
@@ -38,6 +40,11 @@ pub struct Telemetry {
     pub store_errors: Family<Labels2, Counter>,
     /// Active series per cluster (refreshed from the store).
     pub active_series: Family<Labels2, Gauge>,
+    /// Series per cluster that count toward the series cap (written within
+    /// the head grace).
+    pub series_counted: Family<Labels2, Gauge>,
+    /// The series cap per cluster (`KUBE_INSIGHT_MAX_SERIES`).
+    pub series_cap: Gauge,
     /// Samples held in the metrics head.
     pub head_samples: Gauge,
     /// Read API requests by endpoint and status.
@@ -50,8 +57,6 @@ pub struct Telemetry {
     pub build_info: Family<Labels2, Gauge>,
     /// Push requests one component processes at once (`KUBE_INSIGHT_INGEST_MAX_IN_FLIGHT`).
     pub queue_capacity: Family<Labels2, Gauge>,
-    /// The active-series cap per cluster (`KUBE_INSIGHT_MAX_SERIES`).
-    pub series_limit: Gauge,
     /// The schema version found in the store (re-read every maintenance pass).
     pub schema_version: Gauge,
     /// The schema version this binary needs.
@@ -83,13 +88,14 @@ impl Telemetry {
             store_write_seconds: Family::new_with_constructor(latency_histogram),
             store_errors: Family::default(),
             active_series: Family::default(),
+            series_counted: Family::default(),
+            series_cap: Gauge::default(),
             head_samples: Gauge::default(),
             api_requests: Family::default(),
             api_seconds: Family::new_with_constructor(latency_histogram),
             target_up: Family::default(),
             build_info: Family::default(),
             queue_capacity: Family::default(),
-            series_limit: Gauge::default(),
             schema_version: Gauge::default(),
             schema_version_required: Gauge::default(),
             collector_leader: Family::default(),
@@ -132,6 +138,16 @@ impl Telemetry {
             t.active_series.clone(),
         );
         r.register(
+            "series_counted",
+            "Series per cluster counting toward the series cap (written within the head grace)",
+            t.series_counted.clone(),
+        );
+        r.register(
+            "series_cap",
+            "Series per cluster the cap admits (KUBE_INSIGHT_MAX_SERIES)",
+            t.series_cap.clone(),
+        );
+        r.register(
             "head_samples",
             "Samples in the metrics head, not yet in chunks",
             t.head_samples.clone(),
@@ -160,11 +176,6 @@ impl Telemetry {
             "queue_capacity",
             "Push requests a component processes at once; beyond, 429/503",
             t.queue_capacity.clone(),
-        );
-        r.register(
-            "series_limit",
-            "The active-series cap per cluster",
-            t.series_limit.clone(),
         );
         r.register(
             "schema_version",
@@ -229,6 +240,65 @@ impl Telemetry {
     }
 }
 
+/// How close each cluster is to the series cap: sets `series_counted` and
+/// `series_cap`, and says which clusters to log, each at most once per
+/// `every` while at or above [`CapWatch::NEAR`] of the cap.
+pub struct CapWatch {
+    every: Duration,
+    last: HashMap<String, Instant>,
+    known: HashSet<String>,
+}
+
+impl CapWatch {
+    /// The share of the cap from which a cluster is logged.
+    pub const NEAR: f64 = 0.8;
+
+    pub fn new(every: Duration) -> Self {
+        CapWatch {
+            every,
+            last: HashMap::new(),
+            known: HashSet::new(),
+        }
+    }
+
+    /// Updates the gauges from the store's counts; returns the clusters to
+    /// log now, with their count.
+    pub fn observe(
+        &mut self,
+        t: &Telemetry,
+        counted: &[(String, u64)],
+        cap: u64,
+        now: Instant,
+    ) -> Vec<(String, u64)> {
+        t.series_cap.set(i64::try_from(cap).unwrap_or(i64::MAX));
+        let current: HashSet<String> = counted.iter().map(|(c, _)| c.clone()).collect();
+        for gone in self.known.difference(&current) {
+            t.series_counted
+                .get_or_create(&labels([("cluster", gone)]))
+                .set(0);
+        }
+        self.known = current;
+        let mut out = Vec::new();
+        for (cluster, n) in counted {
+            t.series_counted
+                .get_or_create(&labels([("cluster", cluster)]))
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+            if cap == 0 || (*n as f64) < Self::NEAR * cap as f64 {
+                continue;
+            }
+            let due = self
+                .last
+                .get(cluster)
+                .is_none_or(|at| now.saturating_duration_since(*at) >= self.every);
+            if due {
+                self.last.insert(cluster.clone(), now);
+                out.push((cluster.clone(), *n));
+            }
+        }
+        out
+    }
+}
+
 /// Shorthand for a label set.
 pub fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels2 {
     pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
@@ -251,6 +321,35 @@ mod tests {
         assert!(
             text.contains("kube_insight_records_rejected_total{target=\"logs\",component=\"fluent_bit\",cluster=\"prod-eu-1\",reason=\"too_long\"} 2"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_series_cap_is_shown_and_said_at_most_once_per_period() {
+        let t = Telemetry::new();
+        let mut w = CapWatch::new(Duration::from_secs(600));
+        let t0 = Instant::now();
+        let counts = vec![("a".to_string(), 90), ("b".to_string(), 10)];
+        assert_eq!(w.observe(&t, &counts, 100, t0), vec![("a".to_string(), 90)]);
+        let text = t.render();
+        assert!(text.contains("kube_insight_series_cap 100"), "{text}");
+        assert!(
+            text.contains("kube_insight_series_counted{cluster=\"a\"} 90"),
+            "{text}"
+        );
+        // Rate-limited per cluster.
+        assert!(w
+            .observe(&t, &counts, 100, t0 + Duration::from_secs(60))
+            .is_empty());
+        let again = w.observe(&t, &counts, 100, t0 + Duration::from_secs(600));
+        assert_eq!(again, vec![("a".to_string(), 90)]);
+        // A cluster that no longer counts any series shows 0.
+        w.observe(&t, &[("b".to_string(), 10)], 100, t0);
+        assert!(
+            t.render()
+                .contains("kube_insight_series_counted{cluster=\"a\"} 0"),
+            "{}",
+            t.render()
         );
     }
 }

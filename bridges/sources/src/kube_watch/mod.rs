@@ -29,6 +29,7 @@ use kube::api::{Api, DynamicObject, ListParams, WatchEvent, WatchParams};
 use kube::Client;
 use kube_insight_core::event::{
     gitops_of, managers_of, parse_event, sanitize, ChangeKind, EventOrigin, ObjectMetaLite,
+    SecretKey,
 };
 use kube_insight_core::time::now_ms;
 use kube_insight_store::events::{EventStore, ObjectWrite, WatchCheckpoint};
@@ -120,11 +121,25 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) {
+    // The key of the secret hashes, from the store (made there once).
+    let key = loop {
+        match store.secret_key().await {
+            Ok(k) => break Arc::new(k),
+            Err(e) => {
+                tracing::warn!(error = %e, "kube watch: reading the secret-hash key from the store failed; retrying in 5 s");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                }
+            }
+        }
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for kind in config.kinds.clone() {
         let w = KindWatcher {
             api: Api::all_with(client.clone(), &kind.api_resource()),
             kind,
+            key: key.clone(),
             store: store.clone(),
             config: config.clone(),
             telemetry: telemetry.clone(),
@@ -138,6 +153,8 @@ pub async fn run(
 struct KindWatcher {
     api: Api<DynamicObject>,
     kind: KindSpec,
+    /// The installation's key of the secret hashes.
+    key: Arc<SecretKey>,
     store: Arc<dyn EventStore>,
     config: WatchConfig,
     telemetry: Arc<Telemetry>,
@@ -322,7 +339,7 @@ impl KindWatcher {
     ) -> Result<ObjectWrite, String> {
         let raw = with_kind(raw, &self.kind);
         let meta = ObjectMetaLite::of(&raw).map_err(|e| e.to_string())?;
-        let object = sanitize(&self.kind.kind, &raw).map_err(|e| e.to_string())?;
+        let object = sanitize(&self.kind.kind, &raw, &self.key).map_err(|e| e.to_string())?;
         Ok(ObjectWrite {
             cluster: self.config.cluster.clone(),
             group: self.kind.group.clone(),

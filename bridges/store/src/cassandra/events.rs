@@ -2171,6 +2171,10 @@ fn flush_day(out: &mut Vec<ChangeRow>, day: &mut Vec<(i64, String, i64, ChangeRo
 
 #[async_trait]
 impl EventStore for CassandraEventStore {
+    async fn secret_key(&self) -> Result<kube_insight_core::event::SecretKey> {
+        super::schema::secret_key(&self.db).await
+    }
+
     async fn write_events(&self, events: Vec<KubeEvent>) -> Result<EventWriteOutcome> {
         if events.is_empty() {
             return Ok(EventWriteOutcome::default());

@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{
     EntityQuery, MetricBatch, Resolution, RollupField, SelectQuery, SeriesQuery, WriteOutcome,
 };
+use crate::series_cap::CapGate;
 use crate::sqlite::codec::{decode_labels, encode_labels};
 use crate::{MaintenanceReport, StoreOptions};
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -130,6 +131,8 @@ struct Cache {
     names: HashSet<(Arc<str>, i32, Arc<str>)>,
     clusters: HashSet<(i32, Arc<str>)>,
     interned: HashSet<Arc<str>>,
+    /// The series cap's counts of the clusters at it.
+    cap_gate: CapGate,
 }
 
 impl Cache {
@@ -152,6 +155,9 @@ pub struct Metrics {
     horizon: AtomicI64,
     /// Days before this were deleted by retention.
     expired_before_day: AtomicI64,
+    /// The writer's clock never runs behind the latest maintenance `now`
+    /// (injected in tests).
+    now_floor: AtomicI64,
 }
 
 /// A prepared series of a write.
@@ -177,7 +183,12 @@ impl Metrics {
             cache: Mutex::new(Cache::default()),
             horizon: AtomicI64::new(i64::MIN),
             expired_before_day: AtomicI64::new(i64::MIN),
+            now_floor: AtomicI64::new(i64::MIN),
         }
+    }
+
+    fn now_ms(&self) -> i64 {
+        kube_insight_core::time::now_ms().max(self.now_floor.load(Ordering::Relaxed))
     }
 
     fn cache(&self) -> MutexGuard<'_, Cache> {
@@ -221,7 +232,7 @@ impl Metrics {
     // Writes
 
     pub async fn write(&self, batch: MetricBatch) -> Result<WriteOutcome> {
-        let now = kube_insight_core::time::now_ms();
+        let now = self.now_ms();
         let oldest = self.horizon(now);
         let mut out = WriteOutcome::default();
         let mut preps = Vec::with_capacity(batch.series.len());
@@ -262,7 +273,9 @@ impl Metrics {
         let found = self.lookup_series(&unknown).await?;
         let mut rejected: HashSet<i64> = HashSet::new();
         {
-            let mut c = self.cache();
+            let mut guard = self.cache();
+            let c = &mut *guard;
+            let since = now.saturating_sub(self.grace_ms());
             for p in &preps {
                 if c.series.contains_key(&p.fp) || rejected.contains(&p.fp) {
                     continue;
@@ -270,7 +283,16 @@ impl Metrics {
                 let known = found.get(&p.fp).copied();
                 let cluster = c.intern(&p.cluster);
                 let active = c.active.get(&cluster).copied().unwrap_or(0);
-                if known.is_none() && active >= self.opts.max_series_per_cluster as u64 {
+                let series = &c.series;
+                if known.is_none()
+                    && !c.cap_gate.admit(
+                        &cluster,
+                        active,
+                        self.opts.max_series_per_cluster as u64,
+                        now,
+                        || live_in(series, &cluster, since),
+                    )
+                {
                     rejected.insert(p.fp);
                     continue;
                 }
@@ -1161,6 +1183,7 @@ impl Metrics {
     // Maintenance
 
     pub async fn maintain(&self, now: i64) -> Result<MaintenanceReport> {
+        self.now_floor.fetch_max(now, Ordering::Relaxed);
         let mut report = MaintenanceReport::default();
         let retention = self.opts.retention.metrics.as_millis() as i64;
         self.horizon.fetch_max(now - retention, Ordering::Relaxed);
@@ -1467,6 +1490,20 @@ impl Metrics {
         c.clusters.retain(|n| n.0 >= today - 1);
     }
 
+    /// Series per cluster written within the head grace (the ones the
+    /// series cap counts).
+    pub fn live_series(&self) -> Vec<(String, u64)> {
+        let since = self.now_ms().saturating_sub(self.grace_ms());
+        let c = self.cache();
+        let mut by: HashMap<Arc<str>, u64> = HashMap::new();
+        for st in c.series.values().filter(|st| st.last_write_ms >= since) {
+            *by.entry(st.cluster.clone()).or_insert(0) += 1;
+        }
+        let mut v: Vec<(String, u64)> = by.into_iter().map(|(k, n)| (k.to_string(), n)).collect();
+        v.sort();
+        v
+    }
+
     pub fn active_series(&self) -> Vec<(String, u64)> {
         let c = self.cache();
         let mut v: Vec<(String, u64)> = c
@@ -1478,6 +1515,14 @@ impl Metrics {
         v.sort();
         v
     }
+}
+
+/// Series of `cluster` this writer wrote at or after `since` (a scan).
+fn live_in(series: &HashMap<i64, SeriesState>, cluster: &str, since: i64) -> u64 {
+    series
+        .values()
+        .filter(|st| &*st.cluster == cluster && st.last_write_ms >= since)
+        .count() as u64
 }
 
 /// A series as the index knows it.

@@ -152,6 +152,8 @@ impl Store for CassandraStore {
     fn stats(&self) -> StoreStats {
         StoreStats {
             active_series: self.metrics.active_series(),
+            live_series: self.metrics.live_series(),
+            series_cap: self.opts.max_series_per_cluster as u64,
             head_samples: 0,
             disk_bytes: None,
         }

@@ -10,9 +10,12 @@
 //! `gc_grace_seconds`. ARCHITECTURE.md documents each table's partition key,
 //! size and queries.
 
+use super::config::Replication;
 use super::session::{result_rows, Db};
 use crate::error::{Error, Result};
 use crate::StoreOptions;
+use kube_insight_core::event::SecretKey;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Bumped whenever a table changes.
@@ -349,6 +352,67 @@ pub fn create_keyspace(keyspace: &str, replication: &str) -> String {
     )
 }
 
+/// `ALTER KEYSPACE … WITH replication = …`: a changed replication.
+pub fn alter_keyspace(keyspace: &str, replication: &str) -> String {
+    format!("ALTER KEYSPACE {keyspace} WITH replication = {replication}")
+}
+
+/// Whether a keyspace's replication as `system_schema.keyspaces` stores it
+/// (`class` fully qualified, factors as text) is `wanted`.
+pub fn replication_matches(current: &HashMap<String, String>, wanted: &Replication) -> bool {
+    let class = current.get("class").map(String::as_str).unwrap_or("");
+    let factor = |v: &String| v.parse::<u32>().ok();
+    match wanted {
+        Replication::Simple(n) => {
+            class.ends_with("SimpleStrategy")
+                && current.get("replication_factor").and_then(factor) == Some(*n)
+        }
+        Replication::Network(dcs) => {
+            class.ends_with("NetworkTopologyStrategy")
+                && current.len() == dcs.len() + 1
+                && dcs
+                    .iter()
+                    .all(|(dc, n)| current.get(dc).and_then(factor) == Some(*n))
+        }
+    }
+}
+
+/// What `schema apply` says after it changed a keyspace's replication:
+/// the existing data is on the old replicas only until a full repair.
+pub fn repair_needed_message(keyspace: &str) -> String {
+    format!(
+        "the replication of keyspace {keyspace} changed: run `nodetool repair -full {keyspace}` \
+         on every Cassandra node (Reaper: a full repair of the keyspace) so the existing data \
+         reaches its new replicas; until then reads at the new factor may miss it"
+    )
+}
+
+/// Alters the keyspace when its replication is not the configured one;
+/// `true` when it did (a repair is then needed).
+async fn reconcile_replication(db: &Db) -> Result<bool> {
+    const Q: &str = "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?";
+    let ks = &db.config.keyspace;
+    let lower = ks.to_ascii_lowercase();
+    let r = db.exec(Q, (lower.as_str(),)).await?;
+    let rows: Vec<(HashMap<String, String>,)> = result_rows(Q, r)?;
+    let Some((current,)) = rows.into_iter().next() else {
+        return Ok(false);
+    };
+    let wanted = &db.config.replication;
+    if replication_matches(&current, wanted) {
+        return Ok(false);
+    }
+    ddl(db, &alter_keyspace(ks, &wanted.cql())).await?;
+    tracing::warn!(
+        keyspace = %ks,
+        from = ?current,
+        to = %wanted.cql(),
+        "{}",
+        repair_needed_message(ks)
+    );
+    Ok(true)
+}
+
 const META: &str =
     "CREATE TABLE IF NOT EXISTS schema_meta (name text PRIMARY KEY, version int, owner text)";
 
@@ -419,10 +483,16 @@ pub fn plan(found: Option<i32>, existing: &[String], o: &StoreOptions) -> Result
 
 async fn apply_locked(db: &Db, o: &StoreOptions) -> Result<i32> {
     let found = version(db).await?;
+    // A keyspace created earlier keeps its replication until altered here
+    // (CREATE KEYSPACE IF NOT EXISTS changes nothing).
+    reconcile_replication(db).await?;
+    // A table that exists is altered (a changed retention), a missing one
+    // created: a fresh keyspace costs one schema change per table, not two.
     let existing = existing_tables(db).await?;
     for cql in plan(found, &existing, o)? {
         ddl(db, &cql).await?;
     }
+    secret_key(db).await?;
     db.session
         .query_unpaged(
             "INSERT INTO schema_meta (name, version) VALUES ('version', ?)",
@@ -431,6 +501,55 @@ async fn apply_locked(db: &Db, o: &StoreOptions) -> Result<i32> {
         .await
         .map_err(|e| super::session::map_err("INSERT INTO schema_meta", e))?;
     Ok(SCHEMA_VERSION)
+}
+
+/// The installation's secret-hash key ([`kube_insight_core::event::sanitize`]):
+/// the row `secret_hash` of `schema_meta`, its 32 bytes as hex in `owner`,
+/// inserted once by a lightweight transaction (`schema apply`, or the first
+/// start of a keyspace made before it), so concurrent starts agree on one.
+pub async fn secret_key(db: &Db) -> Result<SecretKey> {
+    const PUT: &str =
+        "INSERT INTO schema_meta (name, owner) VALUES ('secret_hash', ?) IF NOT EXISTS";
+    if let Some(k) = read_secret_key(db).await? {
+        return Ok(k);
+    }
+    let fresh: [u8; SecretKey::LEN] = rand::random();
+    db.session
+        .query_unpaged(PUT, (hex_encode(&fresh),))
+        .await
+        .map_err(|e| super::session::map_err(PUT, e))?;
+    read_secret_key(db).await?.ok_or_else(|| {
+        Error::Unavailable(
+            "the secret-hash key (schema_meta secret_hash) is not readable yet; retry".into(),
+        )
+    })
+}
+
+async fn read_secret_key(db: &Db) -> Result<Option<SecretKey>> {
+    const GET: &str = "SELECT owner FROM schema_meta WHERE name = 'secret_hash'";
+    let r = db.exec(GET, ()).await?;
+    let rows: Vec<(Option<String>,)> = result_rows(GET, r)?;
+    let Some(hex) = rows.into_iter().next().and_then(|r| r.0) else {
+        return Ok(None);
+    };
+    hex_decode(&hex)
+        .and_then(|b| SecretKey::from_bytes(&b))
+        .map(Some)
+        .ok_or_else(|| Error::Corrupt("schema_meta secret_hash is not 64 hex digits".into()))
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
 }
 
 /// Takes the lock for [`LOCK_TTL_SECS`] (a TTL is allowed on a conditional
@@ -660,6 +779,10 @@ mod tests {
             create_keyspace("ki", "{'class': 'SimpleStrategy', 'replication_factor': 1}"),
             "CREATE KEYSPACE IF NOT EXISTS ki WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1} AND durable_writes = true"
         );
+        assert_eq!(
+            alter_keyspace("ki", &Replication::Network(vec![("dc1".into(), 3)]).cql()),
+            "ALTER KEYSPACE ki WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': 3}"
+        );
         // Every table is partitioned by a time bucket or is one small row
         // per key (lock, checkpoints, object history of one uid).
         for t in TABLES {
@@ -667,5 +790,63 @@ mod tests {
             let names: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
             assert_eq!(names.iter().filter(|n| **n == t.name).count(), 1);
         }
+    }
+
+    fn stored(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn replication_is_compared_as_cassandra_stores_it() {
+        let simple1 = stored(&[
+            ("class", "org.apache.cassandra.locator.SimpleStrategy"),
+            ("replication_factor", "1"),
+        ]);
+        let dc1_3 = stored(&[
+            (
+                "class",
+                "org.apache.cassandra.locator.NetworkTopologyStrategy",
+            ),
+            ("dc1", "3"),
+        ]);
+        let dc1 = Replication::Network(vec![("dc1".into(), 3)]);
+        assert!(replication_matches(&simple1, &Replication::Simple(1)));
+        assert!(!replication_matches(&simple1, &Replication::Simple(3)));
+        // The keyspace `simple:1` made before replication was rendered.
+        assert!(!replication_matches(&simple1, &dc1));
+        assert!(replication_matches(&dc1_3, &dc1));
+        assert!(!replication_matches(
+            &dc1_3,
+            &Replication::Network(vec![("dc1".into(), 2)])
+        ));
+        // A data centre added or removed is a change.
+        assert!(!replication_matches(
+            &dc1_3,
+            &Replication::Network(vec![("dc1".into(), 3), ("dc2".into(), 3)])
+        ));
+        let two = stored(&[
+            (
+                "class",
+                "org.apache.cassandra.locator.NetworkTopologyStrategy",
+            ),
+            ("dc1", "3"),
+            ("dc2", "3"),
+        ]);
+        assert!(!replication_matches(&two, &dc1));
+        assert!(!replication_matches(&HashMap::new(), &dc1));
+        let m = repair_needed_message("ki");
+        assert!(m.contains("nodetool repair -full ki"), "{m}");
+    }
+
+    #[test]
+    fn the_secret_key_round_trips_as_hex() {
+        let k = [0u8, 1, 0xab, 0xff];
+        assert_eq!(hex_encode(&k), "0001abff");
+        assert_eq!(hex_decode("0001abff"), Some(k.to_vec()));
+        assert_eq!(hex_decode("0g"), None);
+        assert_eq!(hex_decode("abc"), None);
     }
 }

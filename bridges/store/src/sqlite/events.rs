@@ -969,6 +969,20 @@ fn maintain_tx(sh: &Shared, conn: &mut Connection, now_ms: i64) -> Result<u64> {
 
 #[async_trait]
 impl EventStore for SqliteEventStore {
+    async fn secret_key(&self) -> Result<kube_insight_core::event::SecretKey> {
+        self.write(move |sh, c| {
+            let bytes = super::schema::secret_key(c).map_err(|e| sh.sql(e))?;
+            kube_insight_core::event::SecretKey::from_bytes(&bytes).ok_or_else(|| {
+                crate::error::Error::Corrupt(format!(
+                    "{}: install_keys secret_hash is {} bytes, not 32",
+                    sh.path_str,
+                    bytes.len()
+                ))
+            })
+        })
+        .await
+    }
+
     async fn write_events(&self, events: Vec<KubeEvent>) -> Result<EventWriteOutcome> {
         if events.is_empty() {
             return Ok(EventWriteOutcome::default());

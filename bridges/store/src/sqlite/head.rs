@@ -185,6 +185,9 @@ pub(crate) struct MemSeries {
     pub last_ms: i64,
     /// Open windows, sorted by start.
     pub windows: Vec<HeadWindow>,
+    /// Writer clock of the last write that gave it samples (the series cap
+    /// counts the series written within the head grace).
+    pub last_write_ms: i64,
 }
 
 impl MemSeries {
@@ -351,8 +354,54 @@ impl Head {
                 first_ms,
                 last_ms,
                 windows: Vec::new(),
+                last_write_ms: i64::MIN,
             },
         );
+    }
+
+    /// Records a write of series `id` at writer time `now_ms`.
+    pub(crate) fn touch(&mut self, id: u32, now_ms: i64) {
+        if let Some(s) = self.series.get_mut(&id) {
+            s.last_write_ms = s.last_write_ms.max(now_ms);
+        }
+    }
+
+    /// Marks every series with an open window as written at `now_ms` (after
+    /// a WAL replay: when they were written before is not known).
+    pub(crate) fn touch_open(&mut self, now_ms: i64) {
+        for s in self.series.values_mut() {
+            if !s.windows.is_empty() {
+                s.last_write_ms = s.last_write_ms.max(now_ms);
+            }
+        }
+    }
+
+    /// Series of `cluster` in the head that were written at or after
+    /// `since_ms` (the ones the series cap counts). A scan of every series.
+    pub(crate) fn live_in(&self, cluster: &str, since_ms: i64) -> u64 {
+        let Some(c) = self.syms.get(cluster) else {
+            return 0;
+        };
+        self.series
+            .values()
+            .filter(|s| s.cluster == c && !s.windows.is_empty() && s.last_write_ms >= since_ms)
+            .count() as u64
+    }
+
+    /// [`Head::live_in`] for every cluster.
+    pub(crate) fn live_by_cluster(&self, since_ms: i64) -> Vec<(String, u64)> {
+        let mut by: FastMap<Sym, u64> = FastMap::default();
+        for s in self.series.values() {
+            if !s.windows.is_empty() && s.last_write_ms >= since_ms {
+                *by.entry(s.cluster).or_insert(0) += 1;
+            }
+        }
+        let mut out: Vec<(String, u64)> = by
+            .into_iter()
+            .map(|(c, n)| (self.syms.resolve(c).to_string(), n))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Removes a series and everything it holds (retention).

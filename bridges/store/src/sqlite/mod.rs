@@ -579,8 +579,15 @@ impl Store for SqliteStore {
     }
 
     fn stats(&self) -> StoreStats {
-        let (mut active_series, head_samples) = {
+        let grace = self.shared.options.head_grace.as_millis() as i64;
+        let now = kube_insight_core::time::now_ms().max(
+            self.shared
+                .now_floor
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let (mut active_series, head_samples, live_series) = {
             let head = lock_read(&self.shared.head);
+            let live = head.live_by_cluster(now.saturating_sub(grace));
             let a: Vec<(String, u64)> = head
                 .active
                 .iter()
@@ -589,7 +596,7 @@ impl Store for SqliteStore {
                     (!name.is_empty() || n > 0).then(|| (name.to_string(), n))
                 })
                 .collect();
-            (a, head.head_samples)
+            (a, head.head_samples, live)
         };
         active_series.sort();
         let mut disk = 0u64;
@@ -604,6 +611,8 @@ impl Store for SqliteStore {
         }
         StoreStats {
             active_series,
+            live_series,
+            series_cap: self.shared.options.max_series_per_cluster as u64,
             head_samples,
             disk_bytes: known.then_some(disk),
         }

@@ -30,6 +30,8 @@
 //!   `container` and their two indexes. Nothing read them (the head holds
 //!   the series index in memory, loaded from `labels`), and they were 15 %
 //!   of the file in a 2 h run of 5k series (BENCHMARKS.md).
+//! - v3: `install_keys(name TEXT PRIMARY KEY, key BLOB)` with the random
+//!   key of the secret hashes (`secret_hash`, 32 bytes).
 
 use crate::error::Error;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
@@ -37,7 +39,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 const DDL_V1: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -97,8 +99,26 @@ ALTER TABLE series DROP COLUMN pod;
 ALTER TABLE series DROP COLUMN container;
 ";
 
+/// v2 → v3: the installation's key of the secret hashes (HMAC-SHA256 of
+/// ConfigMap data and secret-looking env values), random, made once.
+const MIGRATE_V3: &str = "
+CREATE TABLE IF NOT EXISTS install_keys (name TEXT PRIMARY KEY, key BLOB NOT NULL);
+INSERT OR IGNORE INTO install_keys (name, key) VALUES ('secret_hash', randomblob(32));
+";
+
 /// The migration steps: `STEPS[i]` takes a database from version `i` to `i + 1`.
-const STEPS: [&str; SCHEMA_VERSION as usize] = [DDL_V1, MIGRATE_V2];
+const STEPS: [&str; SCHEMA_VERSION as usize] = [DDL_V1, MIGRATE_V2, MIGRATE_V3];
+
+/// The installation's secret-hash key, made here if the database has none
+/// yet (a store opened by the events signal alone runs no migration).
+pub(crate) fn secret_key(conn: &Connection) -> rusqlite::Result<Vec<u8>> {
+    conn.execute_batch(MIGRATE_V3)?;
+    conn.query_row(
+        "SELECT key FROM install_keys WHERE name = 'secret_hash'",
+        [],
+        |r| r.get(0),
+    )
+}
 
 /// Settings of every connection: WAL journal, `synchronous=FULL` (a commit
 /// is on disk before it returns, so an Ok answer means durable), a busy
@@ -274,7 +294,7 @@ mod tests {
              VALUES (7, 42, 'c1', x'0102', 'up', 'ns', 'p', 'app', 10, 20);",
         )
         .unwrap();
-        assert_eq!(apply(&mut c).unwrap(), 2);
+        assert_eq!(apply(&mut c).unwrap(), SCHEMA_VERSION);
         assert_eq!(
             columns(&c, "series"),
             ["id", "cluster", "labels", "first_ms", "last_ms"]
@@ -300,6 +320,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.last_insert_rowid(), 8);
-        assert_eq!(apply(&mut c).unwrap(), 2, "idempotent");
+        assert_eq!(apply(&mut c).unwrap(), SCHEMA_VERSION, "idempotent");
+    }
+
+    #[test]
+    fn the_secret_key_is_made_once_by_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Connection::open(dir.path().join("s.db")).unwrap();
+        configure(&c, Duration::from_secs(1)).unwrap();
+        apply(&mut c).unwrap();
+        let k = secret_key(&c).unwrap();
+        assert_eq!(k.len(), 32);
+        assert_ne!(k, vec![0; 32]);
+        assert_eq!(secret_key(&c).unwrap(), k, "stable");
+        // Another database, another key.
+        let other = Connection::open(dir.path().join("t.db")).unwrap();
+        assert_ne!(secret_key(&other).unwrap(), k);
     }
 }

@@ -21,6 +21,7 @@ use super::{lock_read, lock_write, Shared};
 use crate::chunk::{self, ChunkAppender};
 use crate::error::{Error, Result};
 use crate::metrics::WriteOutcome;
+use crate::series_cap::CapGate;
 use crate::MaintenanceReport;
 use kube_insight_core::{Labels, Sample};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -188,7 +189,7 @@ impl Plan {
         conn: &Connection,
         batch: PreparedBatch,
         cutoff_ms: i64,
-        cap: u64,
+        cap: &mut Cap,
     ) -> Result<Option<(WriteOutcome, std::ops::Range<usize>)>> {
         if batch.series.iter().any(|s| {
             s.id.is_some_and(|id| !head.series.contains_key(&id))
@@ -220,7 +221,14 @@ impl Plan {
                                 .get(&batch.cluster)
                                 .copied()
                                 .unwrap_or(0);
-                        if active >= cap {
+                        let since = cap.now_ms.saturating_sub(cap.grace_ms);
+                        let planned = active - head.active_in(&batch.cluster);
+                        let admitted =
+                            cap.gate
+                                .admit(&batch.cluster, active, cap.limit, cap.now_ms, || {
+                                    head.live_in(&batch.cluster, since) + planned
+                                });
+                        if !admitted {
                             out.series_rejected_limit += 1;
                             out.samples_rejected_limit += fresh as u64;
                             continue;
@@ -272,7 +280,7 @@ impl Plan {
     }
 
     /// Applies a committed plan to the head.
-    fn apply(mut self, head: &mut Head) {
+    fn apply(mut self, head: &mut Head, now_ms: i64) {
         for n in &self.new_series {
             head.insert_series(n.id, &n.cluster, &n.labels, n.key, n.first_ms, n.last_ms);
         }
@@ -281,9 +289,18 @@ impl Plan {
             head.add_samples(id, run, false, |ws| {
                 chunk_ts.remove(&(id, ws)).unwrap_or_default()
             });
+            head.touch(id, now_ms);
         });
         head.next_id = head.next_id.max(self.next_id);
     }
+}
+
+/// The series cap as one write group sees it.
+struct Cap<'a> {
+    limit: u64,
+    now_ms: i64,
+    grace_ms: i64,
+    gate: &'a mut CapGate,
 }
 
 /// Calls `f` for each run of consecutive samples of one series.
@@ -388,6 +405,7 @@ pub(crate) fn load(conn: &Connection, head: &mut Head) -> Result<ReplayStats> {
             return Err(e);
         }
     }
+    head.touch_open(kube_insight_core::time::now_ms());
     stats.elapsed_ms = started.elapsed().as_millis() as u64;
     tracing::info!(
         series = stats.series,
@@ -432,6 +450,8 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     rx: mpsc::Receiver<Msg>,
     deferred: VecDeque<Msg>,
+    /// The series cap's counts of the clusters at it.
+    cap_gate: CapGate,
 }
 
 type WriteReply = oneshot::Sender<Result<WriteOutcome>>;
@@ -448,6 +468,7 @@ impl Writer {
             shared,
             rx,
             deferred: VecDeque::new(),
+            cap_gate: CapGate::default(),
         })
     }
 
@@ -530,7 +551,13 @@ impl Writer {
         let started = std::time::Instant::now();
         let retention_ms = self.shared.options.retention.metrics.as_millis() as i64;
         let cutoff = self.now_ms().saturating_sub(retention_ms);
-        let cap = self.shared.options.max_series_per_cluster as u64;
+        let now_ms = self.now_ms();
+        let mut cap = Cap {
+            limit: self.shared.options.max_series_per_cluster as u64,
+            now_ms,
+            grace_ms: self.shared.options.head_grace.as_millis() as i64,
+            gate: &mut self.cap_gate,
+        };
         let mut replies = Vec::with_capacity(group.len());
         let mut rows: Vec<(i64, Vec<u8>)> = Vec::with_capacity(group.len());
         let mut outcomes = Vec::with_capacity(group.len());
@@ -540,7 +567,7 @@ impl Writer {
             let mut plan = Plan::new(head.next_id);
             for (batch, reply) in group {
                 replies.push(reply);
-                match plan.add_batch(&head, &self.conn, batch, cutoff, cap)? {
+                match plan.add_batch(&head, &self.conn, batch, cutoff, &mut cap)? {
                     Some((outcome, range)) => {
                         if !range.is_empty() {
                             let part = &plan.samples[range];
@@ -578,7 +605,7 @@ impl Writer {
         let samples = plan.samples.len();
         {
             let mut head = lock_write(&self.shared.head);
-            plan.apply(&mut head);
+            plan.apply(&mut head, now_ms);
         }
         for (r, o) in replies.into_iter().zip(outcomes) {
             let _ = r.send(o.ok_or_else(|| {
