@@ -799,8 +799,6 @@ fn select<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(v, |v, k| v.get(k))
 }
 
-/// The one URL whose 404 is accepted (see [`infinity_get`]).
-const SUSPECTS_PATH: &str = "/api/v1/suspects?";
 
 /// One Infinity answer as Infinity's backend parser frames it: rows keyed
 /// by column name (the column's text, or every key without columns).
@@ -824,15 +822,6 @@ async fn infinity_get(
         .unwrap_or_else(|e| panic!("{what}: GET {url}: {e}"));
     let status = r.status();
     let body = r.text().await.unwrap();
-    if status == reqwest::StatusCode::NOT_FOUND && url.starts_with(SUSPECTS_PATH) {
-        // The suspects endpoint is built on another branch: until it is
-        // merged, its 404 (and only its) is accepted as "no rows".
-        eprintln!("{what}: GET {url}: 404 accepted until /api/v1/suspects is merged");
-        return Frame {
-            rows: Vec::new(),
-            types: BTreeMap::new(),
-        };
-    }
     assert!(
         status.is_success(),
         "{what}: GET {url}: {status} (a query the API does not answer): {body}"
@@ -1078,9 +1067,6 @@ impl Live {
                 }
                 let url = interpolate(t["url"].as_str().unwrap(), vars, &self.times, Context::Url);
                 let frame = infinity_get(&self.client, &self.api, t, &url, &what).await;
-                if frame.rows.is_empty() && url.starts_with(SUSPECTS_PATH) {
-                    continue;
-                }
                 assert!(!frame.rows.is_empty(), "{what}: GET {url} answered no rows");
                 let format = t["format"].as_str().unwrap_or("table");
                 match (kind, format) {
@@ -1217,9 +1203,6 @@ impl Live {
             let url = interpolate(t["url"].as_str().unwrap(), vars, &self.times, Context::Url);
             let what = format!("{uid} [{scenario}] annotation {}", a["name"]);
             let frame = infinity_get(&self.client, &self.api, t, &url, &what).await;
-            if frame.rows.is_empty() && url.starts_with(SUSPECTS_PATH) {
-                continue;
-            }
             assert!(!frame.rows.is_empty(), "{what}: no annotations from {url}");
             assert!(
                 frame

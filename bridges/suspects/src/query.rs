@@ -950,6 +950,9 @@ async fn object_candidates(
             range,
             limit: cx.limits.max_changes,
             include_events: true,
+            // Status writes are evidence here (an HPA at its maximum, a
+            // Node's conditions, pods restarting): the model weighs them.
+            include_status: true,
         };
         let got = events.changes(&q).await?;
         if got.len() >= cx.limits.max_changes {
@@ -969,6 +972,9 @@ async fn object_candidates(
             range,
             limit: cx.limits.max_changes,
             include_events: true,
+            // Status writes are evidence here (an HPA at its maximum, a
+            // Node's conditions, pods restarting): the model weighs them.
+            include_status: true,
         };
         rows.extend(
             events
@@ -1153,6 +1159,7 @@ async fn pods_of(
         },
         limit: 50,
         include_events: false,
+        include_status: true,
     };
     let mut out: Vec<String> = Vec::new();
     for r in cx.store.events().changes(&q).await? {
