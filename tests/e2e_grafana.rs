@@ -799,7 +799,6 @@ fn select<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(v, |v, k| v.get(k))
 }
 
-
 /// One Infinity answer as Infinity's backend parser frames it: rows keyed
 /// by column name (the column's text, or every key without columns).
 struct Frame {

@@ -1876,8 +1876,18 @@ mod tests {
             (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
             ("localhost", "x", "")
         );
-        let a = sanitize("Deployment", &deployment("shop/payment:2.1", 3), &test_key()).unwrap();
-        let b = sanitize("Deployment", &deployment("other/payment:2.1", 3), &test_key()).unwrap();
+        let a = sanitize(
+            "Deployment",
+            &deployment("shop/payment:2.1", 3),
+            &test_key(),
+        )
+        .unwrap();
+        let b = sanitize(
+            "Deployment",
+            &deployment("other/payment:2.1", 3),
+            &test_key(),
+        )
+        .unwrap();
         let (sum, _) = summarize("Deployment", ChangeKind::Updated, Some(&a), &b, None, None);
         assert_eq!(
             sum,
