@@ -911,13 +911,14 @@ async fn object_candidates(
         }
     }
     // The nodes the symptom's pods ran on.
-    let mut nodes: BTreeSet<String> = BTreeSet::new();
+    // node → the nearest scope workload with a pod on it.
+    let mut nodes: BTreeMap<String, &InScope> = BTreeMap::new();
     let self_w = &scope[0];
     let pods = pods_of(cx, graph, &self_w.ns, &self_w.name, range.end_ms).await?;
     for p in pods.iter().take(10) {
         if let Some(o) = cx.object_at("Pod", &self_w.ns, p, range.end_ms).await? {
             if let Some(n) = o.pointer("/spec/nodeName").and_then(|v| v.as_str()) {
-                nodes.insert(n.to_string());
+                nodes.insert(n.to_string(), self_w);
             }
         }
     }
@@ -939,6 +940,32 @@ async fn object_candidates(
         .iter()
         .map(|w| ((w.ns.clone(), w.name.clone()), w))
         .collect();
+
+    // The nodes of every scope workload's pods, from kube-state-metrics.
+    for ns in &namespaces {
+        let mut m = vec![m_eq("__name__", "kube_pod_info"), m_eq("namespace", ns)];
+        if let Some(c) = cluster {
+            m.push(m_eq("cluster", c));
+        }
+        for s in cx.select(m).await? {
+            let (Some(pod), Some(node)) = (s.labels.get("pod"), s.labels.get("node")) else {
+                continue;
+            };
+            let w = workload_of_ref(&ObjectRef {
+                kind: "Pod".into(),
+                namespace: ns.to_string(),
+                name: pod.to_string(),
+                ..ObjectRef::default()
+            });
+            let Some(w) = w.and_then(|w| by_id.get(&(ns.to_string(), w)).copied()) else {
+                continue;
+            };
+            let e = nodes.entry(node.to_string()).or_insert(w);
+            if w.distance < e.distance {
+                *e = w;
+            }
+        }
+    }
 
     let mut rows: Vec<ChangeRow> = Vec::new();
     for ns in &namespaces {
@@ -975,7 +1002,7 @@ async fn object_candidates(
                 .changes(&q)
                 .await?
                 .into_iter()
-                .filter(|r| r.kind == "Node" && nodes.contains(&r.name)),
+                .filter(|r| r.kind == "Node" && nodes.contains_key(&r.name)),
         );
     }
     // Oldest first, so the object reads go to the earliest changes when capped.
@@ -989,7 +1016,7 @@ async fn object_candidates(
             }
             let reason = r.reason.clone().unwrap_or_default();
             let target = if r.kind == "Node" {
-                Some(self_w)
+                nodes.get(&r.name).copied()
             } else {
                 workload_of_ref(&ObjectRef {
                     kind: r.kind.clone(),
@@ -1101,10 +1128,11 @@ async fn object_candidates(
                 }
             }
             "Node" => {
-                let mut c = base_candidate(&r, self_w, Category::Node, r.summary.clone());
+                let w = nodes.get(&r.name).copied().unwrap_or(self_w);
+                let mut c = base_candidate(&r, w, Category::Node, r.summary.clone());
                 c.why.push(format!(
                     "pods of {}/{} ran on node {}",
-                    self_w.ns, self_w.name, r.name
+                    w.ns, w.name, r.name
                 ));
                 if let Some(o) = cx.object_at("Node", "", &r.name, r.at_ms).await? {
                     let facts = node_facts(&o);
