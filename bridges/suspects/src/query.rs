@@ -1211,7 +1211,16 @@ async fn dependency_candidates(
         range,
         limit: cx.limits.max_changes,
     };
-    let changes = cx.store.topology().dependency_changes(&q).await?;
+    let changes = match cx.store.topology().dependency_changes(&q).await {
+        Ok(c) => c,
+        Err(kube_insight_store::Error::LimitExceeded { what, limit }) => {
+            cx.cap(format!(
+                "{what}: more than {limit} in the window, none read"
+            ));
+            Vec::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
     if changes.len() >= cx.limits.max_changes {
         cx.cap(format!(
             "dependency changes: the first {} read",
