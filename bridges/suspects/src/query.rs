@@ -22,7 +22,7 @@ use kube_insight_store::{
     ChangeQuery, ChangeRow, DependencyQuery, LogQuery, LogRateQuery, LogSelector, Resolution,
     SelectQuery, Store,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tracing::debug;
 
 /// Default look-back.
@@ -500,9 +500,17 @@ fn scope_of(cx: &mut Ctx<'_>, graph: Option<&Graph>, ns: &str, name: &str) -> Ve
     }
     let mut seen: BTreeMap<&str, (usize, i8)> = BTreeMap::new();
     seen.insert(&self_id, (0, 2));
-    let mut queue: VecDeque<&str> = VecDeque::from([self_id.as_str()]);
+    // Nearest first, and at the same distance dependencies (downstream:
+    // a slow database explains a slow caller) before callers, so a capped
+    // scope keeps the dependency chain.
+    let rank_of = |dir: i8| match dir {
+        1 | 2 => 0u8,
+        0 => 1,
+        _ => 2,
+    };
+    let mut queue: BTreeSet<(usize, u8, &str)> = BTreeSet::from([(0, 0, self_id.as_str())]);
     let mut truncated = false;
-    while let Some(id) = queue.pop_front() {
+    while let Some((_, _, id)) = queue.pop_first() {
         let (d, dir) = seen[id];
         if d >= cx.limits.max_depth {
             continue;
@@ -524,7 +532,7 @@ fn scope_of(cx: &mut Ctx<'_>, graph: Option<&Graph>, ns: &str, name: &str) -> Ve
             // The path's direction: the same all along, or mixed (0).
             let pdir = if dir == 2 || dir == edir { edir } else { 0 };
             seen.insert(n, (d + 1, pdir));
-            queue.push_back(n);
+            queue.insert((d + 1, rank_of(pdir), n));
             let hops = if d + 1 == 1 {
                 "1 hop".to_string()
             } else {
