@@ -146,18 +146,7 @@ fn big_graph(rng: &mut StdRng) -> Graph {
         }
     }
     // The incident's namespace, wired into the big graph.
-    for w in ["frontend", "checkout", "payment"] {
-        g.add_node(Node::workload("shop", w, "Deployment"));
-    }
-    g.add_node(Node::workload("other", "ads", "Deployment"));
-    g.add_edge(Edge::new(
-        "shop/frontend",
-        "shop/checkout",
-        true,
-        true,
-        true,
-    ));
-    g.add_edge(Edge::new("shop/checkout", "shop/payment", true, true, true));
+    testkit::add_incident_graph(&mut g);
     for k in 0..6 {
         g.add_edge(Edge::new(&ids[k * 7], "shop/frontend", true, true, true));
         g.add_edge(Edge::new(
