@@ -22,7 +22,7 @@ use kube_insight_store::{
     ChangeQuery, ChangeRow, DependencyQuery, LogQuery, LogRateQuery, LogSelector, Resolution,
     SelectQuery, Store,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tracing::debug;
 
 /// Default look-back.
@@ -500,9 +500,17 @@ fn scope_of(cx: &mut Ctx<'_>, graph: Option<&Graph>, ns: &str, name: &str) -> Ve
     }
     let mut seen: BTreeMap<&str, (usize, i8)> = BTreeMap::new();
     seen.insert(&self_id, (0, 2));
-    let mut queue: VecDeque<&str> = VecDeque::from([self_id.as_str()]);
+    // Nearest first, and at the same distance dependencies (downstream:
+    // a slow database explains a slow caller) before callers, so a capped
+    // scope keeps the dependency chain.
+    let rank_of = |dir: i8| match dir {
+        1 | 2 => 0u8,
+        0 => 1,
+        _ => 2,
+    };
+    let mut queue: BTreeSet<(usize, u8, &str)> = BTreeSet::from([(0, 0, self_id.as_str())]);
     let mut truncated = false;
-    while let Some(id) = queue.pop_front() {
+    while let Some((_, _, id)) = queue.pop_first() {
         let (d, dir) = seen[id];
         if d >= cx.limits.max_depth {
             continue;
@@ -524,7 +532,7 @@ fn scope_of(cx: &mut Ctx<'_>, graph: Option<&Graph>, ns: &str, name: &str) -> Ve
             // The path's direction: the same all along, or mixed (0).
             let pdir = if dir == 2 || dir == edir { edir } else { 0 };
             seen.insert(n, (d + 1, pdir));
-            queue.push_back(n);
+            queue.insert((d + 1, rank_of(pdir), n));
             let hops = if d + 1 == 1 {
                 "1 hop".to_string()
             } else {
@@ -911,13 +919,14 @@ async fn object_candidates(
         }
     }
     // The nodes the symptom's pods ran on.
-    let mut nodes: BTreeSet<String> = BTreeSet::new();
+    // node → the nearest scope workload with a pod on it.
+    let mut nodes: BTreeMap<String, &InScope> = BTreeMap::new();
     let self_w = &scope[0];
     let pods = pods_of(cx, graph, &self_w.ns, &self_w.name, range.end_ms).await?;
     for p in pods.iter().take(10) {
         if let Some(o) = cx.object_at("Pod", &self_w.ns, p, range.end_ms).await? {
             if let Some(n) = o.pointer("/spec/nodeName").and_then(|v| v.as_str()) {
-                nodes.insert(n.to_string());
+                nodes.insert(n.to_string(), self_w);
             }
         }
     }
@@ -939,6 +948,32 @@ async fn object_candidates(
         .iter()
         .map(|w| ((w.ns.clone(), w.name.clone()), w))
         .collect();
+
+    // The nodes of every scope workload's pods, from kube-state-metrics.
+    for ns in &namespaces {
+        let mut m = vec![m_eq("__name__", "kube_pod_info"), m_eq("namespace", ns)];
+        if let Some(c) = cluster {
+            m.push(m_eq("cluster", c));
+        }
+        for s in cx.select(m).await? {
+            let (Some(pod), Some(node)) = (s.labels.get("pod"), s.labels.get("node")) else {
+                continue;
+            };
+            let w = workload_of_ref(&ObjectRef {
+                kind: "Pod".into(),
+                namespace: ns.to_string(),
+                name: pod.to_string(),
+                ..ObjectRef::default()
+            });
+            let Some(w) = w.and_then(|w| by_id.get(&(ns.to_string(), w)).copied()) else {
+                continue;
+            };
+            let e = nodes.entry(node.to_string()).or_insert(w);
+            if w.distance < e.distance {
+                *e = w;
+            }
+        }
+    }
 
     let mut rows: Vec<ChangeRow> = Vec::new();
     for ns in &namespaces {
@@ -981,7 +1016,7 @@ async fn object_candidates(
                 .changes(&q)
                 .await?
                 .into_iter()
-                .filter(|r| r.kind == "Node" && nodes.contains(&r.name)),
+                .filter(|r| r.kind == "Node" && nodes.contains_key(&r.name)),
         );
     }
     // Oldest first, so the object reads go to the earliest changes when capped.
@@ -995,7 +1030,7 @@ async fn object_candidates(
             }
             let reason = r.reason.clone().unwrap_or_default();
             let target = if r.kind == "Node" {
-                Some(self_w)
+                nodes.get(&r.name).copied()
             } else {
                 workload_of_ref(&ObjectRef {
                     kind: r.kind.clone(),
@@ -1107,10 +1142,11 @@ async fn object_candidates(
                 }
             }
             "Node" => {
-                let mut c = base_candidate(&r, self_w, Category::Node, r.summary.clone());
+                let w = nodes.get(&r.name).copied().unwrap_or(self_w);
+                let mut c = base_candidate(&r, w, Category::Node, r.summary.clone());
                 c.why.push(format!(
                     "pods of {}/{} ran on node {}",
-                    self_w.ns, self_w.name, r.name
+                    w.ns, w.name, r.name
                 ));
                 if let Some(o) = cx.object_at("Node", "", &r.name, r.at_ms).await? {
                     let facts = node_facts(&o);
@@ -1190,7 +1226,16 @@ async fn dependency_candidates(
         range,
         limit: cx.limits.max_changes,
     };
-    let changes = cx.store.topology().dependency_changes(&q).await?;
+    let changes = match cx.store.topology().dependency_changes(&q).await {
+        Ok(c) => c,
+        Err(kube_insight_store::Error::LimitExceeded { what, limit }) => {
+            cx.cap(format!(
+                "{what}: more than {limit} in the window, none read"
+            ));
+            Vec::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
     if changes.len() >= cx.limits.max_changes {
         cx.cap(format!(
             "dependency changes: the first {} read",

@@ -138,18 +138,13 @@ pub fn beyla_pod(p: PodTraffic<'_>, error_ratio: impl Fn(i64) -> f64) -> Vec<Tim
     ]
 }
 
-fn graph() -> Graph {
-    let mut g = Graph::default();
+/// Adds the incident's workloads and edges to `g` (the bench wires them
+/// into a large graph).
+pub fn add_incident_graph(g: &mut Graph) {
     for w in ["frontend", "checkout", "payment"] {
         g.add_node(Node::workload("shop", w, "Deployment"));
     }
     g.add_node(Node::workload("other", "ads", "Deployment"));
-    g.add_node(Node::pod(
-        "shop",
-        "frontend",
-        "Deployment",
-        "frontend-5d8f9c7b6-fe001",
-    ));
     g.add_edge(Edge::new(
         "shop/frontend",
         "shop/checkout",
@@ -158,6 +153,17 @@ fn graph() -> Graph {
         true,
     ));
     g.add_edge(Edge::new("shop/checkout", "shop/payment", true, true, true));
+}
+
+fn graph() -> Graph {
+    let mut g = Graph::default();
+    add_incident_graph(&mut g);
+    g.add_node(Node::pod(
+        "shop",
+        "frontend",
+        "Deployment",
+        "frontend-5d8f9c7b6-fe001",
+    ));
     g
 }
 
