@@ -338,9 +338,11 @@ async fn a_full_queue_is_429_with_retry_after_and_the_retry_is_stored_once() {
     let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let slow_body = lines(5, 1, "slow").into_bytes();
     let slow = tokio::spawn({
-        let (client, url) = (client.clone(), s.url.clone());
+        // Its own client: the pushes below never wait for, or share, its
+        // connection.
+        let url = s.url.clone();
         async move {
-            client
+            reqwest::Client::new()
                 .post(&url)
                 .bearer_auth(TOKEN_A)
                 .body(reqwest::Body::wrap_stream(stream))

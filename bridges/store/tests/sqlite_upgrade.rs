@@ -7,8 +7,10 @@
 //! The file is made by writing with this build, then putting the `series`
 //! table back into version 1's layout (its DDL verbatim, with the columns
 //! version 1 filled: fingerprint, name, namespace, pod, container) and the
-//! recorded version to 1. Every other table is unchanged between the two
-//! versions, so the result is the file version 1 would have left.
+//! recorded version to 1, and dropping `install_keys` (added by version 3,
+//! the secret-hash key). Every other table is unchanged since version 1, so
+//! the result is the file version 1 would have left; opening it runs every
+//! step since (1 → 2 → 3).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a panic is a failing test
 
@@ -80,6 +82,7 @@ fn downgrade_to_v1(path: &std::path::Path) {
            SELECT id, id * 7919, cluster, labels, 'container_memory_working_set_bytes', 'shop', 'api-' || id, 'api', first_ms, last_ms
            FROM series_v2;
          DROP TABLE series_v2;
+         DROP TABLE IF EXISTS install_keys;
          DELETE FROM schema_version;
          INSERT INTO schema_version (version) VALUES (1);",
     )
@@ -97,7 +100,7 @@ fn downgrade_to_v1(path: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_of_the_previous_schema_is_migrated_and_reads_back() {
-    assert_eq!(SCHEMA_VERSION, 2, "a new version: add its predecessor here");
+    assert_eq!(SCHEMA_VERSION, 3, "a new version: add its predecessor here");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("insight.db");
     let now = kube_insight_core::time::now_ms();
