@@ -62,34 +62,18 @@ async fn scripted_day_through_the_binary() {
         ),
     );
     mock.apply("nodes", node(false, "True", "2024-05-31T00:00:00Z"));
-    let kubeconfig = mock.kubeconfig(dir.path());
     let ki = KubeInsight::start(
         dir.path(),
-        &[
-            ("KUBE_INSIGHT_TARGETS", "events,api".to_string()),
-            ("KUBE_INSIGHT_CLUSTER", "prod".to_string()),
-            ("KUBE_INSIGHT_KUBECONFIG", kubeconfig.display().to_string()),
-            (
-                "KUBE_INSIGHT_EVENTS_KINDS",
-                "v1/Event,apps/v1/Deployment,v1/ConfigMap,v1/Node".to_string(),
-            ),
-        ],
+        &mock.collector_env(
+            dir.path(),
+            "v1/Event,apps/v1/Deployment,v1/ConfigMap,v1/Node",
+        ),
         None,
     )
     .await;
     // The baseline is listed before the script plays.
-    let m = mock.clone();
-    eventually("the initial lists", Duration::from_secs(30), move || {
-        let m = m.clone();
-        async move {
-            let r = m.requests();
-            ["deployments", "configmaps", "nodes", "events"]
-                .iter()
-                .all(|p| r.iter().any(|x| x.starts_with(&format!("WATCH {p} "))))
-                .then_some(())
-        }
-    })
-    .await;
+    mock.wait_watched(&["deployments", "configmaps", "nodes", "events"])
+        .await;
     // The day.
     mock.apply(
         "deployments",
@@ -238,8 +222,9 @@ async fn scripted_day_through_the_binary() {
         assert!(!all.contains(secret), "{secret} in an answer");
     }
     // The CLI reads the same store.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-insight"))
-        .args([
+    let text = cli(
+        dir.path(),
+        &[
             "get",
             "deploy/api",
             "-n",
@@ -248,22 +233,12 @@ async fn scripted_day_through_the_binary() {
             "2024-05-31T10:00:00Z",
             "-o",
             "yaml",
-        ])
-        .env(
-            "KUBE_INSIGHT_STORE",
-            format!("sqlite://{}/insight.db", dir.path().display()),
-        )
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     assert!(text.contains("image: registry/api:1.1"), "{text}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-insight"))
-        .args([
+    let text = cli(
+        dir.path(),
+        &[
             "diff",
             "deploy/api",
             "-n",
@@ -272,14 +247,8 @@ async fn scripted_day_through_the_binary() {
             "2024-05-31T07:00:00Z",
             "--to",
             "2024-05-31T13:00:00Z",
-        ])
-        .env(
-            "KUBE_INSIGHT_STORE",
-            format!("sqlite://{}/insight.db", dir.path().display()),
-        )
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+        ],
+    );
     assert!(
         text.contains("image registry/api:1.1 → registry/api:1.2")
             && text.contains("image registry/api:1.2 → registry/api:1.3"),

@@ -210,6 +210,45 @@ impl KubeMock {
         self.inner.lock().unwrap().requests.clone()
     }
 
+    /// The environment of a collector (targets `events,api`, cluster
+    /// `prod`) watching `kinds` (`KUBE_INSIGHT_EVENTS_KINDS`) on this
+    /// server, its kubeconfig written to `dir`. The events retention is a
+    /// century: the scripted objects are dated 2024, past the default 90 d
+    /// that a maintenance pass a minute in would apply.
+    pub fn collector_env(&self, dir: &std::path::Path, kinds: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("KUBE_INSIGHT_TARGETS", "events,api".to_string()),
+            ("KUBE_INSIGHT_CLUSTER", "prod".to_string()),
+            ("KUBE_INSIGHT_RETENTION_EVENTS", "36500d".to_string()),
+            (
+                "KUBE_INSIGHT_KUBECONFIG",
+                self.kubeconfig(dir).display().to_string(),
+            ),
+            ("KUBE_INSIGHT_EVENTS_KINDS", kinds.to_string()),
+        ]
+    }
+
+    /// Waits until every one of `plurals` is watched (listed, then the
+    /// watch opened): changes applied after it reach the watch as changes,
+    /// not as the state of a first list. Panics after 30 s.
+    pub async fn wait_watched(&self, plurals: &[&str]) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let r = self.requests();
+            if plurals
+                .iter()
+                .all(|p| r.iter().any(|x| x.starts_with(&format!("WATCH {p} "))))
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no watch of every one of {plurals:?} within 30 s; requests: {r:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn current_rv(&self) -> u64 {
         self.inner.lock().unwrap().rv
     }

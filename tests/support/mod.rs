@@ -339,3 +339,22 @@ pub fn normalise(data: &serde_json::Value, ignore: &[&str]) -> Vec<Series> {
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
+
+/// Runs `kube-insight ARGS` against the SQLite store of a collector run in
+/// `dir`; panics (with its stderr) unless it succeeds; returns its stdout.
+pub fn cli(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kube-insight"))
+        .args(args)
+        .env(
+            "KUBE_INSIGHT_STORE",
+            format!("sqlite://{}/insight.db", dir.display()),
+        )
+        .output()
+        .unwrap_or_else(|e| panic!("running kube-insight {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "kube-insight {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -138,7 +138,8 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageChange {
     pub container: String,
-    /// The image before, when the feed holds the previous rollout.
+    /// The image before: the previous rollout's, else the template's
+    /// state just before the head (from the store, in [`load`]).
     pub from: Option<ImageRef>,
     pub to: ImageRef,
 }
@@ -596,7 +597,39 @@ pub async fn load(store: &dyn EventStore, query: &ChangeQuery) -> Result<Vec<Fee
     }
     let mut items = group(rows, query.include_status);
     items.truncate(query.limit);
+    images_before(store, &mut items).await?;
     Ok(items)
+}
+
+/// The images a rollout replaced when no earlier rollout of its workload
+/// is in the range: the template just before its head, from the store.
+async fn images_before(store: &dyn EventStore, items: &mut [FeedItem]) -> Result<()> {
+    for item in items
+        .iter_mut()
+        .filter(|i| i.kind == FeedKind::Rollout && i.images.iter().any(|ic| ic.from.is_none()))
+    {
+        let h = &item.head;
+        let Some(prev) = store
+            .object_at(
+                Some(&h.cluster),
+                &h.kind,
+                &h.namespace,
+                &h.name,
+                h.at_ms.saturating_sub(1),
+            )
+            .await?
+        else {
+            continue;
+        };
+        let before = container_images(&prev.object);
+        for ic in item.images.iter_mut().filter(|ic| ic.from.is_none()) {
+            ic.from = before
+                .iter()
+                .find(|(c, _)| *c == ic.container)
+                .map(|(_, image)| ImageRef::parse(image));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

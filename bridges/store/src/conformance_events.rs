@@ -849,6 +849,31 @@ pub async fn changes_leave_out_status(s: DynEventStore) {
         .unwrap()
         .unwrap();
     assert_eq!(at.object.pointer("/status/updatedReplicas").unwrap(), 1);
+    // The feed's rollout names the image it replaced, though the previous
+    // state is a baseline (never a row of the feed).
+    let q = ChangeQuery {
+        include_status: false,
+        ..cquery()
+    };
+    let feed = crate::change_feed::load(s.as_ref(), &q).await.unwrap();
+    assert_eq!(feed.len(), 1, "{feed:?}");
+    let images: Vec<(Option<&str>, &str)> = feed[0]
+        .images
+        .iter()
+        .map(|ic| {
+            (
+                ic.from.as_ref().map(|f| f.reference.as_str()),
+                ic.to.reference.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        images,
+        [(
+            Some("registry.local/shop/payment:2.1"),
+            "registry.local/shop/payment:2.2"
+        )]
+    );
 }
 
 pub async fn deleted_in_gap_and_live_objects(s: DynEventStore) {
