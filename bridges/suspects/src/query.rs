@@ -1114,14 +1114,21 @@ async fn object_candidates(
                 }
             }
             "Service" | "NetworkPolicy" | "PodDisruptionBudget" | "HorizontalPodAutoscaler" => {
-                let t = if r.change == "deleted" {
-                    r.at_ms - 1
+                // Both sides of the change: a selector edited away from a
+                // workload selected it before (and the harm is that it no
+                // longer does), one edited onto it selects it after.
+                let before = cx
+                    .object_at(&r.kind, &r.namespace, &r.name, r.at_ms - 1)
+                    .await?;
+                let after = if r.change == "deleted" {
+                    None
                 } else {
-                    r.at_ms
+                    cx.object_at(&r.kind, &r.namespace, &r.name, r.at_ms)
+                        .await?
                 };
-                let Some(obj) = cx.object_at(&r.kind, &r.namespace, &r.name, t).await? else {
+                if before.is_none() && after.is_none() {
                     continue;
-                };
+                }
                 let cat = match r.kind.as_str() {
                     "Service" => Category::Service,
                     "NetworkPolicy" => Category::NetworkPolicy,
@@ -1133,11 +1140,29 @@ async fn object_candidates(
                     let Some(f) = data.get(&key).and_then(|d| d.facts.as_ref()) else {
                         continue;
                     };
-                    if selects(&r.kind, &obj, &w.name, &f.labels) != Some(true) {
-                        continue;
-                    }
+                    let sel = |o: &Option<serde_json::Value>| {
+                        o.as_ref()
+                            .and_then(|o| selects(&r.kind, o, &w.name, &f.labels))
+                            == Some(true)
+                    };
+                    let why = match (sel(&before), sel(&after)) {
+                        (false, false) => continue,
+                        (true, false) if after.is_some() => {
+                            format!(
+                                "{} {} selected {key} before this change, and no longer does",
+                                r.kind, r.name
+                            )
+                        }
+                        (true, false) => {
+                            format!("{} {} selected {key} until it was deleted", r.kind, r.name)
+                        }
+                        (false, true) if before.is_some() => {
+                            format!("{} {} selects {key} since this change", r.kind, r.name)
+                        }
+                        _ => format!("{} {} selects {key}", r.kind, r.name),
+                    };
                     let mut c = base_candidate(&r, w, cat, r.summary.clone());
-                    c.why.push(format!("{} {} selects {key}", r.kind, r.name));
+                    c.why.push(why);
                     out.push(c);
                 }
             }
