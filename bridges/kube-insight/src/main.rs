@@ -4,6 +4,7 @@ mod cli;
 mod config;
 mod demo_cmd;
 mod events_cmd;
+mod remote;
 mod run;
 mod suspects_cmd;
 mod targets;
