@@ -72,6 +72,9 @@ pub enum Command {
     /// Print the effective configuration (flags > env > defaults), secrets masked.
     Config(Box<RunSettings>),
     /// Show an object as it was at a time: `get deploy/api -n shop --at 2024-05-31T16:00:00Z -o yaml`.
+    #[command(
+        after_help = "Examples:\n  kube-insight get deploy/api -n shop --at 2024-05-31T16:00:00Z -o yaml\n  kube-insight get deploy/api -n shop --at now-1h --server http://kube-insight:8080 --token \"$TOKEN\""
+    )]
     Get(Box<crate::events_cmd::GetArgs>),
     /// What changed in an object between two times: `diff deploy/api -n shop --from T1 --to T2`.
     Diff(Box<crate::events_cmd::DiffArgs>),

@@ -103,6 +103,8 @@ pub struct GetArgs {
     #[arg(long)]
     pub cluster: Option<String>,
     #[command(flatten)]
+    pub server: crate::remote::ServerArgs,
+    #[command(flatten)]
     pub store: StoreSettings,
 }
 
@@ -162,6 +164,16 @@ async fn at(
 }
 
 /// The text `get` prints.
+/// What `get` shows, from the store or from the server's `/api/v1/objects`.
+pub struct ObjectView {
+    pub kind: String,
+    pub name: String,
+    pub version_ms: i64,
+    pub resource_version: String,
+    pub manager: Option<String>,
+    pub object: serde_json::Value,
+}
+
 pub async fn get_text(store: &dyn EventStore, args: &GetArgs) -> Result<String> {
     let (kind, name) = split_object(&args.object)?;
     let t = time_arg("at", &args.at)?;
@@ -181,7 +193,51 @@ pub async fn get_text(store: &dyn EventStore, args: &GetArgs) -> Result<String> 
             format_rfc3339_ms(t)
         );
     };
-    match args.output.as_str() {
+    let view = ObjectView {
+        kind: o.kind.clone(),
+        name: o.name.clone(),
+        version_ms: o.version_ms,
+        resource_version: o.resource_version.clone(),
+        manager: o.manager.clone(),
+        object: o.object.clone(),
+    };
+    render_get(&view, t, &args.output)
+}
+
+/// `get` through the server's `GET /api/v1/objects/{kind}/{namespace}/{name}?at=`.
+pub async fn get_text_remote(client: &crate::remote::Client, args: &GetArgs) -> Result<String> {
+    let (kind, name) = split_object(&args.object)?;
+    let t = time_arg("at", &args.at)?;
+    let ns = if args.namespace.is_empty() {
+        "_".to_string()
+    } else {
+        args.namespace.clone()
+    };
+    let mut q = vec![("at", t.to_string())];
+    if let Some(c) = &args.cluster {
+        q.push(("cluster", c.clone()));
+    }
+    let v: serde_json::Value = client
+        .get_json(&format!("api/v1/objects/{kind}/{ns}/{name}"), &q)
+        .await?;
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let version_ms = s("version_time")
+        .and_then(|x| parse_time_ms(&x).ok())
+        .unwrap_or(t);
+    let view = ObjectView {
+        kind: s("kind").unwrap_or(kind),
+        name: s("name").unwrap_or(name),
+        version_ms,
+        resource_version: s("resource_version").unwrap_or_default(),
+        manager: s("who"),
+        object: v.get("object").cloned().unwrap_or(serde_json::Value::Null),
+    };
+    render_get(&view, t, &args.output)
+}
+
+/// The one renderer of `get` (yaml with a header line, or json).
+pub fn render_get(o: &ObjectView, t: i64, output: &str) -> Result<String> {
+    match output {
         "yaml" => Ok(format!(
             "# {}/{} as it was at {} (version of {}, resourceVersion {}{})\n{}",
             o.kind,
@@ -314,6 +370,10 @@ pub fn line_diff(a: &str, b: &str) -> String {
 
 /// Runs `get` (for `cli.rs`).
 pub async fn run_get(args: GetArgs) -> Result<()> {
+    if let Some(client) = args.server.client()? {
+        print!("{}", get_text_remote(&client, &args).await?);
+        return Ok(());
+    }
     args.store.validate()?;
     let store = open_event_store(&args.store).await?;
     print!("{}", get_text(store.as_ref(), &args).await?);
@@ -389,6 +449,7 @@ mod tests {
             .await
             .unwrap();
         let get = GetArgs {
+            server: Default::default(),
             object: "deploy/api".into(),
             namespace: "shop".into(),
             at: "2024-05-31T16:00:30Z".into(),
@@ -405,6 +466,7 @@ mod tests {
         let json = get_text(
             store.as_ref(),
             &GetArgs {
+                server: Default::default(),
                 output: "json".into(),
                 ..get.clone()
             },
@@ -418,6 +480,7 @@ mod tests {
         let e = get_text(
             store.as_ref(),
             &GetArgs {
+                server: Default::default(),
                 at: "2024-05-31T15:00:00Z".into(),
                 ..get.clone()
             },
@@ -429,6 +492,7 @@ mod tests {
         assert!(get_text(
             store.as_ref(),
             &GetArgs {
+                server: Default::default(),
                 object: "api".into(),
                 ..get.clone()
             }
