@@ -17,6 +17,7 @@ pub mod auth;
 pub mod fluent_bit;
 pub mod kube_eventer;
 pub mod kube_watch;
+pub mod leader;
 pub mod metrics;
 pub mod prometheus;
 pub mod pull;
