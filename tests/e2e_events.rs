@@ -236,6 +236,44 @@ async fn scripted_day_through_the_binary() {
         ],
     );
     assert!(text.contains("image: registry/api:1.1"), "{text}");
+    // The same answer through the server's API (`--server`), in both outputs.
+    for output in ["yaml", "json"] {
+        let args = [
+            "get",
+            "deploy/api",
+            "-n",
+            "shop",
+            "--at",
+            "2024-05-31T10:00:00Z",
+            "-o",
+            output,
+        ];
+        let local = cli(dir.path(), &args);
+        let mut remote_args = args.to_vec();
+        remote_args.extend(["--server", ki.api.as_str()]);
+        let remote = cli(dir.path(), &remote_args);
+        assert_eq!(
+            remote, local,
+            "get -o {output}: --server differs from --store"
+        );
+    }
+    // A server that is not there: a non-zero exit naming the URL.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-insight"))
+        .args([
+            "get",
+            "deploy/api",
+            "-n",
+            "shop",
+            "--server",
+            "http://127.0.0.1:9",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("127.0.0.1:9"),
+        "{err}"
+    );
     let text = cli(
         dir.path(),
         &[

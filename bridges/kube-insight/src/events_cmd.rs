@@ -163,7 +163,6 @@ async fn at(
         .with_context(|| format!("reading {kind}/{name} at {}", format_rfc3339_ms(t)))
 }
 
-/// The text `get` prints.
 /// What `get` shows, from the store or from the server's `/api/v1/objects`.
 pub struct ObjectView {
     pub kind: String,
@@ -174,6 +173,7 @@ pub struct ObjectView {
     pub object: serde_json::Value,
 }
 
+/// The text `get` prints, from the store.
 pub async fn get_text(store: &dyn EventStore, args: &GetArgs) -> Result<String> {
     let (kind, name) = split_object(&args.object)?;
     let t = time_arg("at", &args.at)?;

@@ -5,7 +5,6 @@
 //!
 //! `--server URL` (env `KUBE_INSIGHT_SERVER`) and `--token` (env
 //! `KUBE_INSIGHT_API_TOKEN`) are the flags of [`ServerArgs`].
-#![allow(dead_code)] // the commands adopt it one by one
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
