@@ -221,22 +221,8 @@ async fn scripted_day_through_the_binary() {
     ] {
         assert!(!all.contains(secret), "{secret} in an answer");
     }
-    // The CLI reads the same store.
-    let text = cli(
-        dir.path(),
-        &[
-            "get",
-            "deploy/api",
-            "-n",
-            "shop",
-            "--at",
-            "2024-05-31T10:00:00Z",
-            "-o",
-            "yaml",
-        ],
-    );
-    assert!(text.contains("image: registry/api:1.1"), "{text}");
-    // The same answer through the server's API (`--server`), in both outputs.
+    // The CLI reads the same store, and the server's API (`--server`)
+    // gives the same answer, in both outputs.
     for output in ["yaml", "json"] {
         let args = [
             "get",
@@ -249,6 +235,7 @@ async fn scripted_day_through_the_binary() {
             output,
         ];
         let local = cli(dir.path(), &args);
+        assert!(local.contains("registry/api:1.1"), "{local}");
         let mut remote_args = args.to_vec();
         remote_args.extend(["--server", ki.api.as_str()]);
         let remote = cli(dir.path(), &remote_args);

@@ -659,8 +659,10 @@
     const cont = sel.container ? `, container="${sel.container}"` : `, container!="", container!="POD"`;
     const rate = `[${Math.max(60, step * 4)}s]`;
 
-    // Changes (for chart markers and the timeline) load first.
-    const changes = await KI.api("/api/v1/changes", { cluster, namespace: sel.namespace, workload: sel.workload, from: at - 24 * HOUR, to: at, limit: 300 }, { signal }).catch(() => []);
+    // Changes (for chart markers and the timeline) load first: the week
+    // before T, so that the last rollout shows even when it was days ago
+    // (newest first, at most 300).
+    const changes = await KI.api("/api/v1/changes", { cluster, namespace: sel.namespace, workload: sel.workload, from: at - 7 * 24 * HOUR, to: at, limit: 300 }, { signal }).catch(() => []);
     const markers = (changes || []).filter((c) => c.category !== "event").map((c) => ({ time: KI.parseTime(c.time), label: c.summary, kind: c.category }));
     const range = { from, to, step, at, markers };
     const by = sel.container ? () => sel.container : (m) => (sel.pod ? m.container || sel.pod : m.pod || "all");
