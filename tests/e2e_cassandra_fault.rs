@@ -24,9 +24,9 @@ mod support;
 
 use kube_insight_core::{Labels, Matcher, Sample, TimeRange, TimeSeries};
 use kube_insight_sources::prometheus::remote_write::encode;
-use kube_insight_store::cassandra::config::CassandraConfig;
-use kube_insight_store::cassandra::session::Db;
 use kube_insight_store::{CassandraAuth, Resolution, SelectQuery, StoreOptions};
+use kube_insight_store_cassandra::config::CassandraConfig;
+use kube_insight_store_cassandra::session::Db;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -253,7 +253,7 @@ async fn cassandra_outage_mid_ingest_answers_503_and_loses_nothing() {
     eprintln!("refused pushes: {refused}; ingest resumed {resumed_after:?} after the cut");
 
     // Everything accepted is stored, once.
-    let store = kube_insight_store::open(
+    let store = kube_insight_store_cassandra::open(
         &format!("cassandra://{host}/{keyspace}"),
         StoreOptions::default(),
     )

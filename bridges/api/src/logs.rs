@@ -328,8 +328,8 @@ mod tests {
 
     use super::*;
     use kube_insight_core::log::{LogRecord, LogStreamKey, LogStreamMeta};
-    use kube_insight_store::sqlite::logs::SqliteLogStore;
     use kube_insight_store::{LogBatch, LogStreamBatch, StoreOptions};
+    use kube_insight_store_sqlite::logs::SqliteLogStore;
     use tower::ServiceExt;
 
     const MS: i64 = 1_000_000;

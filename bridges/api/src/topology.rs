@@ -429,8 +429,8 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use kube_insight_store::conformance_topology::sample;
-    use kube_insight_store::sqlite::topology::SqliteTopologyStore;
     use kube_insight_store::{StoreOptions, TopologyStore};
+    use kube_insight_store_sqlite::topology::SqliteTopologyStore;
     use tower::ServiceExt;
 
     const T0: i64 = 1_764_000_000_000;

@@ -27,9 +27,10 @@ async fn filled_store() -> (DynStore, tempfile::TempDir) {
         },
         ..Default::default()
     };
-    let store = kube_insight_store::open(&format!("sqlite://{}/a.db", dir.path().display()), opts)
-        .await
-        .unwrap();
+    let store =
+        kube_insight_store_sqlite::open(&format!("sqlite://{}/a.db", dir.path().display()), opts)
+            .await
+            .unwrap();
     for (text, ts) in [(FEDERATE, 0), (KSM, KSM_TS)] {
         let (series, report) = parse_to_series(text, ts);
         assert!(report.is_clean(), "{:?}", report.errors);

@@ -11,8 +11,8 @@ use kube_insight_core::event::{
     gitops_of, managers_of, parse_event, sanitize, ChangeKind, EventOrigin,
 };
 use kube_insight_store::conformance_events::raw_deployment;
-use kube_insight_store::sqlite::events::SqliteEventStore;
 use kube_insight_store::{EventStore, ObjectWrite, StoreOptions};
+use kube_insight_store_sqlite::events::SqliteEventStore;
 use serde_json::Value;
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -209,8 +209,8 @@ async fn objects_at_before_at_between_and_no_secrets() {
 /// the dependency changes merged into `/api/v1/changes`.
 async fn app_with_topology() -> (Router, tempfile::TempDir, Vec<Value>) {
     use kube_insight_store::conformance_topology::sample;
-    use kube_insight_store::sqlite::topology::SqliteTopologyStore;
     use kube_insight_store::{DependencyQuery, DynTopologyStore, TopologyStore};
+    use kube_insight_store_sqlite::topology::SqliteTopologyStore;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("insight.db");
     let events = Arc::new(

@@ -293,7 +293,7 @@ async fn open(dir: &std::path::Path) -> DynStore {
         },
         ..Default::default()
     };
-    kube_insight_store::open(&url, opts)
+    kube_insight_store_sqlite::open(&url, opts)
         .await
         .expect("open store")
 }

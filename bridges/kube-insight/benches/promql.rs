@@ -494,7 +494,7 @@ async fn load_ours(
         },
         ..Default::default()
     };
-    let store: DynStore = kube_insight_store::open(&url, opts)
+    let store: DynStore = kube_insight_store_sqlite::open(&url, opts)
         .await
         .expect("open store");
     let (d1c, d2c) = (d1.clone(), d2.clone());

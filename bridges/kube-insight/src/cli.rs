@@ -130,7 +130,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             store.validate()?;
             crate::run::init_logging("text");
             runtime()?.block_on(async move {
-                let s = kube_insight_store::open_for_schema_apply(&store.store, store.options())
+                let s = crate::store_open::open_for_schema_apply(&store.store, store.options())
                     .await
                     .with_context(|| format!("opening the store {}", store.store))?;
                 let v = s.apply_schema().await.context("applying the schema")?;
@@ -141,7 +141,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Schema(SchemaCommand::Check(store)) => {
             store.validate()?;
             runtime()?.block_on(async move {
-                let s = kube_insight_store::open(&store.store, store.options())
+                let s = crate::store_open::open(&store.store, store.options())
                     .await
                     .with_context(|| format!("opening the store {}", store.store))?;
                 let v = s.check_schema().await?;

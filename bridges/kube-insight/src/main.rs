@@ -6,6 +6,7 @@ mod demo_cmd;
 mod events_cmd;
 mod remote;
 mod run;
+mod store_open;
 mod suspects_cmd;
 mod targets;
 mod topology_cmd;

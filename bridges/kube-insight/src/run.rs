@@ -302,8 +302,7 @@ async fn open_store(settings: &RunSettings) -> Result<DynStore> {
     let shared = settings.store.store.starts_with("cassandra://");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     let store = loop {
-        let opened =
-            kube_insight_store::open(&settings.store.store, settings.store.options()).await;
+        let opened = crate::store_open::open(&settings.store.store, settings.store.options()).await;
         match opened {
             Ok(s) => break s,
             Err(

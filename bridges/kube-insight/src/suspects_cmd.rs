@@ -116,7 +116,7 @@ pub async fn run(args: SuspectsArgs) -> Result<String> {
     if args.output != "table" && args.output != "json" {
         bail!("-o {:?}: use table or json", args.output);
     }
-    let store = kube_insight_store::open(&args.store.store, args.store.options())
+    let store = crate::store_open::open(&args.store.store, args.store.options())
         .await
         .with_context(|| format!("opening the store {}", args.store.store))?;
     let a = suspects(store.as_ref(), &q, &Limits::default())

@@ -12,8 +12,8 @@ use kube_insight_core::topology::{
 };
 use kube_insight_sources::pull;
 use kube_insight_sources::topology::{TopologyConfig, TopologySource};
-use kube_insight_store::sqlite::topology::SqliteTopologyStore;
 use kube_insight_store::{DynStore, DynTopologyStore, StoreOptions, StoreUrl};
+use kube_insight_store_sqlite::topology::SqliteTopologyStore;
 use kube_insight_telemetry::Telemetry;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -30,8 +30,8 @@ use kube_insight_core::TimeRange;
 use kube_insight_sources::fluent_bit::FluentBitSource;
 use kube_insight_sources::push::{mount, PushLimits};
 use kube_insight_sources::TokenMap;
-use kube_insight_store::sqlite::logs::SqliteLogStore;
 use kube_insight_store::{LogBatch, LogQuery, LogSelector, LogStore, LogStreamBatch, StoreOptions};
+use kube_insight_store_sqlite::logs::SqliteLogStore;
 use kube_insight_telemetry::Telemetry;
 use std::io::Write;
 use std::sync::Arc;
@@ -358,7 +358,7 @@ async fn run(quick: bool) {
     // 4. Disk, before and after the hour is finalised.
     // Every body posted (phases 1-3).
     let (all_raw, all_log) = (raw_total as f64, log_total as f64);
-    let report = |label: &str, u: &kube_insight_store::sqlite::logs::LogDiskUsage| {
+    let report = |label: &str, u: &kube_insight_store_sqlite::logs::LogDiskUsage| {
         let used = u.log_table_bytes.unwrap_or(u.file_bytes - u.free_bytes) as f64;
         println!(
             "  disk {label}: log tables {:.1} MB = {:.3} x raw body, {:.2} x log field; blocks {:.1} MB for {:.1} MB raw ({:.1}x); file {:.1} MB ({:.1} MB free), wal {:.1} MB",

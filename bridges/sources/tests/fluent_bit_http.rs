@@ -14,8 +14,8 @@ use kube_insight_core::TimeRange;
 use kube_insight_sources::fluent_bit::FluentBitSource;
 use kube_insight_sources::push::{mount, PushLimits};
 use kube_insight_sources::TokenMap;
-use kube_insight_store::sqlite::logs::{SqliteLogConfig, SqliteLogStore};
 use kube_insight_store::{LogQuery, LogRow, LogSelector, LogStore, StoreOptions};
+use kube_insight_store_sqlite::logs::{SqliteLogConfig, SqliteLogStore};
 use kube_insight_telemetry::Telemetry;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -401,7 +401,7 @@ async fn a_full_queue_is_429_with_retry_after_and_the_retry_is_stored_once() {
 /// A log store whose writes fail while `failing` is set, with the given
 /// error; otherwise it is the real SQLite store. (The real store's
 /// all-or-nothing transaction under a failure part-way through a batch is
-/// tested in `store/tests/logs_sqlite.rs` with an injected SQLite trigger.)
+/// tested in `store-sqlite/tests/logs_sqlite.rs` with an injected SQLite trigger.)
 struct Flaky {
     inner: Arc<SqliteLogStore>,
     failing: std::sync::atomic::AtomicBool,

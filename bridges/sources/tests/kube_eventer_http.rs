@@ -10,8 +10,8 @@ use kube_insight_core::TimeRange;
 use kube_insight_sources::kube_eventer::KubeEventerSource;
 use kube_insight_sources::push::{mount, PushLimits};
 use kube_insight_sources::TokenMap;
-use kube_insight_store::sqlite::events::SqliteEventStore;
 use kube_insight_store::{EventQuery, EventStore, StoreOptions};
+use kube_insight_store_sqlite::events::SqliteEventStore;
 use kube_insight_telemetry::Telemetry;
 use std::sync::Arc;
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 /// What the tree needs of one series (absent labels are "").
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct EntitySeries<'a> {
+pub struct EntitySeries<'a> {
     /// The cluster the series was written for.
     pub cluster: &'a str,
     pub name: &'a str,
@@ -73,7 +73,7 @@ fn put_owner<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Owner>, key: K, o: Ow
 /// - `cluster`/`namespace` filter the rows (a namespace filter drops
 ///   cluster-level rows). More rows than `limit` is [`Error::LimitExceeded`].
 /// - Sorted by cluster, namespace, workload kind, workload, pod, container.
-pub(crate) fn build<'a>(
+pub fn build<'a>(
     series: impl Iterator<Item = EntitySeries<'a>>,
     q: &EntityQuery,
 ) -> Result<Vec<Entity>> {

@@ -19,8 +19,10 @@ pub enum Error {
     #[error("sqlite store {path}: {source}")]
     Sqlite {
         path: String,
+        /// The backend's error (`rusqlite::Error`); boxed so this crate
+        /// does not depend on the backend.
         #[source]
-        source: rusqlite::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("cassandra store: {0}")]
     Cassandra(String),

@@ -1,26 +1,29 @@
-//! The storage layer: the [`Store`] trait, its backends, and the conformance
-//! suite that every backend passes with the same answers.
+//! The storage layer's contract: the [`Store`] trait, the codecs every
+//! backend shares, the change model, and the conformance suites that every
+//! backend passes with the same answers.
 //!
-//! Backends:
-//! - [`sqlite`]: the embedded default, one node (`sqlite:///path/insight.db`).
-//! - [`cassandra`]: scale-out (`cassandra://host:9042/keyspace`).
+//! The backends are their own crates (as `kube-client` is to `kube-core`):
+//! - `kube-insight-store-sqlite`: the embedded default, one node
+//!   (`sqlite:///path/insight.db`);
+//! - `kube-insight-store-cassandra`: scale-out (`cassandra://host:9042/keyspace`).
+//!
+//! A build that needs only one backend compiles only that one.
 //!
 //! The trait is split by signal ([`MetricStore`], …) so each signal's
 //! contract reads on its own; [`Store`] is the whole.
 
-pub mod cassandra;
 pub mod change_feed;
 pub mod chunk;
-mod entity_tree;
+pub mod codec;
+pub mod entity_tree;
 pub mod error;
-mod event_codec;
+pub mod event_codec;
 pub mod events;
-mod log_block;
+pub mod log_block;
 pub mod logs;
 pub mod metrics;
 pub mod options;
 pub mod series_cap;
-pub mod sqlite;
 pub mod topology;
 pub mod url;
 
@@ -119,38 +122,3 @@ pub trait Store: MetricStore + Send + Sync + 'static {
 }
 
 pub type DynStore = Arc<dyn Store>;
-
-/// Opens the store named by a URL (`KUBE_INSIGHT_STORE`). The embedded
-/// store applies its schema itself; a cassandra keyspace must have been set
-/// up by `kube-insight schema apply` ([`open_for_schema_apply`]).
-pub async fn open(url: &str, options: StoreOptions) -> Result<DynStore> {
-    open_with(url, options, false).await
-}
-
-/// Opens the store for `kube-insight schema apply`: a cassandra keyspace
-/// and its tables are created first, under the schema lock.
-pub async fn open_for_schema_apply(url: &str, options: StoreOptions) -> Result<DynStore> {
-    open_with(url, options, true).await
-}
-
-async fn open_with(url: &str, options: StoreOptions, apply: bool) -> Result<DynStore> {
-    match StoreUrl::parse(url)? {
-        StoreUrl::Sqlite { path } => Ok(Arc::new(sqlite::SqliteStore::open(&path, options).await?)),
-        StoreUrl::Cassandra {
-            hosts,
-            keyspace,
-            params,
-        } => {
-            let config = cassandra::config::CassandraConfig::from_url(
-                url,
-                hosts,
-                keyspace,
-                &params,
-                options.cassandra.clone(),
-            )?;
-            Ok(Arc::new(
-                cassandra::CassandraStore::open(config, options, apply).await?,
-            ))
-        }
-    }
-}

@@ -13,22 +13,22 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::future::Future;
 
 /// Level slots in a block's counts: 0 = no level, then [`Level::code`].
-pub(crate) const LEVEL_SLOTS: usize = 7;
+pub const LEVEL_SLOTS: usize = 7;
 
-pub(crate) const BLOCK_VERSION: u8 = 1;
-pub(crate) const CODEC_RAW: u8 = 0;
-pub(crate) const CODEC_ZSTD: u8 = 1;
+pub const BLOCK_VERSION: u8 = 1;
+pub const CODEC_RAW: u8 = 0;
+pub const CODEC_ZSTD: u8 = 1;
 /// A frame larger than this when decompressed is corrupt.
-pub(crate) const MAX_FRAME_BYTES: usize = 1 << 30;
+pub const MAX_FRAME_BYTES: usize = 1 << 30;
 
-pub(crate) const FLAG_STDERR: u8 = 1;
-pub(crate) const FLAG_PARTIAL: u8 = 2;
-pub(crate) const FLAG_TRUNCATED: u8 = 4;
-pub(crate) const LEVEL_SHIFT: u8 = 3;
+pub const FLAG_STDERR: u8 = 1;
+pub const FLAG_PARTIAL: u8 = 2;
+pub const FLAG_TRUNCATED: u8 = 4;
+pub const LEVEL_SHIFT: u8 = 3;
 
 /// One record as the codec sees it.
 #[derive(Clone, Copy)]
-pub(crate) struct RecView<'a> {
+pub struct RecView<'a> {
     pub ts: i64,
     pub flags: u8,
     pub line: &'a [u8],
@@ -36,7 +36,7 @@ pub(crate) struct RecView<'a> {
 }
 
 impl<'a> RecView<'a> {
-    pub(crate) fn of(r: &'a LogRecord) -> Self {
+    pub fn of(r: &'a LogRecord) -> Self {
         let mut flags = r.level.map_or(0, Level::code) << LEVEL_SHIFT;
         if r.stream == StdStream::Stderr {
             flags |= FLAG_STDERR;
@@ -56,12 +56,12 @@ impl<'a> RecView<'a> {
     }
 }
 
-pub(crate) fn level_slot(flags: u8) -> usize {
+pub fn level_slot(flags: u8) -> usize {
     usize::from((flags >> LEVEL_SHIFT) & 7).min(LEVEL_SLOTS - 1)
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct BlockStats {
+pub struct BlockStats {
     pub min_ns: i64,
     pub max_ns: i64,
     pub count: usize,
@@ -70,12 +70,12 @@ pub(crate) struct BlockStats {
 }
 
 impl BlockStats {
-    pub(crate) fn levels_blob(&self) -> Vec<u8> {
+    pub fn levels_blob(&self) -> Vec<u8> {
         self.levels.iter().flat_map(|c| c.to_le_bytes()).collect()
     }
 }
 
-pub(crate) fn levels_from_blob(b: &[u8]) -> [u32; LEVEL_SLOTS] {
+pub fn levels_from_blob(b: &[u8]) -> [u32; LEVEL_SLOTS] {
     let mut out = [0u32; LEVEL_SLOTS];
     for (o, c) in out.iter_mut().zip(b.chunks_exact(4)) {
         *o = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
@@ -83,7 +83,7 @@ pub(crate) fn levels_from_blob(b: &[u8]) -> [u32; LEVEL_SLOTS] {
     out
 }
 
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -91,7 +91,7 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-pub(crate) fn get_varint(b: &[u8], at: &mut usize) -> Result<u64> {
+pub fn get_varint(b: &[u8], at: &mut usize) -> Result<u64> {
     let mut v = 0u64;
     let mut shift = 0;
     loop {
@@ -110,11 +110,11 @@ pub(crate) fn get_varint(b: &[u8], at: &mut usize) -> Result<u64> {
     }
 }
 
-pub(crate) fn corrupt(what: &str) -> Error {
+pub fn corrupt(what: &str) -> Error {
     Error::Corrupt(format!("log block: {what}"))
 }
 
-pub(crate) fn put_frame(
+pub fn put_frame(
     out: &mut Vec<u8>,
     raw: &[u8],
     zstd: Option<&mut zstd::bulk::Compressor<'static>>,
@@ -136,7 +136,7 @@ pub(crate) fn put_frame(
     out.extend_from_slice(raw);
 }
 
-pub(crate) fn get_frame<'a>(b: &'a [u8], at: &mut usize) -> Result<std::borrow::Cow<'a, [u8]>> {
+pub fn get_frame<'a>(b: &'a [u8], at: &mut usize) -> Result<std::borrow::Cow<'a, [u8]>> {
     let codec = *b.get(*at).ok_or_else(|| corrupt("missing frame"))?;
     *at += 1;
     let raw_len = get_varint(b, at)? as usize;
@@ -165,7 +165,7 @@ pub(crate) fn get_frame<'a>(b: &'a [u8], at: &mut usize) -> Result<std::borrow::
 }
 
 /// Encodes records (sorted by time) into a block.
-pub(crate) fn encode_block(
+pub fn encode_block(
     recs: &[RecView<'_>],
     zstd: Option<&mut zstd::bulk::Compressor<'static>>,
 ) -> (Vec<u8>, BlockStats) {
@@ -220,7 +220,7 @@ pub(crate) fn encode_block(
 /// A decoded block: columns, and the text with line `i` at
 /// `text[line_bounds[i]..line_bounds[i + 1]]`.
 #[derive(Default)]
-pub(crate) struct Block {
+pub struct Block {
     pub ts: Vec<i64>,
     pub flags: Vec<u8>,
     pub line_bounds: Vec<usize>,
@@ -230,7 +230,7 @@ pub(crate) struct Block {
 }
 
 /// Decodes a block; the text frame only when `with_text`.
-pub(crate) fn decode_block(data: &[u8], with_text: bool) -> Result<Block> {
+pub fn decode_block(data: &[u8], with_text: bool) -> Result<Block> {
     if data.first() != Some(&BLOCK_VERSION) {
         return Err(corrupt("unknown block version"));
     }
@@ -284,7 +284,7 @@ pub(crate) fn decode_block(data: &[u8], with_text: bool) -> Result<Block> {
 }
 
 impl Block {
-    pub(crate) fn view(&self, i: usize) -> RecView<'_> {
+    pub fn view(&self, i: usize) -> RecView<'_> {
         RecView {
             ts: self.ts[i],
             flags: self.flags[i],
@@ -293,7 +293,7 @@ impl Block {
         }
     }
 
-    pub(crate) fn record(&self, i: usize) -> LogRecord {
+    pub fn record(&self, i: usize) -> LogRecord {
         let v = self.view(i);
         LogRecord {
             timestamp_ns: v.ts,
@@ -315,14 +315,14 @@ impl Block {
 // Read path
 
 /// A stream a read covers.
-pub(crate) struct ReadStream {
+pub struct ReadStream {
     pub hash: u64,
     pub key: LogStreamKey,
     pub workload: Option<String>,
 }
 
 /// A block that may hold matching records; `id` is the backend's key.
-pub(crate) struct Candidate<I> {
+pub struct Candidate<I> {
     pub id: I,
     /// Index into the read's streams.
     pub stream: usize,
@@ -333,20 +333,20 @@ pub(crate) struct Candidate<I> {
 }
 
 /// Whether a block's level counts have a record the mask keeps.
-pub(crate) fn has_levels(levels_blob: &[u8], mask: &[bool; LEVEL_SLOTS]) -> bool {
+pub fn has_levels(levels_blob: &[u8], mask: &[bool; LEVEL_SLOTS]) -> bool {
     let counts = levels_from_blob(levels_blob);
     counts.iter().zip(mask).any(|(&c, &m)| m && c > 0)
 }
 
 /// Inclusive nanosecond bounds of a millisecond range.
-pub(crate) fn ns_bounds(r: &TimeRange) -> (i64, i64) {
+pub fn ns_bounds(r: &TimeRange) -> (i64, i64) {
     (
         r.start_ms.saturating_mul(1_000_000),
         r.end_ms.saturating_mul(1_000_000).saturating_add(999_999),
     )
 }
 
-pub(crate) fn level_mask(levels: &[Option<Level>]) -> [bool; LEVEL_SLOTS] {
+pub fn level_mask(levels: &[Option<Level>]) -> [bool; LEVEL_SLOTS] {
     if levels.is_empty() {
         return [true; LEVEL_SLOTS];
     }
@@ -359,7 +359,7 @@ pub(crate) fn level_mask(levels: &[Option<Level>]) -> [bool; LEVEL_SLOTS] {
 
 /// The nanosecond bounds a page reads (the cursor lowers the top), `None`
 /// when nothing can match.
-pub(crate) fn page_bounds(q: &LogQuery) -> Option<(i64, i64)> {
+pub fn page_bounds(q: &LogQuery) -> Option<(i64, i64)> {
     let (lo, mut hi) = ns_bounds(&q.range);
     if let Some(c) = q.cursor {
         hi = hi.min(c.timestamp_ns);
@@ -401,7 +401,7 @@ impl Ord for Pending {
 }
 
 /// One page, newest first, from the candidate blocks of `streams`.
-pub(crate) async fn page<I, F, Fut>(
+pub async fn page<I, F, Fut>(
     streams: &[ReadStream],
     mut cands: Vec<Candidate<I>>,
     q: &LogQuery,
@@ -506,7 +506,7 @@ where
 }
 
 /// Checks a rate query's step and point count.
-pub(crate) fn check_rate(q: &LogRateQuery) -> Result<()> {
+pub fn check_rate(q: &LogRateQuery) -> Result<()> {
     if q.step_ms <= 0 {
         return Err(Error::InvalidQuery(format!(
             "log rate step {} ms: must be positive",
@@ -525,7 +525,7 @@ pub(crate) fn check_rate(q: &LogRateQuery) -> Result<()> {
 }
 
 /// Lines per step and level over the candidate blocks.
-pub(crate) async fn rate<I, F, Fut>(
+pub async fn rate<I, F, Fut>(
     cands: Vec<Candidate<I>>,
     q: &LogRateQuery,
     mut load: F,

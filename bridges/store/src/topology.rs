@@ -179,11 +179,7 @@ pub type DynTopologyStore = Arc<dyn TopologyStore>;
 /// A save's place after the cluster's last save: `Ok(true)` is a retry of
 /// it (a no-op), an older time is [`Error::InvalidQuery`]. Every backend's
 /// `save_snapshot` starts here.
-pub(crate) fn check_save_order(
-    cluster: &str,
-    last_save_ms: Option<i64>,
-    at_ms: i64,
-) -> Result<bool> {
+pub fn check_save_order(cluster: &str, last_save_ms: Option<i64>, at_ms: i64) -> Result<bool> {
     match last_save_ms {
         Some(last) if at_ms == last => Ok(true),
         Some(last) if at_ms < last => Err(Error::InvalidQuery(format!(
@@ -195,12 +191,12 @@ pub(crate) fn check_save_order(
 
 /// The structure keyframes since the last one: (keyframe time, its bytes,
 /// deltas after it, their bytes).
-pub(crate) type KeyframeBook = (i64, u64, usize, u64);
+pub type KeyframeBook = (i64, u64, usize, u64);
 
 /// The keyframe policy every backend follows: a structure change writes a
 /// keyframe for the first save, after `max_deltas` deltas, when the deltas
 /// since the last keyframe outweigh it, or when it is `max_age_ms` old.
-pub(crate) fn needs_keyframe(
+pub fn needs_keyframe(
     book: Option<KeyframeBook>,
     delta_len: u64,
     at_ms: i64,
@@ -220,7 +216,7 @@ pub(crate) fn needs_keyframe(
 /// Stats are kept for the first save of each minute: `None` when this
 /// minute already has its row, else whether the row starts a new chain (no
 /// chain yet, a minute skipped, or the chain is `chain_minutes` long).
-pub(crate) fn stats_row_due(
+pub fn stats_row_due(
     prev: Option<&(i64, StatsChain)>,
     minute: i64,
     chain_minutes: usize,

@@ -302,7 +302,7 @@ fn bench(c: &mut Criterion) {
     let url = format!("sqlite://{}/insight.db", dir.display());
     let marker = dir.join("built");
     let store: DynStore = rt.block_on(async {
-        let s = kube_insight_store::open(&url, testkit::options())
+        let s = kube_insight_store_sqlite::open(&url, testkit::options())
             .await
             .unwrap();
         if !marker.exists() {
@@ -314,7 +314,7 @@ fn bench(c: &mut Criterion) {
     // Reads from a second instance: nothing of the writes cached.
     drop(store);
     let store: DynStore = rt.block_on(async {
-        kube_insight_store::open(&url, testkit::options())
+        kube_insight_store_sqlite::open(&url, testkit::options())
             .await
             .unwrap()
     });

@@ -392,10 +392,12 @@ pub fn options() -> kube_insight_store::StoreOptions {
 
 /// A fresh SQLite store in `dir` with the incident written.
 pub async fn incident_store(dir: &std::path::Path) -> kube_insight_store::DynStore {
-    let store =
-        kube_insight_store::open(&format!("sqlite://{}/insight.db", dir.display()), options())
-            .await
-            .unwrap();
+    let store = kube_insight_store_sqlite::open(
+        &format!("sqlite://{}/insight.db", dir.display()),
+        options(),
+    )
+    .await
+    .unwrap();
     write_incident(store.as_ref()).await;
     store
 }

@@ -144,9 +144,9 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use kube_insight_core::{Labels, Sample};
-    use kube_insight_store::sqlite::topology::SqliteTopologyStore;
-    use kube_insight_store::sqlite::SqliteStore;
     use kube_insight_store::{MetricBatch, StoreOptions, TopologyStore};
+    use kube_insight_store_sqlite::topology::SqliteTopologyStore;
+    use kube_insight_store_sqlite::SqliteStore;
     use std::sync::Arc;
 
     fn flow(cluster: &str, src: &str, dst: &str, t: i64, v: f64) -> TimeSeries {

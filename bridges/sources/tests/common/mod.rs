@@ -21,7 +21,7 @@ pub async fn sqlite_store() -> (DynStore, tempfile::TempDir) {
         },
         ..Default::default()
     };
-    let store = kube_insight_store::open(&url, opts).await.unwrap();
+    let store = kube_insight_store_sqlite::open(&url, opts).await.unwrap();
     (store, dir)
 }
 
