@@ -233,4 +233,58 @@ mod tests {
         assert!((b - 4000.0 / 60.0).abs() < 1.0, "{b}");
         assert!(topo.graph_at("other", now).await.unwrap().is_none());
     }
+
+    #[tokio::test]
+    async fn a_process_that_does_not_lead_saves_no_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("insight.db");
+        let metrics: DynStore = Arc::new(
+            SqliteStore::open(&path, StoreOptions::default())
+                .await
+                .unwrap(),
+        );
+        let topo = Arc::new(
+            SqliteTopologyStore::open(&path, StoreOptions::default())
+                .await
+                .unwrap(),
+        );
+        let now = now_ms() / 1000 * 1000;
+        let series = (0..3)
+            .map(|k| {
+                flow(
+                    "prod",
+                    "web",
+                    "api",
+                    now - 30_000 + k * 15_000,
+                    1000.0 * k as f64,
+                )
+            })
+            .collect();
+        metrics
+            .write_samples(MetricBatch {
+                cluster: "prod".into(),
+                series,
+            })
+            .await
+            .unwrap();
+        let fence = Fence::new("collector-1");
+        let src = TopologySource::new(
+            metrics,
+            topo.clone(),
+            TopologyConfig::new("prod", Duration::from_secs(15)),
+        )
+        .with_fence(fence.clone());
+        let e = src.snapshot_at(now).await.unwrap_err();
+        assert_eq!(e.kind(), "not_leader", "{e}");
+        assert!(e.to_string().contains("collector-1"), "{e}");
+        assert!(topo.graph_at("prod", now).await.unwrap().is_none());
+        // Leading (generation 3): saved.
+        fence.grant(3, fence.now_ms() + 60_000);
+        src.snapshot_at(now).await.unwrap();
+        assert!(topo.graph_at("prod", now).await.unwrap().is_some());
+        // The fence's deadline passed: refused again.
+        fence.grant(3, 0);
+        let e = src.snapshot_at(now + 1000).await.unwrap_err();
+        assert_eq!(e.kind(), "not_leader");
+    }
 }
