@@ -615,7 +615,14 @@ async fn a_takeover_resumes_the_watch_without_spurious_created() {
     let stop = CancellationToken::new();
     let mut sup = JoinSet::new();
     let mut stores = Vec::new();
+    let a_stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for c in [&a, &b] {
+        let stopped = (c.via == "a").then(|| a_stopped.clone());
+        let on_change = move |leading: bool| {
+            if let (Some(s), false) = (&stopped, leading) {
+                s.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        };
         let store = store_in(dir.path()).await;
         stores.push(store.clone());
         let client = kube_watch::client(Some(&watch_kc)).await.unwrap();
@@ -637,7 +644,7 @@ async fn a_takeover_resumes_the_watch_without_spurious_created() {
         sup.spawn(run_while_leading(
             c.rx.clone(),
             start,
-            |_| {},
+            on_change,
             Duration::from_secs(5),
             stop.clone(),
         ));
@@ -657,8 +664,14 @@ async fn a_takeover_resumes_the_watch_without_spurious_created() {
     // Let a checkpoint land, then cut a off the Lease: its watch stops.
     tokio::time::sleep(Duration::from_millis(200)).await;
     mock.partition("a", true);
-    eventually("a stops leading", || !a.leading()).await;
-    // During the handover: a change and a new object.
+    eventually("a's watch stopped", || {
+        a_stopped.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    assert!(!a.leading());
+    // During the handover: a change and a new object, its creation time in
+    // whole seconds as the API server writes it (possibly before a's last
+    // checkpoint, in the same second).
     kube.apply(
         "deployments",
         deployment(
@@ -671,7 +684,8 @@ async fn a_takeover_resumes_the_watch_without_spurious_created() {
             "2024-05-31T11:00:00Z",
         ),
     );
-    let fresh = kube_insight_core::time::format_rfc3339_ms(kube_insight_core::time::now_ms());
+    let fresh =
+        kube_insight_core::time::format_rfc3339_ms(kube_insight_core::time::now_ms() / 1000 * 1000);
     let mut new = deployment("shop", "new", "u-new", "new:1", 1, "kubectl", &fresh);
     new["metadata"]["creationTimestamp"] = json!(fresh);
     kube.apply("deployments", new);
