@@ -285,7 +285,8 @@ impl LeaseElection {
     async fn release(&mut self) {
         let leading = self.elector.is_leader(self.fence.now_ms());
         self.elector.step_down();
-        self.publish();
+        self.fence.revoke();
+        self.tx.send_replace(Leadership::Following);
         let Some(mut lease) = self.written.take().filter(|_| leading) else {
             return;
         };
