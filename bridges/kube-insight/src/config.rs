@@ -212,6 +212,97 @@ pub struct RunSettings {
     /// Log format: text or json.
     #[arg(long, env = "KUBE_INSIGHT_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+/// Leader election of the collector targets (events watch, federation,
+/// topology snapshots) through a `coordination.k8s.io/v1` Lease.
+#[derive(Debug, Clone, Args)]
+pub struct LeaseArgs {
+    /// Lease the collector replicas compete for; only its holder runs the
+    /// events watch, federation and topology snapshots. Unset: this process
+    /// always leads (run one replica).
+    #[arg(long, env = "KUBE_INSIGHT_LEASE_NAME")]
+    pub lease_name: Option<String>,
+    /// Namespace of the Lease (the chart sets the pod's own).
+    #[arg(long, env = "KUBE_INSIGHT_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This candidate's name, a random suffix added (default: $HOSTNAME, the pod name).
+    #[arg(long, env = "KUBE_INSIGHT_LEASE_IDENTITY")]
+    pub lease_identity: Option<String>,
+    /// How long a Lease not renewed is respected before a standby takes it over.
+    #[arg(long, env = "KUBE_INSIGHT_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    pub lease_duration: Duration,
+    /// The leader stops its targets when it could not renew for this long (shorter than the duration).
+    #[arg(long, env = "KUBE_INSIGHT_LEASE_RENEW_DEADLINE", default_value = "10s", value_parser = duration)]
+    pub lease_renew_deadline: Duration,
+    /// How often the Lease is read and renewed (shorter than the renew deadline).
+    #[arg(long, env = "KUBE_INSIGHT_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = duration)]
+    pub lease_retry_period: Duration,
+    /// kubeconfig of the cluster holding the Lease; in-cluster config if unset
+    /// (KUBE_INSIGHT_KUBECONFIG is the monitored cluster's, which may be another).
+    #[arg(long, env = "KUBE_INSIGHT_LEASE_KUBECONFIG")]
+    pub lease_kubeconfig: Option<PathBuf>,
+}
+
+impl LeaseArgs {
+    /// The election's settings, `None` without a Lease; checked.
+    pub fn settings(&self) -> Result<Option<kube_insight_sources::leader::LeaseSettings>> {
+        let Some(name) = &self.lease_name else {
+            return Ok(None);
+        };
+        if !valid_dns_subdomain(name) {
+            bail!("invalid KUBE_INSIGHT_LEASE_NAME {name:?}: use lower-case letters, digits, '-' and '.' (a Kubernetes object name)");
+        }
+        let Some(namespace) = self.lease_namespace.as_ref().filter(|n| !n.is_empty()) else {
+            bail!("KUBE_INSIGHT_LEASE_NAME is set but KUBE_INSIGHT_LEASE_NAMESPACE is not: set the Lease's namespace (the chart sets the pod's own)");
+        };
+        if !valid_dns_subdomain(namespace) || namespace.contains('.') {
+            bail!("invalid KUBE_INSIGHT_LEASE_NAMESPACE {namespace:?}: use lower-case letters, digits and '-' (a namespace name)");
+        }
+        let host = self
+            .lease_identity
+            .clone()
+            .filter(|i| !i.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_default();
+        let settings = kube_insight_sources::leader::LeaseSettings {
+            name: name.clone(),
+            namespace: namespace.clone(),
+            identity: kube_insight_sources::leader::identity(&host),
+            lease_duration: self.lease_duration,
+            renew_deadline: self.lease_renew_deadline,
+            retry_period: self.lease_retry_period,
+        };
+        settings.validate().map_err(|e| {
+            anyhow::anyhow!("invalid KUBE_INSIGHT_LEASE_DURATION / KUBE_INSIGHT_LEASE_RENEW_DEADLINE / KUBE_INSIGHT_LEASE_RETRY_PERIOD: {e}")
+        })?;
+        if let Some(k) = &self.lease_kubeconfig {
+            if !k.is_file() {
+                bail!("invalid KUBE_INSIGHT_LEASE_KUBECONFIG {}: no such file; point it at the kubeconfig of the cluster holding the Lease, or unset it to use the in-cluster configuration", k.display());
+            }
+        } else if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+            bail!("KUBE_INSIGHT_LEASE_NAME is set but this is not a Kubernetes pod and KUBE_INSIGHT_LEASE_KUBECONFIG is unset: set it to the kubeconfig of the cluster holding the Lease, or unset KUBE_INSIGHT_LEASE_NAME to run one replica without election");
+        }
+        Ok(Some(settings))
+    }
+}
+
+/// A Kubernetes object name (RFC 1123 subdomain).
+fn valid_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|part| {
+            !part.is_empty()
+                && part.len() <= 63
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
 }
 
 /// The default federation selectors: cAdvisor container series,
@@ -308,6 +399,7 @@ impl RunSettings {
                 self.log_format
             );
         }
+        self.lease.settings()?;
         if self.ingest_max_in_flight == 0 || self.ingest_max_body_bytes < 1024 {
             bail!("invalid KUBE_INSIGHT_INGEST_MAX_IN_FLIGHT / KUBE_INSIGHT_INGEST_MAX_BODY_BYTES: in-flight ≥ 1 and body ≥ 1024 bytes");
         }
@@ -443,6 +535,40 @@ impl RunSettings {
                 self.ingest_max_in_flight.to_string(),
             ),
             ("KUBE_INSIGHT_LOG_FORMAT", self.log_format.clone()),
+            (
+                "KUBE_INSIGHT_LEASE_NAME",
+                self.lease
+                    .lease_name
+                    .clone()
+                    .unwrap_or_else(|| "(unset: always leader)".into()),
+            ),
+            (
+                "KUBE_INSIGHT_LEASE_NAMESPACE",
+                self.lease
+                    .lease_namespace
+                    .clone()
+                    .unwrap_or_else(|| "(unset)".into()),
+            ),
+            (
+                "KUBE_INSIGHT_LEASE_IDENTITY",
+                self.lease
+                    .lease_identity
+                    .clone()
+                    .unwrap_or_else(|| "(unset: $HOSTNAME)".into()),
+            ),
+            ("KUBE_INSIGHT_LEASE_DURATION", d(self.lease.lease_duration)),
+            (
+                "KUBE_INSIGHT_LEASE_RENEW_DEADLINE",
+                d(self.lease.lease_renew_deadline),
+            ),
+            (
+                "KUBE_INSIGHT_LEASE_RETRY_PERIOD",
+                d(self.lease.lease_retry_period),
+            ),
+            (
+                "KUBE_INSIGHT_LEASE_KUBECONFIG",
+                opt_path(&self.lease.lease_kubeconfig),
+            ),
         ];
         lines
             .into_iter()
@@ -578,6 +704,68 @@ mod tests {
         assert!(!text.contains("supersecret"));
         assert!(!text.contains(":pw@"));
         assert!(text.contains("KUBE_INSIGHT_API_TOKEN=******"));
+    }
+
+    #[test]
+    fn lease_is_optional_and_checked() {
+        let d = parse(&[]);
+        assert!(
+            d.lease.settings().unwrap().is_none(),
+            "no lease: always leader"
+        );
+        assert!(d
+            .render()
+            .contains("KUBE_INSIGHT_LEASE_NAME=(unset: always leader)"));
+        let dir = tempfile::tempdir().unwrap();
+        let kc = dir.path().join("kubeconfig");
+        std::fs::write(&kc, "").unwrap();
+        let kc = kc.display().to_string();
+        let base = [
+            "--lease-name",
+            "kube-insight-collector",
+            "--lease-namespace",
+            "kube-insight",
+            "--lease-identity",
+            "collector-0",
+            "--lease-kubeconfig",
+            kc.as_str(),
+        ];
+        let r = parse(&base);
+        r.validate().unwrap();
+        let s = r.lease.settings().unwrap().unwrap();
+        assert_eq!(s.lease_duration, Duration::from_secs(15));
+        assert_eq!(s.renew_deadline, Duration::from_secs(10));
+        assert_eq!(s.retry_period, Duration::from_secs(2));
+        assert!(s.identity.starts_with("collector-0_"), "{}", s.identity);
+        let text = r.render();
+        assert!(
+            text.contains("KUBE_INSIGHT_LEASE_NAME=kube-insight-collector"),
+            "{text}"
+        );
+        assert!(
+            text.contains("KUBE_INSIGHT_LEASE_RENEW_DEADLINE=10s"),
+            "{text}"
+        );
+
+        // `base` with one flag's value replaced.
+        let with = |flag: &str, value: &str| {
+            let mut v = base.to_vec();
+            match v.iter().position(|a| *a == flag) {
+                Some(i) => v[i + 1] = value,
+                None => v.extend_from_slice(&[flag, value]),
+            }
+            format!("{:#}", parse(&v).validate().unwrap_err())
+        };
+        let e = with("--lease-renew-deadline", "15s");
+        assert!(e.contains("KUBE_INSIGHT_LEASE_RENEW_DEADLINE"), "{e}");
+        let e = with("--lease-retry-period", "10s");
+        assert!(e.contains("KUBE_INSIGHT_LEASE_RETRY_PERIOD"), "{e}");
+        let e = with("--lease-name", "Bad_Name");
+        assert!(e.contains("KUBE_INSIGHT_LEASE_NAME"), "{e}");
+        let e = with("--lease-namespace", "");
+        assert!(e.contains("KUBE_INSIGHT_LEASE_NAMESPACE"), "{e}");
+        let e = with("--lease-kubeconfig", "/nonexistent/kubeconfig");
+        assert!(e.contains("KUBE_INSIGHT_LEASE_KUBECONFIG"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use kube_insight_store_sqlite::events::SqliteEventStore;
 use kube_insight_telemetry::Telemetry;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Settings of the `events` target (flattened into `RunSettings`).
@@ -55,34 +56,49 @@ pub async fn open_event_store(store: &StoreSettings) -> Result<Arc<dyn EventStor
     }
 }
 
-/// Starts the watch of the monitored cluster; returns once the client is
-/// configured (a bad kubeconfig fails start-up), the watch runs until
-/// `shutdown`.
-pub async fn start_events_target(
+/// Configures the watch of the monitored cluster (a bad kubeconfig fails
+/// start-up) and returns its starter: each call spawns the watch on `tasks`
+/// until `stop`. The collector calls it whenever it gains leadership; the
+/// watch resumes from the stored checkpoints (a re-list reconciles, never
+/// re-creates).
+pub async fn events_target(
     cluster: &str,
     kubeconfig: Option<PathBuf>,
     settings: &EventsSettings,
     store: Arc<dyn EventStore>,
     telemetry: Arc<Telemetry>,
-    shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>> {
+) -> Result<impl Fn(&mut JoinSet<()>, CancellationToken) + Send + 'static> {
     let kinds = parse_kinds(&settings.events_kinds)
         .map_err(|e| anyhow::anyhow!("invalid KUBE_INSIGHT_EVENTS_KINDS: {e}"))?;
-    if kubeconfig.is_none() && std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+    let watch = if kubeconfig.is_none() && std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
         // Like federation without KUBE_INSIGHT_PROMETHEUS_URL: idle, and say so.
         tracing::info!("KUBE_INSIGHT_KUBECONFIG is unset and this is not a Kubernetes pod: the events watch idles; kube-eventer's webhook on the ingest listener still works");
-        return Ok(tokio::spawn(async move { shutdown.cancelled().await }));
-    }
-    let client = kube_watch::client(kubeconfig.as_deref())
-        .await
-        .with_context(|| {
-            "configuring the Kubernetes client for the events target (KUBE_INSIGHT_KUBECONFIG)"
-        })?;
-    tracing::info!(kinds = %kinds.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(","), "events target: watching the API server");
-    let config = WatchConfig::new(cluster, kinds);
-    Ok(tokio::spawn(kube_watch::run(
-        client, store, config, telemetry, shutdown,
-    )))
+        None
+    } else {
+        let client = kube_watch::client(kubeconfig.as_deref())
+            .await
+            .with_context(|| {
+                "configuring the Kubernetes client for the events target (KUBE_INSIGHT_KUBECONFIG)"
+            })?;
+        tracing::info!(kinds = %kinds.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(","), "events target: watching the API server");
+        Some((client, WatchConfig::new(cluster, kinds)))
+    };
+    Ok(
+        move |tasks: &mut JoinSet<()>, stop: CancellationToken| match &watch {
+            None => {
+                tasks.spawn(async move { stop.cancelled().await });
+            }
+            Some((client, config)) => {
+                tasks.spawn(kube_watch::run(
+                    client.clone(),
+                    store.clone(),
+                    config.clone(),
+                    telemetry.clone(),
+                    stop,
+                ));
+            }
+        },
+    )
 }
 
 /// `kube-insight get KIND/NAME`.

@@ -11,6 +11,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use kube_insight_sources::leader::{run_while_leading, Fence, Leadership, LeaseElection};
 use kube_insight_sources::metrics::transform::LabelPolicy;
 use kube_insight_sources::metrics::{FederateConfig, FederateSource, RemoteWriteSource};
 use kube_insight_sources::{pull, push};
@@ -157,6 +158,10 @@ pub async fn run_until(
         ));
     }
 
+    // The collector targets (federation, the events watch, topology
+    // snapshots): with a Lease only its holder runs them, started on gaining
+    // leadership and cancelled on losing it; without one this process leads.
+    let mut collector = Collector::default();
     if selected.contains(Target::Metrics) {
         match &settings.prometheus_url {
             Some(url) => {
@@ -172,12 +177,10 @@ pub async fn run_until(
                 )
                 .context("configuring federation from KUBE_INSIGHT_PROMETHEUS_URL")?;
                 tracing::info!(url = %url, interval = %humantime::format_duration(settings.metrics_interval), "federating from Prometheus");
-                let cfg = pull::PullConfig::every(settings.metrics_interval);
-                let (tel, stop) = (telemetry.clone(), shutdown.clone());
-                tasks.spawn(async move {
-                    pull::run(Arc::new(src), cfg, tel, stop).await;
-                    Ok(())
-                });
+                collector.federation = Some((
+                    Arc::new(src),
+                    pull::PullConfig::every(settings.metrics_interval),
+                ));
             }
             None => tracing::info!("KUBE_INSIGHT_PROMETHEUS_URL is unset: federation idles; remote write on the ingest listener needs none"),
         }
@@ -185,19 +188,15 @@ pub async fn run_until(
 
     // events: the watch of the monitored cluster's API server.
     if selected.contains(Target::Events) {
-        let h = crate::events_cmd::start_events_target(
+        let start = crate::events_cmd::events_target(
             &settings.cluster,
             settings.kubeconfig.clone(),
             &settings.events,
             store.events(),
             telemetry.clone(),
-            shutdown.clone(),
         )
         .await?;
-        tasks.spawn(async move {
-            let _ = h.await;
-            Ok(())
-        });
+        collector.events = Some(Box::new(start));
     }
 
     // topology: snapshots derived from the stored flow and service-graph series.
@@ -209,15 +208,48 @@ pub async fn run_until(
         if let Some(w) = settings.topology_window {
             cfg.window = w;
         }
-        crate::topology_cmd::start_topology_target(
-            &mut tasks,
-            store.clone(),
-            store.topology(),
-            cfg,
-            settings.topology_interval,
-            telemetry.clone(),
-            shutdown.clone(),
-        );
+        collector.topology = Some((cfg, settings.topology_interval));
+    }
+
+    let election_stop = CancellationToken::new();
+    let mut election = None;
+    if !collector.is_empty() {
+        let (leadership, fence, grace) = match settings.lease.settings()? {
+            None => (Leadership::always(), None, Duration::from_secs(25)),
+            Some(lease) => {
+                let client = kube_insight_sources::kube_watch::client(
+                    settings.lease.lease_kubeconfig.as_deref(),
+                )
+                .await
+                .context("configuring the Kubernetes client for the Lease (KUBE_INSIGHT_LEASE_KUBECONFIG, or in-cluster)")?;
+                // Stopping must end before the lease can expire elsewhere.
+                let grace = lease.lease_duration.saturating_sub(lease.renew_deadline);
+                let e = LeaseElection::new(client, lease);
+                let (rx, fence) = (e.subscribe(), e.fence());
+                election = Some(tokio::spawn(e.run(election_stop.clone())));
+                (rx, Some(fence), grace)
+            }
+        };
+        let leads: Vec<Target> = [Target::Events, Target::Topology]
+            .into_iter()
+            .filter(|t| selected.contains(*t))
+            .collect();
+        let (tel, stop) = (telemetry.clone(), shutdown.clone());
+        let on_change = move |leading: bool| {
+            for t in &leads {
+                tel.collector_leader
+                    .get_or_create(&labels([("target", t.name())]))
+                    .set(i64::from(leading));
+            }
+        };
+        let (store, tel) = (store.clone(), telemetry.clone());
+        let start =
+            move |term: CancellationToken| collector.start(&store, fence.clone(), &tel, term);
+        tasks.spawn(async move {
+            run_while_leading(leadership, start, on_change, grace, stop)
+                .await
+                .context("the collector targets")
+        });
     }
 
     // api.
@@ -275,6 +307,16 @@ pub async fn run_until(
         .is_err()
     {
         tracing::warn!("tasks did not stop within 30s; continuing shutdown");
+    }
+    // The collector targets have stopped: give the Lease up for the standby.
+    election_stop.cancel();
+    if let Some(e) = election {
+        if tokio::time::timeout(Duration::from_secs(15), e)
+            .await
+            .is_err()
+        {
+            tracing::warn!("releasing the lease did not finish within 15s; a standby takes over when it expires");
+        }
     }
     store
         .flush()
@@ -403,16 +445,63 @@ fn self_telemetry(telemetry: &Telemetry, settings: &RunSettings, selected: &targ
     telemetry
         .series_cap
         .set(i64::try_from(settings.store.max_series).unwrap_or(i64::MAX));
-    // Without leader election (0.1) every process that runs a collector
-    // target leads it; more than one leader per target is what the
-    // KubeInsightCollectorLeader alert reports.
+    // 0 until the collector supervisor starts the targets (at once without
+    // a Lease, on acquiring it with one); more than one leader per target is
+    // what the KubeInsightCollectorLeaders alert reports.
     for t in [Target::Events, Target::Topology] {
         if selected.contains(t) {
             telemetry
                 .collector_leader
                 .get_or_create(&labels([("target", t.name())]))
-                .set(1);
+                .set(0);
         }
+    }
+}
+
+/// Starts the events watch on a task set until a token is cancelled.
+type EventsStart = Box<dyn Fn(&mut JoinSet<()>, CancellationToken) + Send>;
+
+/// The configured collector targets, started (afresh) on each leadership.
+#[derive(Default)]
+struct Collector {
+    federation: Option<(Arc<FederateSource>, pull::PullConfig)>,
+    events: Option<EventsStart>,
+    topology: Option<(kube_insight_sources::topology::TopologyConfig, Duration)>,
+}
+
+impl Collector {
+    fn is_empty(&self) -> bool {
+        self.federation.is_none() && self.events.is_none() && self.topology.is_none()
+    }
+
+    fn start(
+        &self,
+        store: &DynStore,
+        fence: Option<Fence>,
+        telemetry: &Arc<Telemetry>,
+        term: CancellationToken,
+    ) -> JoinSet<()> {
+        let mut set = JoinSet::new();
+        if let Some((src, cfg)) = &self.federation {
+            let (src, cfg, tel, stop) = (src.clone(), cfg.clone(), telemetry.clone(), term.clone());
+            set.spawn(async move { pull::run(src, cfg, tel, stop).await });
+        }
+        if let Some(start) = &self.events {
+            start(&mut set, term.clone());
+        }
+        if let Some((cfg, interval)) = &self.topology {
+            crate::topology_cmd::start_topology_target(
+                &mut set,
+                store.clone(),
+                store.topology(),
+                cfg.clone(),
+                *interval,
+                fence,
+                telemetry.clone(),
+                term,
+            );
+        }
+        set
     }
 }
 

@@ -10,6 +10,7 @@ use kube_insight_core::time::format_rfc3339_ms;
 use kube_insight_core::topology::{
     self as topo, Change, DiffOptions, Group, Snapshot, ViewOptions,
 };
+use kube_insight_sources::leader::Fence;
 use kube_insight_sources::pull;
 use kube_insight_sources::topology::{TopologyConfig, TopologySource};
 use kube_insight_store::{DynStore, DynTopologyStore, StoreOptions, StoreUrl};
@@ -148,28 +149,35 @@ pub async fn open_topology_store(url: &str, options: StoreOptions) -> Result<Dyn
 
 /// Starts the `topology` target: the snapshot loop (the shared pull loop)
 /// and its retention pass (every 10 minutes).
+/// `fence`: the collector's leadership, checked before each save (`None`:
+/// no election, always allowed).
+#[allow(clippy::too_many_arguments)]
 pub fn start_topology_target(
-    tasks: &mut JoinSet<Result<()>>,
+    tasks: &mut JoinSet<()>,
     metrics: DynStore,
     topology: DynTopologyStore,
     cfg: TopologyConfig,
     interval: Duration,
+    fence: Option<Fence>,
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) {
     tracing::info!(cluster = %cfg.cluster, interval = %humantime::format_duration(interval), window = %humantime::format_duration(cfg.window), "topology: snapshotting from stored flow, service-graph and owner series");
-    let src = Arc::new(TopologySource::new(metrics, topology.clone(), cfg));
+    let mut src = TopologySource::new(metrics, topology.clone(), cfg);
+    if let Some(f) = fence {
+        src = src.with_fence(f);
+    }
+    let src = Arc::new(src);
     let (tel, stop) = (telemetry, shutdown.clone());
     tasks.spawn(async move {
         pull::run(src, pull::PullConfig::every(interval), tel, stop).await;
-        Ok(())
     });
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(600));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
             if let Err(e) = topology

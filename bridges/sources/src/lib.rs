@@ -12,6 +12,9 @@
 //! shared fixtures): [`prometheus`] holds the pure decoders of the metrics
 //! path, and [`metrics`] wires them as `prometheus_remote_write` (push) and
 //! `prometheus_federate` (pull).
+//!
+//! [`leader`]: the collector's leader election through a Lease, and the
+//! supervisor that runs the collector targets only while leading.
 
 pub mod auth;
 pub mod fluent_bit;

@@ -57,6 +57,9 @@ pub enum PullError {
     Decode { url: String, reason: String },
     #[error("store: {0}")]
     Store(#[from] kube_insight_store::Error),
+    /// The collector's fence refused the write: `holder` does not lead.
+    #[error("{holder} does not hold the collector lease: not writing")]
+    NotLeader { holder: String },
 }
 
 impl PullError {
@@ -69,6 +72,7 @@ impl PullError {
             PullError::Body { .. } => "body_error",
             PullError::Decode { .. } => "decode_error",
             PullError::Store(_) => "store_error",
+            PullError::NotLeader { .. } => "not_leader",
         }
     }
 

@@ -7,9 +7,13 @@
 //!    ([`EventStore::live_objects`]): an object changed since is stored as
 //!    one version "changed between t1 and t2", one missing is stored as
 //!    "deleted between t1 and t2" (t1 = the kind's last checkpoint, t2 = the
-//!    list), one new is "created" only if its `creationTimestamp` is after t1,
-//!    else an "observed" baseline: a re-list never produces spurious
-//!    "created" records. Events are written (de-duplicated by uid + count).
+//!    list), one new is "created" only if its `creationTimestamp` is after t1
+//!    minus [`CREATED_SLACK_MS`] (creation times are whole seconds, and the
+//!    previous run's checkpoint may be ahead of the events it had received:
+//!    an object it stored is matched by uid, never "created" again), else an
+//!    "observed" baseline: a re-list, a restart or a leader takeover never
+//!    produces spurious "created" records. Events are written (de-duplicated
+//!    by uid + count).
 //! 2. **Watch** from the list's resourceVersion with bookmarks. A closed
 //!    stream (server timeout, disconnect) resumes from the last
 //!    resourceVersion seen (object or bookmark); `410 Gone` (as an HTTP
@@ -41,6 +45,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
+
+/// How far before the checkpoint a listed object not stored yet still
+/// counts as created in the gap: the second a `creationTimestamp` is
+/// truncated to, plus the watch latency of the previous run.
+pub const CREATED_SLACK_MS: i64 = 2_000;
 
 const COMPONENT: &str = "kube_watch";
 const TARGET: &str = "events";
@@ -389,11 +398,17 @@ impl KindWatcher {
                         .unwrap_or(t2);
                     (ChangeKind::Updated, at, Some((from, t2)))
                 }
-                (None, Some(t1)) if meta.creation_ms.is_some_and(|c| c > t1) => (
-                    ChangeKind::Created,
-                    meta.creation_ms.unwrap_or(t2).min(t2),
-                    None,
-                ),
+                (None, Some(t1))
+                    if meta
+                        .creation_ms
+                        .is_some_and(|c| c > t1.saturating_sub(CREATED_SLACK_MS)) =>
+                {
+                    (
+                        ChangeKind::Created,
+                        meta.creation_ms.unwrap_or(t2).min(t2),
+                        None,
+                    )
+                }
                 // A baseline: the listed state has been in place since its
                 // last change (the latest managedFields time), if known.
                 (None, _) => (

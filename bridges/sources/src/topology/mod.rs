@@ -5,7 +5,13 @@
 //! and save it with [`kube_insight_store::TopologyStore::save_snapshot`].
 //! It runs in the shared pull loop ([`crate::pull`]): a failing read or
 //! save backs off and is logged once per state change.
+//!
+//! With leader election ([`crate::leader`]) the source carries the
+//! collector's [`Fence`]: it is checked right before each save, and a
+//! process that is not (or no longer) the leader refuses to write, so two
+//! snapshotters never interleave one cluster's history.
 
+use crate::leader::Fence;
 use crate::pull::{PullError, PullSource, PullSummary};
 use async_trait::async_trait;
 use kube_insight_core::time::now_ms;
@@ -49,6 +55,8 @@ pub struct TopologySource {
     metrics: DynStore,
     topology: DynTopologyStore,
     cfg: TopologyConfig,
+    /// Checked before each save; `None`: always allowed (no election).
+    fence: Option<Fence>,
 }
 
 impl TopologySource {
@@ -57,7 +65,14 @@ impl TopologySource {
             metrics,
             topology,
             cfg,
+            fence: None,
         }
+    }
+
+    /// Saves only while `fence` allows it.
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
+        self
     }
 
     /// The input series of the window ending at `at_ms`, one select per
@@ -97,6 +112,14 @@ impl TopologySource {
                 reason: format!("deriving the graph failed: {e}"),
             })?;
         let (nodes, edges) = (snap.graph.nodes.len(), snap.graph.edges.len());
+        // The fence, as late as possible: leadership may have ended while
+        // the window was read and the graph derived.
+        let generation = match &self.fence {
+            None => None,
+            Some(f) => Some(f.check().ok_or_else(|| PullError::NotLeader {
+                holder: f.holder().to_string(),
+            })?),
+        };
         let out = self
             .topology
             .save_snapshot(&self.cfg.cluster, at_ms, snap)
@@ -108,6 +131,7 @@ impl TopologySource {
                 edges,
                 dependency_changes = out.dependency_changes,
                 keyframe = out.keyframe,
+                generation,
                 "topology changed"
             );
         } else {
@@ -208,5 +232,59 @@ mod tests {
         let b = st.stats.edges["shop/api--shop/web"].bytes_per_s.unwrap();
         assert!((b - 4000.0 / 60.0).abs() < 1.0, "{b}");
         assert!(topo.graph_at("other", now).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_process_that_does_not_lead_saves_no_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("insight.db");
+        let metrics: DynStore = Arc::new(
+            SqliteStore::open(&path, StoreOptions::default())
+                .await
+                .unwrap(),
+        );
+        let topo = Arc::new(
+            SqliteTopologyStore::open(&path, StoreOptions::default())
+                .await
+                .unwrap(),
+        );
+        let now = now_ms() / 1000 * 1000;
+        let series = (0..3)
+            .map(|k| {
+                flow(
+                    "prod",
+                    "web",
+                    "api",
+                    now - 30_000 + k * 15_000,
+                    1000.0 * k as f64,
+                )
+            })
+            .collect();
+        metrics
+            .write_samples(MetricBatch {
+                cluster: "prod".into(),
+                series,
+            })
+            .await
+            .unwrap();
+        let fence = Fence::new("collector-1");
+        let src = TopologySource::new(
+            metrics,
+            topo.clone(),
+            TopologyConfig::new("prod", Duration::from_secs(15)),
+        )
+        .with_fence(fence.clone());
+        let e = src.snapshot_at(now).await.unwrap_err();
+        assert_eq!(e.kind(), "not_leader", "{e}");
+        assert!(e.to_string().contains("collector-1"), "{e}");
+        assert!(topo.graph_at("prod", now).await.unwrap().is_none());
+        // Leading (generation 3): saved.
+        fence.grant(3, fence.now_ms() + 60_000);
+        src.snapshot_at(now).await.unwrap();
+        assert!(topo.graph_at("prod", now).await.unwrap().is_some());
+        // The fence's deadline passed: refused again.
+        fence.grant(3, 0);
+        let e = src.snapshot_at(now + 1000).await.unwrap_err();
+        assert_eq!(e.kind(), "not_leader");
     }
 }

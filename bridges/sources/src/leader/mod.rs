@@ -17,8 +17,15 @@
 //! lease_duration`, so a partitioned leader stops before any other
 //! candidate can take the lease over.
 //!
-//! Not done yet: the IO loop over `Api<Lease>` and its wiring into the
-//! collector targets (see ARCHITECTURE.md, "High availability").
+//! The IO around it: [`lease`] runs the election against the API server
+//! (`Api<Lease>`) and publishes [`Leadership`] and the [`Fence`];
+//! [`supervise`] runs the collector targets only while leading.
+
+pub mod lease;
+pub mod supervise;
+
+pub use lease::{Leadership, LeaseElection};
+pub use supervise::{run_while_leading, SuperviseError};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -284,6 +291,14 @@ impl Fence {
     /// Milliseconds since the fence's epoch (its monotonic clock).
     pub fn now_ms(&self) -> u64 {
         millis(self.inner.epoch.elapsed())
+    }
+
+    /// The instant of `ms` on the fence's clock.
+    pub fn instant_at(&self, ms: u64) -> std::time::Instant {
+        self.inner
+            .epoch
+            .checked_add(Duration::from_millis(ms))
+            .unwrap_or_else(|| self.inner.epoch + Duration::from_secs(86_400 * 365))
     }
 
     /// Grants writes until `deadline_ms` (the fence's clock) for `generation`.
