@@ -114,6 +114,25 @@ impl ViewArgs {
         })
     }
 
+    /// The view's query parameters (checked first, so errors name the flags).
+    fn query(&self) -> Result<Vec<(&'static str, String)>> {
+        let o = self.options()?;
+        let mut q = vec![
+            ("depth", o.depth.to_string()),
+            ("limit", o.max_nodes.to_string()),
+        ];
+        let mut opt = |k: &'static str, v: Option<String>| {
+            if let Some(v) = v.filter(|v| !v.is_empty()) {
+                q.push((k, v));
+            }
+        };
+        opt("cluster", self.cluster.clone());
+        opt("namespace", o.namespace);
+        opt("focus", o.focus);
+        opt("group", o.group.map(|g| g.name().to_string()));
+        Ok(q)
+    }
+
     fn format(&self) -> Result<Format> {
         match self.format.as_str() {
             "table" => Ok(Format::Table),
@@ -161,27 +180,6 @@ pub fn start_topology_target(
             }
         }
     });
-}
-
-impl ViewArgs {
-    /// The view's query parameters (checked first, so errors name the flags).
-    fn query(&self) -> Result<Vec<(&'static str, String)>> {
-        let o = self.options()?;
-        let mut q = vec![
-            ("depth", o.depth.to_string()),
-            ("limit", o.max_nodes.to_string()),
-        ];
-        let mut opt = |k: &'static str, v: Option<String>| {
-            if let Some(v) = v.filter(|v| !v.is_empty()) {
-                q.push((k, v));
-            }
-        };
-        opt("cluster", self.cluster.clone());
-        opt("namespace", o.namespace);
-        opt("focus", o.focus);
-        opt("group", o.group.map(|g| g.name().to_string()));
-        Ok(q)
-    }
 }
 
 /// Runs `kube-insight topology …` against a server or a store; returns the
@@ -302,8 +300,7 @@ pub fn graph_table(nodes: &[Value], edges: &[Value]) -> String {
     );
     for e in edges {
         let directed = txt(e, "detail__direction") != "undirected";
-        let _ = writeln!(
-            o,
+        let line = format!(
             "{:<40} {:<2} {:<40} {:>12} {}",
             txt(e, "source"),
             if directed { "->" } else { "--" },
@@ -311,6 +308,7 @@ pub fn graph_table(nodes: &[Value], edges: &[Value]) -> String {
             num(e, "detail__bytes_per_s").map_or("-".into(), topo::fmt_bytes_rate),
             txt(e, "secondarystat")
         );
+        let _ = writeln!(o, "{}", line.trim_end());
     }
     o
 }
