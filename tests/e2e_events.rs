@@ -546,6 +546,27 @@ async fn cli_answers_the_same_from_server_and_store() {
             && err.contains(&ki.api),
         "{err}"
     );
+    // A wrong path on the server is an error, not "did not exist".
+    let wrong = format!("{}/nope", ki.api);
+    let (code, _, err) = run_cli(
+        dir.path(),
+        &[
+            "get",
+            "deploy/payment",
+            "-n",
+            "shop",
+            "--server",
+            &wrong,
+            "--token",
+            API_TOKEN,
+        ],
+    );
+    assert!(
+        code == Some(1)
+            && err.contains("/nope/api/v1/objects/deploy/shop/payment")
+            && !err.contains("did not exist"),
+        "{err}"
+    );
     let (code, _, err) = run_cli(
         dir.path(),
         &[

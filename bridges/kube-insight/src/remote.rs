@@ -149,8 +149,9 @@ impl Api {
             .ok_or_else(|| anyhow!("GET {path}: no answer"))
     }
 
-    /// GETs `path` and decodes its JSON body; with `absent_ok`, a 404 is
-    /// `None` (an object that did not exist then).
+    /// GETs `path` and decodes its JSON body; with `absent_ok`, the API's
+    /// own 404 (`{"error": …}`) is `None` (an object that did not exist
+    /// then), while a 404 without it (a wrong `--server` path) stays an error.
     pub async fn get_json_opt<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -158,7 +159,7 @@ impl Api {
         absent_ok: bool,
     ) -> Result<Option<T>> {
         let (status, body, what) = self.fetch(path, query).await?;
-        if absent_ok && status == reqwest::StatusCode::NOT_FOUND {
+        if absent_ok && status == reqwest::StatusCode::NOT_FOUND && api_error(&body).is_some() {
             return Ok(None);
         }
         if !status.is_success() {
@@ -261,16 +262,20 @@ impl Client {
     }
 }
 
+/// The message of the API's error body, `{"error": "..."}`.
+fn api_error(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+}
+
 /// The error of a non-2xx answer: the request (`GET URL`), the status, the
 /// server's message (`{"error": "..."}` or the text) and what to do.
 fn status_error(what: &str, status: reqwest::StatusCode, body: &[u8]) -> anyhow::Error {
-    let msg = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-        .unwrap_or_else(|| {
-            let s = String::from_utf8_lossy(body);
-            s.chars().take(500).collect::<String>().trim().to_string()
-        });
+    let msg = api_error(body).unwrap_or_else(|| {
+        let s = String::from_utf8_lossy(body);
+        s.chars().take(500).collect::<String>().trim().to_string()
+    });
     let hint = match status.as_u16() {
         401 => "; set --token or KUBE_INSIGHT_API_TOKEN to the API's token",
         403 => "; the token is not allowed to read this",

@@ -42,6 +42,11 @@ pub struct TopologyArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum TopologyCommand {
     /// What appeared, disappeared or changed between two moments.
+    #[command(after_help = "Examples:
+  kube-insight topology diff --from now-1d --to now
+  kube-insight topology diff --from 2024-05-31T15:00:00Z --to 2024-05-31T16:00:00Z --namespace shop --factor 3
+  kube-insight topology diff --from now-2h --format dot | dot -Tpng > changes.png
+  kube-insight topology diff --from now-1h --format json --server http://kube-insight:8080")]
     Diff(DiffArgs),
 }
 
