@@ -583,25 +583,50 @@ async fn cli_answers_the_same_from_server_and_store() {
         "{err}"
     );
 
-    // logs -f: the lines so far, then the lines written after it started,
-    // each once, until Ctrl-C (SIGINT) stops it with success.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kube-insight"))
+    // logs -f, from the server and from the store: the lines so far, then
+    // the lines written after it started, each once, until Ctrl-C (SIGINT)
+    // stops it with success.
+    let server = ["--server", ki.api.as_str(), "--token", API_TOKEN];
+    let store = format!("sqlite://{}/insight.db", dir.path().display());
+    follow(&ki, dir.path(), &server, "server").await;
+    follow(&ki, dir.path(), &["--store", &store], "store").await;
+    // A --store flag wins over KUBE_INSIGHT_SERVER from the environment.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-insight"))
         .args([
-            "logs",
-            "deploy/frontend",
-            "-n",
-            "shop",
-            "--since",
-            "1h",
-            "-f",
-            "--interval",
-            "200ms",
-            "--server",
-            &ki.api,
-            "--token",
-            API_TOKEN,
+            "changes", "-n", "shop", "--from", &t0, "--to", &at, "--store", &store,
         ])
         .env_clear()
+        .envs(store_env(dir.path()))
+        .env("KUBE_INSIGHT_SERVER", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(ki);
+}
+
+/// Runs `logs -f` with `source` flags; pushes lines while it runs, checks
+/// they are printed once each, oldest first, and that SIGINT stops it.
+async fn follow(ki: &KubeInsight, dir: &std::path::Path, source: &[&str], tag: &str) {
+    let mut args = vec![
+        "logs",
+        "deploy/frontend",
+        "-n",
+        "shop",
+        "--since",
+        "1h",
+        "-f",
+        "--interval",
+        "200ms",
+    ];
+    args.extend_from_slice(source);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kube-insight"))
+        .args(&args)
+        .env_clear()
+        .envs(store_env(dir).into_iter().skip(1))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -624,29 +649,22 @@ async fn cli_answers_the_same_from_server_and_store() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
                 Ok(l) => printed.push(l),
-                Err(_) => panic!("logs -f did not print {want:?}; printed {printed:?}"),
+                Err(_) => panic!("logs -f ({tag}) did not print {want:?}; printed {printed:?}"),
             }
         }
     };
-    wait_for(&mut printed, "GET /cart 200");
     wait_for(&mut printed, "GET /checkout 500 payment failed");
+    let (l1, l2, l3) = (
+        format!("{tag} followed line 1"),
+        format!("{tag} followed line 2"),
+        format!("{tag} followed line 3"),
+    );
     let now_ns = kube_insight_core::time::now_ms() * 1_000_000;
-    push_logs(
-        &ki,
-        &[(now_ns, "followed line 1"), (now_ns + 1, "followed line 2")],
-    )
-    .await;
-    wait_for(&mut printed, "followed line 2");
+    push_logs(ki, &[(now_ns, &l1), (now_ns + 1, &l2)]).await;
+    wait_for(&mut printed, &l2);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    push_logs(
-        &ki,
-        &[(
-            kube_insight_core::time::now_ms() * 1_000_000,
-            "followed line 3",
-        )],
-    )
-    .await;
-    wait_for(&mut printed, "followed line 3");
+    push_logs(ki, &[(kube_insight_core::time::now_ms() * 1_000_000, &l3)]).await;
+    wait_for(&mut printed, &l3);
     // A few more polls over the same lines print nothing again.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let st = std::process::Command::new("kill")
@@ -661,24 +679,28 @@ async fn cli_answers_the_same_from_server_and_store() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "logs -f did not stop on SIGINT"
+            "logs -f ({tag}) did not stop on SIGINT"
         );
         std::thread::sleep(Duration::from_millis(50));
     };
     reader.join().unwrap();
     printed.extend(rx.try_iter());
-    assert!(status.success(), "logs -f exit: {status:?}");
+    assert!(status.success(), "logs -f ({tag}) exit: {status:?}");
     assert_eq!(
-        printed,
-        [
-            "GET /cart 200",
-            "GET /checkout 500 payment failed",
-            "GET /cart 200",
-            "followed line 1",
-            "followed line 2",
-            "followed line 3"
-        ],
-        "each line once, oldest first"
+        &printed[printed.len() - 3..],
+        [l1.as_str(), l2.as_str(), l3.as_str()],
+        "logs -f ({tag}): the new lines last, oldest first: {printed:?}"
     );
-    drop(ki);
+    let mut counts = std::collections::HashMap::<&str, usize>::new();
+    for l in &printed {
+        *counts.entry(l.as_str()).or_default() += 1;
+    }
+    for (line, n) in counts {
+        let want = if line == "GET /cart 200" { 2 } else { 1 };
+        assert_eq!(
+            n, want,
+            "logs -f ({tag}): {line:?} printed {n} times: {printed:?}"
+        );
+    }
+    assert!(printed.len() >= 6, "{printed:?}");
 }

@@ -90,6 +90,7 @@ Examples:
   kube-insight logs deploy/api -n shop --since 1h
   kube-insight logs deploy/api -n shop -c api --since 10m -f --prefix
   kube-insight logs pod/api-7d9c-x2x4k -n shop --level error,warn --timestamps
+  kube-insight logs deploy/api -n shop --from 2024-05-31T16:00:00Z --to 2024-05-31T16:30:00Z --contains timeout
   kube-insight logs deploy/api -n shop -f --server http://kube-insight:8080 --token \"$TOKEN\"";
 
 const TOPOLOGY_EXAMPLES: &str = "\

@@ -44,13 +44,19 @@ pub struct LogsArgs {
     /// Only this container's lines.
     #[arg(short = 'c', long)]
     pub container: Option<String>,
-    /// Lines newer than this: 30s, 10m, 1h, 7d.
+    /// Lines newer than this (before --to): 30s, 10m, 1h, 7d.
     #[arg(long, default_value = "1h")]
     pub since: String,
+    /// The start instead of --since: RFC 3339, epoch seconds or ms, now-1d.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The end (not with -f, which follows from now).
+    #[arg(long, default_value = "now")]
+    pub to: String,
     /// Keep printing new lines until Ctrl-C.
     #[arg(short = 'f', long)]
     pub follow: bool,
-    /// Print at most the newest N lines of --since (before following).
+    /// Print at most the newest N lines of the range (before following).
     #[arg(long, default_value_t = 1000)]
     pub tail: usize,
     /// Only lines containing this text (case-sensitive).
@@ -258,8 +264,13 @@ pub async fn run(args: LogsArgs) -> Result<()> {
         bail!("invalid -o {:?}: expected text or json", args.output);
     }
     let (key, name) = selector(&args.object)?;
-    let since = kube_insight_core::parse_duration(&args.since)
-        .map_err(|e| anyhow::anyhow!("--since {:?}: {e}", args.since))?;
+    if args.follow && args.to != "now" {
+        bail!(
+            "-f follows from now: leave --to out (or drop -f to read up to {:?})",
+            args.to
+        );
+    }
+    let (from, to) = crate::events_cmd::range_args(&args.since, args.from.as_deref(), &args.to)?;
     if args.interval < Duration::from_millis(100) {
         bail!("invalid --interval: at least 100ms");
     }
@@ -276,8 +287,6 @@ pub async fn run(args: LogsArgs) -> Result<()> {
         }
     }
     let api = args.server.api(&args.store).await?;
-    let to = now_ms();
-    let from = to - i64::try_from(since.as_millis()).unwrap_or(i64::MAX / 2);
     let (rows, _) = read_range(&api, &base, from, to, args.tail.max(1)).await?;
     let rows = if args.tail == 0 { Vec::new() } else { rows };
     if !print(&rows.iter().collect::<Vec<_>>(), &args)? || !args.follow {
