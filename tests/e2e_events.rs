@@ -393,6 +393,11 @@ async fn cli_answers_the_same_from_server_and_store() {
             ],
             "\"replicas\"",
         ),
+        (vec!["get", "node/node-a", "--at", &at], "MemoryPressure"),
+        (
+            vec!["diff", "node/node-a", "--from", &t0, "--to", &at],
+            "MemoryPressure",
+        ),
         (
             vec![
                 "diff",

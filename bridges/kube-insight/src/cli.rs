@@ -331,3 +331,51 @@ pub fn usage_error(e: clap::Error) -> std::process::ExitCode {
     }
     std::process::ExitCode::from(u8::try_from(code).unwrap_or(2))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_and_store_flags_together_are_a_usage_error() {
+        let e = parse_from([
+            "kube-insight",
+            "changes",
+            "--server",
+            "http://127.0.0.1:8080",
+            "--store",
+            "sqlite:///tmp/x.db",
+        ])
+        .err()
+        .map(|e| (e.kind(), e.to_string()));
+        let (kind, msg) = e.unwrap_or_else(|| panic!("--server with --store parsed"));
+        assert_eq!(kind, clap::error::ErrorKind::ArgumentConflict);
+        assert!(msg.contains("--server and --store"), "{msg}");
+        for args in [
+            &[
+                "kube-insight",
+                "topology",
+                "diff",
+                "--from",
+                "now-1h",
+                "--server",
+                "http://h",
+                "--store",
+                "sqlite:///x",
+            ][..],
+            &[
+                "kube-insight",
+                "logs",
+                "deploy/api",
+                "--server",
+                "http://h",
+                "--store",
+                "sqlite:///x",
+            ],
+        ] {
+            assert!(parse_from(args).is_err(), "{args:?}");
+        }
+        assert!(parse_from(["kube-insight", "changes", "--store", "sqlite:///tmp/x.db"]).is_ok());
+        assert!(parse_from(["kube-insight", "changes", "--server", "http://h"]).is_ok());
+    }
+}

@@ -665,6 +665,56 @@ mod tests {
     }
 
     #[test]
+    fn the_change_table_is_aligned_oldest_first() {
+        let item = |t: &str, name: &str, summary: &str, who: Option<&str>| ChangeItem {
+            time: t.into(),
+            namespace: "shop".into(),
+            kind: "Deployment".into(),
+            name: name.into(),
+            change: "updated".into(),
+            summary: summary.into(),
+            who: who.map(str::to_string),
+            outcome: Some("completed".into()),
+        };
+        // Newest first, as the API answers.
+        let text = render_changes(&[
+            item("2024-05-31T17:00:00.000Z", "payment", "image a → b", None),
+            item(
+                "2024-05-31T16:00:00.000Z",
+                "frontend-long-name",
+                "replicas 2 → 3",
+                Some("kubectl"),
+            ),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[1].contains("frontend-long-name") && lines[2].contains("payment"),
+            "{text}"
+        );
+        for col in ["OBJECT", "CHANGE", "WHO", "OUTCOME"] {
+            let at = lines[0].find(col).unwrap();
+            for l in &lines[1..] {
+                let prefix: String = l.chars().take(lines[0][..at].chars().count()).collect();
+                assert!(prefix.ends_with("  "), "{col} misaligned in {l:?}\n{text}");
+            }
+        }
+        assert!(lines[2].contains(" -  "), "no who is '-': {text}");
+        assert_eq!(render_changes(&[]), "no changes in the range\n");
+    }
+
+    #[test]
+    fn ranges_from_since_or_from_to() {
+        let (a, b) = range_args("2h", None, "1717171200000").unwrap();
+        assert_eq!((a, b), (1_717_171_200_000 - 7_200_000, 1_717_171_200_000));
+        let (a, _) = range_args("2h", Some("1717160000000"), "1717171200000").unwrap();
+        assert_eq!(a, 1_717_160_000_000);
+        let e = range_args("soon", None, "now").unwrap_err().to_string();
+        assert!(e.contains("--since"), "{e}");
+        assert!(range_args("1h", Some("now"), "now-2h").is_err());
+    }
+
+    #[test]
     fn line_diff_marks_changes() {
         assert_eq!(line_diff("a\nb\nc\n", "a\nx\nc\n"), "  a\n- b\n+ x\n  c\n");
         assert!(EventsSettings {
