@@ -99,7 +99,7 @@ impl Api {
         &self,
         path: &str,
         query: &[(&str, String)],
-    ) -> Result<(reqwest::StatusCode, Vec<u8>, String)> {
+    ) -> Result<(reqwest::StatusCode, Vec<u8>, Request)> {
         match self {
             Api::Server(c) => c.fetch(path, query).await,
             Api::Local { router, store } => {
@@ -111,10 +111,10 @@ impl Api {
                     Some(q) => format!("{}?{q}", url.path()),
                     None => url.path().to_string(),
                 };
-                let what = format!("reading {uri} from the store {store}");
+                let what = Request::Local(format!("reading {uri} from the store {store}"));
                 let req = axum::http::Request::get(uri.as_str())
                     .body(axum::body::Body::empty())
-                    .with_context(|| what.clone())?;
+                    .with_context(|| what.to_string())?;
                 let resp = match router.clone().oneshot(req).await {
                     Ok(r) => r,
                     Err(never) => match never {},
@@ -177,6 +177,22 @@ impl Api {
     }
 }
 
+/// A request as errors name it: `GET URL` of a server, or the path read
+/// from a store.
+#[derive(Debug, Clone)]
+enum Request {
+    Server(String),
+    Local(String),
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Server(s) | Request::Local(s) => f.write_str(s),
+        }
+    }
+}
+
 /// `path` joined to `base`, with the query pairs.
 fn join(base: &reqwest::Url, path: &str, query: &[(&str, String)]) -> Result<reqwest::Url> {
     let mut url = base
@@ -236,7 +252,7 @@ impl Client {
         &self,
         path: &str,
         query: &[(&str, String)],
-    ) -> Result<(reqwest::StatusCode, Vec<u8>, String)> {
+    ) -> Result<(reqwest::StatusCode, Vec<u8>, Request)> {
         let url = self.url(path, query)?;
         tracing::debug!(%url, "GET");
         let mut req = self.http.get(url.clone());
@@ -258,7 +274,7 @@ impl Client {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok((status, body, format!("GET {url}")))
+        Ok((status, body, Request::Server(format!("GET {url}"))))
     }
 }
 
@@ -271,18 +287,21 @@ fn api_error(body: &[u8]) -> Option<String> {
 
 /// The error of a non-2xx answer: the request (`GET URL`), the status, the
 /// server's message (`{"error": "..."}` or the text) and what to do.
-fn status_error(what: &str, status: reqwest::StatusCode, body: &[u8]) -> anyhow::Error {
+fn status_error(what: &Request, status: reqwest::StatusCode, body: &[u8]) -> anyhow::Error {
     let msg = api_error(body).unwrap_or_else(|| {
         let s = String::from_utf8_lossy(body);
         s.chars().take(500).collect::<String>().trim().to_string()
     });
+    let server = matches!(what, Request::Server(_));
     let hint = match status.as_u16() {
         401 => "; set --token or KUBE_INSIGHT_API_TOKEN to the API's token",
         403 => "; the token is not allowed to read this",
-        404 => {
+        404 if server => {
             "; check --server (the api listener's URL) and the object's kind, namespace and name"
         }
-        429 | 503 => "; the server is busy or unavailable, retry later",
+        404 => "; check the object's kind, namespace and name",
+        429 | 503 if server => "; the server is busy or unavailable, retry later",
+        429 | 503 => "; the store is busy or unavailable, retry later",
         _ => "",
     };
     let msg = if msg.is_empty() {
@@ -314,7 +333,7 @@ mod tests {
     #[test]
     fn status_errors_name_the_url_status_and_fix() {
         let e = status_error(
-            "GET http://h:1/api/v1/x",
+            &Request::Server("GET http://h:1/api/v1/x".into()),
             reqwest::StatusCode::UNAUTHORIZED,
             br#"{"error":"bad token"}"#,
         )
