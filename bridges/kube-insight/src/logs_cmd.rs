@@ -4,13 +4,15 @@
 //! in-process) through [`crate::remote::Api`].
 //!
 //! `-f` follows like `kubectl logs -f`: every `--interval` it reads the
-//! lines from a little before the newest one printed (the settle window,
-//! for batches that reach the store late) up to now, pages through them
-//! with the API's cursor (`envelope=true`, `next_cursor`), and prints the
-//! ones it has not printed yet, oldest first. What it remembers is the
-//! identity of the lines of the settle window, at most [`MAX_SEEN`] of them,
-//! so memory stays bounded however long it follows. Ctrl-C (or SIGTERM)
-//! stops it cleanly.
+//! lines from [`SETTLE_MS`] before the previous poll's end (for batches that
+//! reach the store late) up to now, pages through them with the API's
+//! cursor (`envelope=true`, `next_cursor`), and prints the ones it has not
+//! printed yet, oldest first. What it remembers is the identity (time,
+//! stream, text) of the lines of the last two settle windows, at most
+//! [`MAX_SEEN`] of them, and one poll reads at most [`MAX_POLL_LINES`], so
+//! memory stays bounded however long it follows. Ctrl-C (or SIGTERM) stops
+//! it cleanly. Two identical lines of one stream at the same nanosecond
+//! print once.
 
 use crate::config::StoreSettings;
 use crate::remote::Api;
@@ -29,8 +31,10 @@ pub const PAGE_LIMIT: usize = 5000;
 pub const MAX_POLL_LINES: usize = 50_000;
 /// Identities of printed lines kept for de-duplication at most.
 pub const MAX_SEEN: usize = 200_000;
-/// How far before the newest printed line each follow poll reads again.
+/// How far before the previous poll's end each follow poll reads again.
 pub const SETTLE_MS: i64 = 10_000;
+/// `--tail` at most (the first read is held to print it oldest first).
+pub const MAX_TAIL: usize = 100_000;
 
 /// `kube-insight logs OBJECT`.
 #[derive(Debug, Clone, Args)]
@@ -56,7 +60,7 @@ pub struct LogsArgs {
     /// Keep printing new lines until Ctrl-C.
     #[arg(short = 'f', long)]
     pub follow: bool,
-    /// Print at most the newest N lines of the range (before following).
+    /// Print at most the newest N lines of the range (before following; at most 100000).
     #[arg(long, default_value_t = 1000)]
     pub tail: usize,
     /// Only lines containing this text (case-sensitive).
@@ -271,6 +275,12 @@ pub async fn run(args: LogsArgs) -> Result<()> {
         );
     }
     let (from, to) = crate::events_cmd::range_args(&args.since, args.from.as_deref(), &args.to)?;
+    if args.tail > MAX_TAIL {
+        bail!(
+            "invalid --tail {}: at most {MAX_TAIL}; narrow the range (--since, --from/--to)",
+            args.tail
+        );
+    }
     if args.interval < Duration::from_millis(100) {
         bail!("invalid --interval: at least 100ms");
     }
