@@ -5,6 +5,11 @@
 //! are checked against the script, including two rollouts of one Deployment
 //! within one second, a Node cordon and a ConfigMap change whose data must
 //! never appear in an answer; `kube-insight get … --at` reads the same store.
+//!
+//! Then every read command of the CLI (`get`, `diff`, `changes`, `logs`,
+//! `topology`, `suspects`) over the suspects test's incident store: the
+//! answer from `--server` equals the answer from `--store`, errors name the
+//! server and the fix, and `logs -f` follows (from either source).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
