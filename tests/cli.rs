@@ -47,6 +47,40 @@ fn help_teaches_targets_listeners_and_examples() {
 }
 
 #[test]
+fn every_subcommand_help_ends_with_examples() {
+    for cmd in [
+        &["run"][..],
+        &["config"],
+        &["schema"],
+        &["schema", "apply"],
+        &["schema", "check"],
+        &["get"],
+        &["diff"],
+        &["changes"],
+        &["logs"],
+        &["topology"],
+        &["topology", "diff"],
+        &["suspects"],
+        &["demo"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let (code, out, err) = ki(&args, &[]);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let examples = out
+            .split("\nExamples:\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{args:?} --help has no Examples section:\n{out}"));
+        let first = examples.lines().next().unwrap_or("");
+        assert!(
+            first.trim_start().starts_with("kube-insight ")
+                || first.trim_start().starts_with("KUBE_INSIGHT_"),
+            "{args:?}: the first example is not a command line: {first:?}"
+        );
+    }
+}
+
+#[test]
 fn config_prints_the_effective_configuration_with_secrets_masked() {
     let (code, out, err) = ki(
         &["config", "--cluster", "prod-eu"],

@@ -12,6 +12,9 @@
 //!   ratio by more than `factor`; with `&overlay=true` the union of both
 //!   graphs coloured added/removed/changed/unchanged (`{nodes, edges}`, or
 //!   one of them with `&frame=nodes|edges`);
+//! - `format=dot` on `/api/v1/topology` and `/api/v1/topology/diff` (there:
+//!   the overlay) answers Graphviz DOT (`text/vnd.graphviz`) instead of
+//!   JSON: what `kube-insight topology --format dot` prints;
 //! - `GET /api/v1/topology/changes?from&to[&cluster]`: "dependency
 //!   appeared" / "dependency lost" records (also merged into
 //!   `/api/v1/changes`, category `dependency`: see [`crate::events`]).
@@ -86,6 +89,27 @@ fn topo_error(e: TopologyError) -> Response {
 
 fn bad(msg: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, msg)
+}
+
+/// `format`: `json` (the default) or `dot`; true for dot.
+fn wants_dot(p: &Params) -> Result<bool, Response> {
+    match p.get("format") {
+        None | Some("json") => Ok(false),
+        Some("dot") => Ok(true),
+        Some(f) => Err(bad(format!("parameter format: {f:?} is not json or dot"))),
+    }
+}
+
+/// A DOT answer.
+fn dot(text: String) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/vnd.graphviz; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 fn time_param(p: &Params, key: &str) -> Result<i64, Response> {
@@ -207,10 +231,17 @@ async fn shaped(st: &TopoState, q: Option<&str>) -> Result<Shaped, Response> {
 }
 
 async fn graph(State(st): State<Arc<TopoState>>, RawQuery(q): RawQuery) -> Response {
+    let as_dot = match wants_dot(&Params::parse(q.as_deref(), None)) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
     let s = match shaped(&st, q.as_deref()).await {
         Ok(s) => s,
         Err(r) => return r,
     };
+    if as_dot {
+        return dot(topo::to_dot(&s.view.snapshot, None));
+    }
     let mut out = json!({
         "cluster": s.cluster,
         "at": format_rfc3339_ms(s.at),
@@ -319,6 +350,10 @@ async fn diff(State(st): State<Arc<TopoState>>, RawQuery(q): RawQuery) -> Respon
         (Ok(o), Ok(d)) => (o, d),
         (Err(e), _) | (_, Err(e)) => return bad(e),
     };
+    let as_dot = match wants_dot(&p) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
     let cluster = match cluster(&st.store, &p).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -360,7 +395,7 @@ async fn diff(State(st): State<Arc<TopoState>>, RawQuery(q): RawQuery) -> Respon
         (Err(e), _) | (_, Err(e)) => return topo_error(e),
     };
     let d = topo::diff(&va, &vb, &dopts);
-    if p.get("overlay") != Some("true") {
+    if !as_dot && p.get("overlay") != Some("true") {
         return Json(diff_rows(&d)).into_response();
     }
     let o = topo::overlay(&va, &vb, &d);
@@ -369,6 +404,9 @@ async fn diff(State(st): State<Arc<TopoState>>, RawQuery(q): RawQuery) -> Respon
         opts.max_nodes.clamp(2, topo::MAX_NODES_LIMIT),
         &[],
     );
+    if as_dot {
+        return dot(topo::to_dot(&snap, Some((&o.nodes, &o.edges))));
+    }
     let nodes = topo::node_rows(&snap, Some(&o.nodes));
     let edges = topo::edge_rows(&snap, Some(&o.edges));
     match p.get("frame") {
@@ -579,6 +617,24 @@ mod tests {
             .find(|n| n["id"] == "shop/w6")
             .unwrap();
         assert_eq!(w6["color"], topo::Change::Added.color());
+        let r = app
+            .clone()
+            .oneshot(
+                Request::get(format!("{uri}&format=dot"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let text = axum::body::to_bytes(r.into_body(), 1 << 24).await.unwrap();
+        let text = String::from_utf8(text.to_vec()).unwrap();
+        assert!(
+            text.starts_with("digraph topology") && text.contains(topo::Change::Added.color()),
+            "{text}"
+        );
+        let (s, v) = get(&app, &format!("{uri}&format=png")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
         let (_, e) = get(&app, &format!("{uri}&overlay=true&frame=edges")).await;
         assert!(e
             .as_array()

@@ -1,19 +1,19 @@
 //! The `events` target's start-up, and the change-history CLI:
-//! `kube-insight get deploy/NAME -n NS --at T -o yaml` and
-//! `kube-insight diff deploy/NAME -n NS --from T1 --to T2`, both reading the
-//! store directly (`KUBE_INSIGHT_STORE`).
+//! `kube-insight get deploy/NAME -n NS --at T -o yaml`,
+//! `kube-insight diff deploy/NAME -n NS --from T1 --to T2` and
+//! `kube-insight changes -n NS --since 2h`, each reading the read API of a
+//! server (`--server`) or of a store (`--store`, in-process) through
+//! [`crate::remote::Api`], with one renderer.
 
 use crate::config::StoreSettings;
+use crate::remote::Api;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kube_insight_core::event::to_yaml;
 use kube_insight_core::parse_time_ms;
 use kube_insight_core::time::format_rfc3339_ms;
 use kube_insight_sources::kube_watch::{self, parse_kinds, WatchConfig};
-use kube_insight_store::change_feed;
-use kube_insight_store::events::{ChangeQuery, EventStore, ObjectAt};
-use kube_insight_store::StoreUrl;
-use kube_insight_store_sqlite::events::SqliteEventStore;
+use kube_insight_store::events::EventStore;
 use kube_insight_telemetry::Telemetry;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,21 +38,6 @@ impl EventsSettings {
             anyhow::anyhow!("invalid KUBE_INSIGHT_EVENTS_KINDS / --events-kinds: {e}")
         })?;
         Ok(())
-    }
-}
-
-/// Opens the event store of a store URL.
-pub async fn open_event_store(store: &StoreSettings) -> Result<Arc<dyn EventStore>> {
-    match StoreUrl::parse(&store.store).with_context(|| "invalid KUBE_INSIGHT_STORE / --store")? {
-        StoreUrl::Sqlite { path } => Ok(Arc::new(
-            SqliteEventStore::open(&path, store.options())
-                .await
-                .with_context(|| format!("opening the event store {}", store.store))?,
-        )),
-        _ => bail!(
-            "the events store is built for sqlite only; KUBE_INSIGHT_STORE is {}",
-            store.store
-        ),
     }
 }
 
@@ -141,6 +126,8 @@ pub struct DiffArgs {
     #[arg(long)]
     pub include_status: bool,
     #[command(flatten)]
+    pub server: crate::remote::ServerArgs,
+    #[command(flatten)]
     pub store: StoreSettings,
 }
 
@@ -164,22 +151,7 @@ fn is_cluster_scoped(kind: &str) -> bool {
     )
 }
 
-async fn at(
-    store: &dyn EventStore,
-    cluster: Option<&str>,
-    kind: &str,
-    ns: &str,
-    name: &str,
-    t: i64,
-) -> Result<Option<ObjectAt>> {
-    let ns = if is_cluster_scoped(kind) { "" } else { ns };
-    store
-        .object_at(cluster, kind, ns, name, t)
-        .await
-        .with_context(|| format!("reading {kind}/{name} at {}", format_rfc3339_ms(t)))
-}
-
-/// What `get` shows, from the store or from the server's `/api/v1/objects`.
+/// What `get` shows, from `/api/v1/objects` (of a server or of a store).
 pub struct ObjectView {
     pub kind: String,
     pub name: String,
@@ -189,12 +161,51 @@ pub struct ObjectView {
     pub object: serde_json::Value,
 }
 
-/// The text `get` prints, from the store.
-pub async fn get_text(store: &dyn EventStore, args: &GetArgs) -> Result<String> {
+/// The object as it was at `t` (`GET /api/v1/objects/{kind}/{namespace}/{name}?at=`);
+/// `None` when it did not exist then.
+async fn object_at(
+    api: &Api,
+    cluster: Option<&str>,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    t: i64,
+) -> Result<Option<ObjectView>> {
+    let ns = if namespace.is_empty() || is_cluster_scoped(kind) {
+        "_"
+    } else {
+        namespace
+    };
+    let mut q = vec![("at", t.to_string())];
+    if let Some(c) = cluster {
+        q.push(("cluster", c.to_string()));
+    }
+    let Some(v) = api
+        .get_json_opt::<serde_json::Value>(&format!("api/v1/objects/{kind}/{ns}/{name}"), &q, true)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let version_ms = s("version_time")
+        .and_then(|x| parse_time_ms(&x).ok())
+        .unwrap_or(t);
+    Ok(Some(ObjectView {
+        kind: s("kind").unwrap_or_else(|| kind.to_string()),
+        name: s("name").unwrap_or_else(|| name.to_string()),
+        version_ms,
+        resource_version: s("resource_version").unwrap_or_default(),
+        manager: s("who"),
+        object: v.get("object").cloned().unwrap_or(serde_json::Value::Null),
+    }))
+}
+
+/// The text `get` prints, from a server or a store.
+pub async fn get_text(api: &Api, args: &GetArgs) -> Result<String> {
     let (kind, name) = split_object(&args.object)?;
     let t = time_arg("at", &args.at)?;
-    let Some(o) = at(
-        store,
+    let Some(view) = object_at(
+        api,
         args.cluster.as_deref(),
         &kind,
         &args.namespace,
@@ -208,45 +219,6 @@ pub async fn get_text(store: &dyn EventStore, args: &GetArgs) -> Result<String> 
             args.namespace,
             format_rfc3339_ms(t)
         );
-    };
-    let view = ObjectView {
-        kind: o.kind.clone(),
-        name: o.name.clone(),
-        version_ms: o.version_ms,
-        resource_version: o.resource_version.clone(),
-        manager: o.manager.clone(),
-        object: o.object.clone(),
-    };
-    render_get(&view, t, &args.output)
-}
-
-/// `get` through the server's `GET /api/v1/objects/{kind}/{namespace}/{name}?at=`.
-pub async fn get_text_remote(client: &crate::remote::Client, args: &GetArgs) -> Result<String> {
-    let (kind, name) = split_object(&args.object)?;
-    let t = time_arg("at", &args.at)?;
-    let ns = if args.namespace.is_empty() {
-        "_".to_string()
-    } else {
-        args.namespace.clone()
-    };
-    let mut q = vec![("at", t.to_string())];
-    if let Some(c) = &args.cluster {
-        q.push(("cluster", c.clone()));
-    }
-    let v: serde_json::Value = client
-        .get_json(&format!("api/v1/objects/{kind}/{ns}/{name}"), &q)
-        .await?;
-    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-    let version_ms = s("version_time")
-        .and_then(|x| parse_time_ms(&x).ok())
-        .unwrap_or(t);
-    let view = ObjectView {
-        kind: s("kind").unwrap_or(kind),
-        name: s("name").unwrap_or(name),
-        version_ms,
-        resource_version: s("resource_version").unwrap_or_default(),
-        manager: s("who"),
-        object: v.get("object").cloned().unwrap_or(serde_json::Value::Null),
     };
     render_get(&view, t, &args.output)
 }
@@ -275,32 +247,37 @@ pub fn render_get(o: &ObjectView, t: i64, output: &str) -> Result<String> {
     }
 }
 
+/// One row of `/api/v1/changes` as the CLI reads it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ChangeItem {
+    pub time: String,
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub change: String,
+    #[serde(default)]
+    pub summary: String,
+    #[serde(default)]
+    pub who: Option<String>,
+    #[serde(default)]
+    pub outcome: Option<String>,
+}
+
 /// The text `diff` prints: the changes between T1 and T2, then a line diff
 /// of the object's YAML at both times.
-pub async fn diff_text(store: &dyn EventStore, args: &DiffArgs) -> Result<String> {
+pub async fn diff_text(api: &Api, args: &DiffArgs) -> Result<String> {
     let (kind, name) = split_object(&args.object)?;
     let (t1, t2) = (time_arg("from", &args.from)?, time_arg("to", &args.to)?);
     if t1 > t2 {
         bail!("--from {} is after --to {}", args.from, args.to);
     }
-    let a = at(
-        store,
-        args.cluster.as_deref(),
-        &kind,
-        &args.namespace,
-        &name,
-        t1,
-    )
-    .await?;
-    let b = at(
-        store,
-        args.cluster.as_deref(),
-        &kind,
-        &args.namespace,
-        &name,
-        t2,
-    )
-    .await?;
+    let cluster = args.cluster.as_deref();
+    let a = object_at(api, cluster, &kind, &args.namespace, &name, t1).await?;
+    let b = object_at(api, cluster, &kind, &args.namespace, &name, t2).await?;
     if a.is_none() && b.is_none() {
         bail!(
             "{kind}/{name} in namespace {:?} existed neither at {} nor at {}",
@@ -309,36 +286,35 @@ pub async fn diff_text(store: &dyn EventStore, args: &DiffArgs) -> Result<String
             format_rfc3339_ms(t2)
         );
     }
-    let mut out = String::new();
-    let ns = if is_cluster_scoped(&kind) {
-        None
-    } else {
-        Some(args.namespace.clone())
-    };
-    let query = ChangeQuery {
-        cluster: args.cluster.clone(),
-        namespace: ns,
-        workload: None,
-        kind: Some(kind.clone()),
-        range: kube_insight_core::TimeRange::new(t1 + 1, t2).map_err(|e| anyhow::anyhow!("{e}"))?,
-        limit: 1000,
-        include_events: false,
-        include_status: args.include_status,
-    };
-    let items = change_feed::load(store, &query)
+    let mut q = vec![
+        ("kind", kind.clone()),
+        ("from", (t1 + 1).to_string()),
+        ("to", t2.to_string()),
+        ("limit", "1000".to_string()),
+        ("events", "false".to_string()),
+        ("dependencies", "false".to_string()),
+    ];
+    if !is_cluster_scoped(&kind) {
+        q.push(("namespace", args.namespace.clone()));
+    }
+    if let Some(c) = cluster {
+        q.push(("cluster", c.to_string()));
+    }
+    if args.include_status {
+        q.push(("include", "status".to_string()));
+    }
+    let items: Vec<ChangeItem> = api
+        .get_json("api/v1/changes", &q)
         .await
         .context("reading the changes")?;
-    for i in items.iter().rev().filter(|i| i.head.name == name) {
-        out.push_str(&format!(
-            "# {} {}: {}\n",
-            format_rfc3339_ms(i.head.at_ms),
-            i.head.change,
-            i.summary()
-        ));
+    let mut out = String::new();
+    // Newest first in the answer; oldest first here.
+    for i in items.iter().rev().filter(|i| i.name == name) {
+        out.push_str(&format!("# {} {}: {}\n", i.time, i.change, i.summary));
     }
     let ya = a.as_ref().map(|o| to_yaml(&o.object)).unwrap_or_default();
     let yb = b.as_ref().map(|o| to_yaml(&o.object)).unwrap_or_default();
-    let label = |o: &Option<ObjectAt>, t: i64| match o {
+    let label = |o: &Option<ObjectView>, t: i64| match o {
         Some(o) => format!(
             "{kind}/{name} at {} (resourceVersion {})",
             format_rfc3339_ms(t),
@@ -384,23 +360,186 @@ pub fn line_diff(a: &str, b: &str) -> String {
     out
 }
 
+/// The range of `--since` or `--from`/`--to`, in epoch ms.
+pub fn range_args(since: &str, from: Option<&str>, to: &str) -> Result<(i64, i64)> {
+    let end = time_arg("to", to)?;
+    let start = match from {
+        Some(f) => time_arg("from", f)?,
+        None => {
+            let d = kube_insight_core::parse_duration(since)
+                .map_err(|e| anyhow::anyhow!("--since {since:?}: {e}"))?;
+            end - i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
+        }
+    };
+    if start > end {
+        bail!("the range starts after it ends: --from/--since is after --to {to:?}");
+    }
+    Ok((start, end))
+}
+
+/// `kube-insight changes [WORKLOAD] -n NS --since 2h`: the change timeline.
+#[derive(Debug, Clone, Args)]
+pub struct ChangesArgs {
+    /// Only the changes of this workload: deploy/NAME, sts/NAME or NAME.
+    pub workload: Option<String>,
+    /// Namespace (all when unset).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// How far back from --to: 30m, 2h, 7d.
+    #[arg(long, default_value = "1h")]
+    pub since: String,
+    /// The start instead of --since: RFC 3339, epoch seconds or ms, now-1d.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The end.
+    #[arg(long, default_value = "now")]
+    pub to: String,
+    /// Only this kind (Deployment, ConfigMap, Node, Event, Dependency, …).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Also list status-only updates (controller status writes).
+    #[arg(long)]
+    pub include_status: bool,
+    /// Leave events out (Warning events are listed by default).
+    #[arg(long)]
+    pub no_events: bool,
+    /// Rows at most (newest kept), up to 10000.
+    #[arg(long, default_value_t = 500)]
+    pub limit: usize,
+    /// Output: table or json (the API's rows).
+    #[arg(short = 'o', long, default_value = "table")]
+    pub output: String,
+    /// Cluster (any when unset).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    #[command(flatten)]
+    pub server: crate::remote::ServerArgs,
+    #[command(flatten)]
+    pub store: StoreSettings,
+}
+
+/// The text `changes` prints, from a server or a store.
+pub async fn changes_text(api: &Api, args: &ChangesArgs) -> Result<String> {
+    if args.output != "table" && args.output != "json" {
+        bail!("invalid -o {:?}: expected table or json", args.output);
+    }
+    let (from, to) = range_args(&args.since, args.from.as_deref(), &args.to)?;
+    let mut q = vec![
+        ("from", from.to_string()),
+        ("to", to.to_string()),
+        ("limit", args.limit.clamp(1, 10_000).to_string()),
+    ];
+    let mut opt = |k: &'static str, v: Option<&str>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            q.push((k, v.to_string()));
+        }
+    };
+    opt("namespace", args.namespace.as_deref());
+    opt(
+        "workload",
+        args.workload
+            .as_deref()
+            .map(|w| w.rsplit('/').next().unwrap_or(w)),
+    );
+    opt("kind", args.kind.as_deref());
+    opt("cluster", args.cluster.as_deref());
+    if args.include_status {
+        q.push(("include", "status".to_string()));
+    }
+    if args.no_events {
+        q.push(("events", "false".to_string()));
+    }
+    let rows: Vec<serde_json::Value> = api.get_json("api/v1/changes", &q).await?;
+    if args.output == "json" {
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&rows)?));
+    }
+    let items = rows
+        .into_iter()
+        .map(serde_json::from_value::<ChangeItem>)
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the changes: a row is not the expected JSON")?;
+    Ok(render_changes(&items))
+}
+
+/// The one renderer of `changes`: aligned columns, oldest first.
+pub fn render_changes(items: &[ChangeItem]) -> String {
+    if items.is_empty() {
+        return "no changes in the range\n".to_string();
+    }
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let rows: Vec<[String; 6]> = items
+        .iter()
+        .rev()
+        .map(|i| {
+            [
+                i.time.clone(),
+                dash(&i.namespace),
+                format!("{}/{}", i.kind, i.name),
+                dash(&i.summary),
+                dash(i.who.as_deref().unwrap_or("")),
+                dash(i.outcome.as_deref().unwrap_or("")),
+            ]
+        })
+        .collect();
+    table(
+        &["TIME", "NAMESPACE", "OBJECT", "CHANGE", "WHO", "OUTCOME"],
+        &rows,
+    )
+}
+
+/// Columns padded to their widest cell (in characters), two spaces apart;
+/// the last column is not padded.
+pub fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut width = header.map(|h| h.chars().count());
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, c) in cells.enumerate() {
+            if i + 1 == N {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for r in rows {
+        line(&mut r.iter().map(String::as_str));
+    }
+    out
+}
+
+/// Runs `changes` (for `cli.rs`).
+pub async fn run_changes(args: ChangesArgs) -> Result<()> {
+    let api = args.server.api(&args.store).await?;
+    print!("{}", changes_text(&api, &args).await?);
+    Ok(())
+}
+
 /// Runs `get` (for `cli.rs`).
 pub async fn run_get(args: GetArgs) -> Result<()> {
-    if let Some(client) = args.server.client()? {
-        print!("{}", get_text_remote(&client, &args).await?);
-        return Ok(());
-    }
-    args.store.validate()?;
-    let store = open_event_store(&args.store).await?;
-    print!("{}", get_text(store.as_ref(), &args).await?);
+    let api = args.server.api(&args.store).await?;
+    print!("{}", get_text(&api, &args).await?);
     Ok(())
 }
 
 /// Runs `diff` (for `cli.rs`).
 pub async fn run_diff(args: DiffArgs) -> Result<()> {
-    args.store.validate()?;
-    let store = open_event_store(&args.store).await?;
-    print!("{}", diff_text(store.as_ref(), &args).await?);
+    let api = args.server.api(&args.store).await?;
+    print!("{}", diff_text(&api, &args).await?);
     Ok(())
 }
 
@@ -431,7 +570,10 @@ mod tests {
     async fn get_and_diff_read_the_history() {
         let dir = tempfile::tempdir().unwrap();
         let settings = store_settings(dir.path());
-        let store = open_event_store(&settings).await.unwrap();
+        let all = crate::store_open::open(&settings.store, settings.options())
+            .await
+            .unwrap();
+        let store = all.events();
         let w = |image: &str, rv: &str, at: i64| {
             let raw = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
                 "metadata": {"name": "api", "namespace": "shop", "uid": "u", "managedFields": [{"manager": "kubectl", "time": "2024-05-31T16:00:00Z", "fieldsV1": {"f:spec": {}}}]},
@@ -464,6 +606,8 @@ mod tests {
             ])
             .await
             .unwrap();
+        drop((store, all));
+        let api = Api::local(&settings).await.unwrap();
         let get = GetArgs {
             server: Default::default(),
             object: "deploy/api".into(),
@@ -473,14 +617,14 @@ mod tests {
             cluster: None,
             store: settings.clone(),
         };
-        let text = get_text(store.as_ref(), &get).await.unwrap();
+        let text = get_text(&api, &get).await.unwrap();
         assert!(text.contains("image: api:1.4"), "{text}");
         assert!(
             text.starts_with("# Deployment/api as it was at 2024-05-31T16:00:30.000Z"),
             "{text}"
         );
         let json = get_text(
-            store.as_ref(),
+            &api,
             &GetArgs {
                 server: Default::default(),
                 output: "json".into(),
@@ -494,7 +638,7 @@ mod tests {
             2
         );
         let e = get_text(
-            store.as_ref(),
+            &api,
             &GetArgs {
                 server: Default::default(),
                 at: "2024-05-31T15:00:00Z".into(),
@@ -506,7 +650,7 @@ mod tests {
         .to_string();
         assert!(e.contains("did not exist"), "{e}");
         assert!(get_text(
-            store.as_ref(),
+            &api,
             &GetArgs {
                 server: Default::default(),
                 object: "api".into(),
@@ -522,9 +666,10 @@ mod tests {
             to: "2024-05-31T16:02:00Z".into(),
             cluster: None,
             include_status: false,
+            server: Default::default(),
             store: settings,
         };
-        let text = diff_text(store.as_ref(), &diff).await.unwrap();
+        let text = diff_text(&api, &diff).await.unwrap();
         assert!(
             text.contains("# 2024-05-31T16:01:00.000Z updated: image api:1.4 → api:1.5 by kubectl"),
             "{text}"
@@ -533,6 +678,56 @@ mod tests {
             text.contains("- ") && text.contains("api:1.4") && text.contains("+ "),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_change_table_is_aligned_oldest_first() {
+        let item = |t: &str, name: &str, summary: &str, who: Option<&str>| ChangeItem {
+            time: t.into(),
+            namespace: "shop".into(),
+            kind: "Deployment".into(),
+            name: name.into(),
+            change: "updated".into(),
+            summary: summary.into(),
+            who: who.map(str::to_string),
+            outcome: Some("completed".into()),
+        };
+        // Newest first, as the API answers.
+        let text = render_changes(&[
+            item("2024-05-31T17:00:00.000Z", "payment", "image a → b", None),
+            item(
+                "2024-05-31T16:00:00.000Z",
+                "frontend-long-name",
+                "replicas 2 → 3",
+                Some("kubectl"),
+            ),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[1].contains("frontend-long-name") && lines[2].contains("payment"),
+            "{text}"
+        );
+        for col in ["OBJECT", "CHANGE", "WHO", "OUTCOME"] {
+            let at = lines[0].find(col).unwrap();
+            for l in &lines[1..] {
+                let prefix: String = l.chars().take(lines[0][..at].chars().count()).collect();
+                assert!(prefix.ends_with("  "), "{col} misaligned in {l:?}\n{text}");
+            }
+        }
+        assert!(lines[2].contains(" -  "), "no who is '-': {text}");
+        assert_eq!(render_changes(&[]), "no changes in the range\n");
+    }
+
+    #[test]
+    fn ranges_from_since_or_from_to() {
+        let (a, b) = range_args("2h", None, "1717171200000").unwrap();
+        assert_eq!((a, b), (1_717_171_200_000 - 7_200_000, 1_717_171_200_000));
+        let (a, _) = range_args("2h", Some("1717160000000"), "1717171200000").unwrap();
+        assert_eq!(a, 1_717_160_000_000);
+        let e = range_args("soon", None, "now").unwrap_err().to_string();
+        assert!(e.contains("--since"), "{e}");
+        assert!(range_args("1h", Some("now"), "now-2h").is_err());
     }
 
     #[test]

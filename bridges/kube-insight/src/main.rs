@@ -4,14 +4,13 @@ mod cli;
 mod config;
 mod demo_cmd;
 mod events_cmd;
+mod logs_cmd;
 mod remote;
 mod run;
 mod store_open;
 mod suspects_cmd;
 mod targets;
 mod topology_cmd;
-
-use clap::Parser;
 
 /// jemalloc, as vector and TiKV use: under ingest load glibc's malloc spent
 /// about half of the process' CPU time in `malloc`/`free`/consolidation
@@ -31,7 +30,7 @@ fn main() -> std::process::ExitCode {
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         eprintln!("kube-insight: warning: jemalloc background thread not started: {e}");
     }
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::parse() {
         Ok(c) => c,
         Err(e) => return cli::usage_error(e),
     };

@@ -1,13 +1,17 @@
 //! `kube-insight suspects deploy/NAME -n NS --at T [--window 2h] [-o table|json]`:
-//! which change caused the degradation of a workload, reading the store
-//! directly (`KUBE_INSIGHT_STORE`). The query is
-//! `kube_insight_suspects::suspects`, the same function the API calls.
+//! which change caused the degradation of a workload, reading
+//! `/api/v1/suspects` and `/api/v1/suspects/onset` of a server
+//! (`--server`) or of a store (`--store`, in-process) through
+//! [`crate::remote::Api`]. The query is `kube_insight_suspects::suspects`,
+//! which the API calls.
 
 use crate::config::StoreSettings;
+use crate::remote::Api;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use kube_insight_core::{parse_duration, parse_time_ms};
-use kube_insight_suspects::{suspects, Answer, Limits, SuspectsQuery};
+use kube_insight_suspects::SuspectsQuery;
+use serde_json::Value;
 use std::fmt::Write as _;
 
 #[derive(Debug, Clone, Args)]
@@ -31,6 +35,8 @@ pub struct SuspectsArgs {
     /// table or json.
     #[arg(short = 'o', long, default_value = "table")]
     pub output: String,
+    #[command(flatten)]
+    pub server: crate::remote::ServerArgs,
     #[command(flatten)]
     pub store: StoreSettings,
 }
@@ -59,10 +65,56 @@ pub fn query_of(args: &SuspectsArgs) -> Result<SuspectsQuery> {
     Ok(q)
 }
 
-/// The answer as text: the onset, then one block per suspect.
-pub fn render_table(a: &Answer) -> String {
+/// What `suspects` shows: the onset, the topology used and the caps hit
+/// (`/api/v1/suspects/onset`), and the suspects (`/api/v1/suspects`).
+pub struct SuspectsView {
+    pub onset: String,
+    pub topology: Option<String>,
+    pub capped: Vec<String>,
+    pub suspects: Vec<Value>,
+}
+
+/// Reads the answer of `q` from a server or a store.
+pub async fn read(api: &Api, q: &SuspectsQuery) -> Result<SuspectsView> {
+    let mut params = vec![
+        ("namespace", q.namespace.clone()),
+        ("workload", q.workload.clone()),
+        ("at", q.at_ms.to_string()),
+        ("window", format!("{}ms", q.window_ms)),
+        ("limit", q.limit.to_string()),
+    ];
+    if let Some(c) = &q.cluster {
+        params.push(("cluster", c.clone()));
+    }
+    let (onset, suspects) = tokio::try_join!(
+        api.get_json::<Value>("api/v1/suspects/onset", &params),
+        api.get_json::<Vec<Value>>("api/v1/suspects", &params),
+    )?;
+    let strings = |v: Option<&Value>| -> Vec<String> {
+        v.and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(SuspectsView {
+        onset: onset["onset"]["summary"].as_str().unwrap_or("").to_string(),
+        topology: onset
+            .get("topology")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        capped: strings(onset.get("capped")),
+        suspects,
+    })
+}
+
+/// The one renderer of `suspects -o table`: the onset, then one block per suspect.
+pub fn render_table(a: &SuspectsView) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "onset: {}", a.onset.summary);
+    let _ = writeln!(out, "onset: {}", a.onset);
     if let Some(t) = &a.topology {
         let _ = writeln!(out, "topology: {t}");
     }
@@ -78,32 +130,37 @@ pub fn render_table(a: &Answer) -> String {
         "\n{:<4} {:<6} {:<24} {:<14} {:<4} {:<40} SUMMARY",
         "RANK", "SCORE", "TIME", "CATEGORY", "HOPS", "OBJECT"
     );
+    let txt = |s: &Value, k: &str| s[k].as_str().unwrap_or("").to_string();
     for s in &a.suspects {
-        let object = if s.namespace.is_empty() {
-            format!("{}/{}", s.kind, s.name)
+        let (kind, namespace, name) = (txt(s, "kind"), txt(s, "namespace"), txt(s, "name"));
+        let object = if namespace.is_empty() {
+            format!("{kind}/{name}")
         } else {
-            format!("{}/{}/{}", s.kind, s.namespace, s.name)
+            format!("{kind}/{namespace}/{name}")
         };
-        let who = s
-            .who
-            .as_deref()
+        let who = s["who"]
+            .as_str()
             .map(|w| format!(" by {w}"))
             .unwrap_or_default();
         let _ = writeln!(
             out,
             "{:<4} {:<6.3} {:<24} {:<14} {:<4} {:<40} {}{who}",
-            s.rank,
-            s.score,
-            s.time,
-            s.category.name(),
-            s.distance,
+            s["rank"].as_u64().unwrap_or(0),
+            s["score"].as_f64().unwrap_or(0.0),
+            txt(s, "time"),
+            txt(s, "category"),
+            s["distance"].as_u64().unwrap_or(0),
             object,
-            s.summary
+            txt(s, "summary")
         );
         // The answer-wide lines (onset, topology, caps) are printed once above.
+        let why: Vec<&str> = s["why"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         let shared = 1 + usize::from(a.topology.is_some()) + a.capped.len();
-        let own = s.why.len().saturating_sub(shared);
-        for w in &s.why[..own] {
+        let own = why.len().saturating_sub(shared);
+        for w in &why[..own] {
             let _ = writeln!(out, "       - {w}");
         }
     }
@@ -111,17 +168,12 @@ pub fn render_table(a: &Answer) -> String {
 }
 
 pub async fn run(args: SuspectsArgs) -> Result<String> {
-    args.store.validate()?;
     let q = query_of(&args)?;
     if args.output != "table" && args.output != "json" {
         bail!("-o {:?}: use table or json", args.output);
     }
-    let store = crate::store_open::open(&args.store.store, args.store.options())
-        .await
-        .with_context(|| format!("opening the store {}", args.store.store))?;
-    let a = suspects(store.as_ref(), &q, &Limits::default())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let api = args.server.api(&args.store).await?;
+    let a = read(&api, &q).await?;
     Ok(match args.output.as_str() {
         "json" => format!("{}\n", serde_json::to_string_pretty(&a.suspects)?),
         _ => render_table(&a),

@@ -1,22 +1,22 @@
 //! `kube-insight topology` (the graph at a moment) and `kube-insight
-//! topology diff` (what changed between two), reading the store directly;
-//! and the wiring of the `topology` target for `kube-insight run`.
+//! topology diff` (what changed between two), reading `/api/v1/topology*`
+//! of a server (`--server`) or of a store (`--store`, in-process) through
+//! [`crate::remote::Api`], one renderer each; and the wiring of the
+//! `topology` target for `kube-insight run`.
 
 use crate::config::StoreSettings;
+use crate::remote::Api;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use kube_insight_core::parse_time_ms;
 use kube_insight_core::time::format_rfc3339_ms;
-use kube_insight_core::topology::{
-    self as topo, Change, DiffOptions, Group, Snapshot, ViewOptions,
-};
+use kube_insight_core::topology::{self as topo, Group, ViewOptions};
 use kube_insight_sources::leader::Fence;
 use kube_insight_sources::pull;
 use kube_insight_sources::topology::{TopologyConfig, TopologySource};
-use kube_insight_store::{DynStore, DynTopologyStore, StoreOptions, StoreUrl};
-use kube_insight_store_sqlite::topology::SqliteTopologyStore;
+use kube_insight_store::{DynStore, DynTopologyStore};
 use kube_insight_telemetry::Telemetry;
-use std::collections::BTreeMap;
+use serde_json::Value;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,12 +35,19 @@ pub struct TopologyArgs {
     #[arg(long, default_value = "now")]
     pub at: String,
     #[command(flatten)]
+    pub server: crate::remote::ServerArgs,
+    #[command(flatten)]
     pub store: StoreSettings,
 }
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum TopologyCommand {
     /// What appeared, disappeared or changed between two moments.
+    #[command(after_help = "Examples:
+  kube-insight topology diff --from now-1d --to now
+  kube-insight topology diff --from 2024-05-31T15:00:00Z --to 2024-05-31T16:00:00Z --namespace shop --factor 3
+  kube-insight topology diff --from now-2h --format dot | dot -Tpng > changes.png
+  kube-insight topology diff --from now-1h --format json --server http://kube-insight:8080")]
     Diff(DiffArgs),
 }
 
@@ -57,6 +64,8 @@ pub struct DiffArgs {
     pub factor: f64,
     #[command(flatten)]
     pub view: ViewArgs,
+    #[command(flatten)]
+    pub server: crate::remote::ServerArgs,
     #[command(flatten)]
     pub store: StoreSettings,
 }
@@ -111,6 +120,25 @@ impl ViewArgs {
         })
     }
 
+    /// The view's query parameters (checked first, so errors name the flags).
+    fn query(&self) -> Result<Vec<(&'static str, String)>> {
+        let o = self.options()?;
+        let mut q = vec![
+            ("depth", o.depth.to_string()),
+            ("limit", o.max_nodes.to_string()),
+        ];
+        let mut opt = |k: &'static str, v: Option<String>| {
+            if let Some(v) = v.filter(|v| !v.is_empty()) {
+                q.push((k, v));
+            }
+        };
+        opt("cluster", self.cluster.clone());
+        opt("namespace", o.namespace);
+        opt("focus", o.focus);
+        opt("group", o.group.map(|g| g.name().to_string()));
+        Ok(q)
+    }
+
     fn format(&self) -> Result<Format> {
         match self.format.as_str() {
             "table" => Ok(Format::Table),
@@ -121,29 +149,6 @@ impl ViewArgs {
             })
             .context("--format"),
         }
-    }
-}
-
-/// Opens the topology side of the store named by `KUBE_INSIGHT_STORE`.
-pub async fn open_topology_store(url: &str, options: StoreOptions) -> Result<DynTopologyStore> {
-    match StoreUrl::parse(url).with_context(|| format!("invalid KUBE_INSIGHT_STORE {url:?}"))? {
-        StoreUrl::Sqlite { path } => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).with_context(|| {
-                    format!(
-                        "creating the store directory {} (KUBE_INSIGHT_STORE)",
-                        dir.display()
-                    )
-                })?;
-            }
-            let s = SqliteTopologyStore::open(&path, options)
-                .await
-                .with_context(|| format!("opening the topology store {url}"))?;
-            Ok(Arc::new(s))
-        }
-        _ => bail!(
-            "the topology store needs the sqlite backend for now (KUBE_INSIGHT_STORE={url:?})"
-        ),
     }
 }
 
@@ -190,73 +195,46 @@ pub fn start_topology_target(
     });
 }
 
-async fn pick_cluster(store: &DynTopologyStore, asked: Option<&str>) -> Result<Option<String>> {
-    if let Some(c) = asked {
-        return Ok(Some(c.to_string()));
-    }
-    let all = store.topology_clusters().await?;
-    match all.as_slice() {
-        [] => Ok(None),
-        [one] => Ok(Some(one.cluster.clone())),
-        many => bail!(
-            "--cluster is required: topology is stored for {} clusters ({})",
-            many.len(),
-            many.iter()
-                .take(10)
-                .map(|c| c.cluster.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
-async fn snapshot(
-    store: &DynTopologyStore,
-    cluster: Option<&str>,
-    at: i64,
-) -> Result<Option<Snapshot>> {
-    let Some(c) = cluster else { return Ok(None) };
-    Ok(store.snapshot_at(c, at).await?.map(|(s, _, _)| s))
-}
-
-/// Runs `kube-insight topology …`; returns the text to print.
+/// Runs `kube-insight topology …` against a server or a store; returns the
+/// text to print.
 pub async fn run(args: TopologyArgs) -> Result<String> {
     match args.command {
-        Some(TopologyCommand::Diff(d)) => run_diff(d).await,
+        Some(TopologyCommand::Diff(d)) => {
+            let api = d.server.api(&d.store).await?;
+            diff_text(&api, &d).await
+        }
         None => {
-            args.store.validate()?;
-            let at = parse_time_ms(&args.at).context("--at")?;
-            let opts = args.view.options()?;
-            let format = args.view.format()?;
-            let store = open_topology_store(&args.store.store, args.store.options()).await?;
-            let cluster = pick_cluster(&store, args.view.cluster.as_deref()).await?;
-            let Some(snap) = snapshot(&store, cluster.as_deref(), at).await? else {
-                bail!(
-                    "no topology at {} (before the first snapshot, or removed by retention)",
-                    format_rfc3339_ms(at)
-                );
-            };
-            let v = topo::view(&snap, &opts)?;
-            Ok(match format {
-                Format::Dot => topo::to_dot(&v.snapshot, None),
-                Format::Json => {
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "cluster": cluster,
-                        "at": format_rfc3339_ms(at),
-                        "group": v.group.name(),
-                        "folded": v.folded,
-                        "nodes": topo::node_rows(&v.snapshot, None),
-                        "edges": topo::edge_rows(&v.snapshot, None),
-                    }))? + "\n"
-                }
-                Format::Table => table(&v.snapshot, None),
-            })
+            let api = args.server.api(&args.store).await?;
+            graph_text(&api, &args).await
         }
     }
 }
 
-async fn run_diff(d: DiffArgs) -> Result<String> {
-    d.store.validate()?;
+/// The graph at `--at` (`GET /api/v1/topology`), rendered.
+pub async fn graph_text(api: &Api, args: &TopologyArgs) -> Result<String> {
+    let at = parse_time_ms(&args.at).context("--at")?;
+    let format = args.view.format()?;
+    let mut q = args.view.query()?;
+    q.push(("at", at.to_string()));
+    if format == Format::Dot {
+        q.push(("format", "dot".into()));
+        return api.get_text("api/v1/topology", &q).await;
+    }
+    let v: Value = api.get_json("api/v1/topology", &q).await?;
+    if v.get("note").is_some() {
+        bail!(
+            "no topology at {} (before the first snapshot, or removed by retention)",
+            format_rfc3339_ms(at)
+        );
+    }
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(&v)? + "\n",
+        _ => graph_table(&rows(&v, "nodes"), &rows(&v, "edges")),
+    })
+}
+
+/// What changed between `--from` and `--to` (`GET /api/v1/topology/diff`), rendered.
+pub async fn diff_text(api: &Api, d: &DiffArgs) -> Result<String> {
     let from = parse_time_ms(&d.from).context("--from")?;
     let to = parse_time_ms(&d.to).context("--to")?;
     if from > to {
@@ -265,98 +243,129 @@ async fn run_diff(d: DiffArgs) -> Result<String> {
     if !(d.factor.is_finite() && d.factor > 1.0) {
         bail!("invalid --factor {}: must be greater than 1", d.factor);
     }
-    let opts = d.view.options()?;
     let format = d.view.format()?;
-    let store = open_topology_store(&d.store.store, d.store.options()).await?;
-    let cluster = pick_cluster(&store, d.view.cluster.as_deref()).await?;
-    let a = snapshot(&store, cluster.as_deref(), from)
-        .await?
-        .unwrap_or_default();
-    let b = snapshot(&store, cluster.as_deref(), to)
-        .await?
-        .unwrap_or_default();
-    let group = opts.group.unwrap_or(Group::Workload);
-    let uncapped = ViewOptions {
-        group: Some(group),
-        max_nodes: usize::MAX / 2,
-        ..opts.clone()
-    };
-    let shape = |s: &Snapshot| match topo::view(s, &uncapped) {
-        Err(topo::TopologyError::FocusNotFound { .. }) => Ok(Snapshot::default()),
-        r => r.map(|v| v.snapshot),
-    };
-    let (va, vb) = (shape(&a)?, shape(&b)?);
-    let diff = topo::diff(
-        &va,
-        &vb,
-        &DiffOptions {
-            factor: d.factor,
-            ..Default::default()
-        },
-    );
-    let o = topo::overlay(&va, &vb, &diff);
+    let mut q = d.view.query()?;
+    q.extend([
+        ("from", from.to_string()),
+        ("to", to.to_string()),
+        ("factor", d.factor.to_string()),
+    ]);
+    if format == Format::Dot {
+        q.push(("format", "dot".into()));
+        return api.get_text("api/v1/topology/diff", &q).await;
+    }
+    let changes: Vec<Value> = api.get_json("api/v1/topology/diff", &q).await?;
     Ok(match format {
-        Format::Dot => topo::to_dot(&o.snapshot, Some((&o.nodes, &o.edges))),
         Format::Json => {
             serde_json::to_string_pretty(&serde_json::json!({
-                "cluster": cluster,
+                "cluster": d.view.cluster,
                 "from": format_rfc3339_ms(from),
                 "to": format_rfc3339_ms(to),
-                "changes": kube_insight_api::topology::diff_rows(&diff),
+                "changes": changes,
             }))? + "\n"
         }
-        Format::Table => {
-            let mut s = String::new();
-            let _ = writeln!(s, "{:<9} {:<5} {:<60} DETAIL", "CHANGE", "TYPE", "ID");
-            for n in &diff.added_nodes {
-                let _ = writeln!(
-                    s,
-                    "{:<9} {:<5} {:<60} {}",
-                    "added",
-                    "node",
-                    n.id,
-                    n.subtitle()
-                );
-            }
-            for n in &diff.removed_nodes {
-                let _ = writeln!(
-                    s,
-                    "{:<9} {:<5} {:<60} {}",
-                    "removed",
-                    "node",
-                    n.id,
-                    n.subtitle()
-                );
-            }
-            for e in &diff.added_edges {
-                let _ = writeln!(s, "{:<9} {:<5} {:<60}", "added", "edge", e.id);
-            }
-            for e in &diff.removed_edges {
-                let _ = writeln!(s, "{:<9} {:<5} {:<60}", "removed", "edge", e.id);
-            }
-            for c in &diff.changed_edges {
-                let _ = writeln!(
-                    s,
-                    "{:<9} {:<5} {:<60} {}: {} → {}",
-                    "changed",
-                    "edge",
-                    c.edge.id,
-                    c.reason,
-                    stat_text(&c.before),
-                    stat_text(&c.after)
-                );
-            }
-            if diff.added_nodes.is_empty()
-                && diff.removed_nodes.is_empty()
-                && diff.added_edges.is_empty()
-                && diff.removed_edges.is_empty()
-                && diff.changed_edges.is_empty()
-            {
-                s.push_str("no change\n");
-            }
-            s
-        }
+        _ => diff_table(&changes),
     })
+}
+
+fn rows(v: &Value, key: &str) -> Vec<Value> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn txt<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+fn num(v: &Value, k: &str) -> Option<f64> {
+    v.get(k).and_then(Value::as_f64)
+}
+
+/// The one renderer of `topology --format table`, from the API's node and
+/// edge rows (`topo::node_rows`, `topo::edge_rows`).
+pub fn graph_table(nodes: &[Value], edges: &[Value]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "NODES ({})", nodes.len());
+    let _ = writeln!(
+        o,
+        "{:<50} {:<24} {:>8} {:>10} {:>9} {:>8}",
+        "ID", "KIND", "CPU", "MEMORY", "REQ/S", "ERR%"
+    );
+    for n in nodes {
+        let _ = writeln!(
+            o,
+            "{:<50} {:<24} {:>8} {:>10} {:>9} {:>8}",
+            txt(n, "id"),
+            txt(n, "subtitle"),
+            num(n, "detail__cpu_cores").map_or("-".into(), |c| format!("{c:.3}")),
+            num(n, "detail__memory_bytes").map_or("-".into(), topo::fmt_bytes),
+            num(n, "detail__requests_per_s").map_or("-".into(), |r| format!("{r:.2}")),
+            num(n, "detail__error_ratio").map_or("-".into(), |e| format!("{:.1}", e * 100.0)),
+        );
+    }
+    let _ = writeln!(o, "\nEDGES ({})", edges.len());
+    let _ = writeln!(
+        o,
+        "{:<40} {:<2} {:<40} {:>12} DETAIL",
+        "SOURCE", "", "TARGET", "TRAFFIC"
+    );
+    for e in edges {
+        let directed = txt(e, "detail__direction") != "undirected";
+        let line = format!(
+            "{:<40} {:<2} {:<40} {:>12} {}",
+            txt(e, "source"),
+            if directed { "->" } else { "--" },
+            txt(e, "target"),
+            num(e, "detail__bytes_per_s").map_or("-".into(), topo::fmt_bytes_rate),
+            txt(e, "secondarystat")
+        );
+        let _ = writeln!(o, "{}", line.trim_end());
+    }
+    o
+}
+
+/// The one renderer of `topology diff --format table`, from the API's diff
+/// rows (`api::topology::diff_rows`).
+pub fn diff_table(changes: &[Value]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{:<9} {:<5} {:<60} DETAIL", "CHANGE", "TYPE", "ID");
+    for c in changes {
+        let detail = if txt(c, "type") == "node" {
+            match (txt(c, "kind"), txt(c, "namespace")) {
+                ("", "") => "-".to_string(),
+                (k, "") => k.to_string(),
+                ("", ns) => format!("service · {ns}"),
+                (k, ns) => format!("{k} · {ns}"),
+            }
+        } else if txt(c, "change") == "changed" {
+            let stats = |side: &str| topo::EdgeStats {
+                bytes_per_s: num(c, &format!("{side}_bytes_per_s")),
+                error_ratio: num(c, &format!("{side}_error_ratio")),
+                ..Default::default()
+            };
+            format!(
+                "{}: {} → {}",
+                txt(c, "reason"),
+                stat_text(&stats("before")),
+                stat_text(&stats("after"))
+            )
+        } else {
+            String::new()
+        };
+        let line = format!(
+            "{:<9} {:<5} {:<60} {detail}",
+            txt(c, "change"),
+            txt(c, "type"),
+            txt(c, "id")
+        );
+        let _ = writeln!(s, "{}", line.trim_end());
+    }
+    if changes.is_empty() {
+        s.push_str("no change\n");
+    }
+    s
 }
 
 fn stat_text(st: &topo::EdgeStats) -> String {
@@ -368,49 +377,6 @@ fn stat_text(st: &topo::EdgeStats) -> String {
         (true, false) => sec,
         (false, false) => format!("{main} ({sec})"),
     }
-}
-
-fn table(s: &Snapshot, _changes: Option<&BTreeMap<String, Change>>) -> String {
-    let mut o = String::new();
-    let _ = writeln!(o, "NODES ({})", s.graph.nodes.len());
-    let _ = writeln!(
-        o,
-        "{:<50} {:<24} {:>8} {:>10} {:>9} {:>8}",
-        "ID", "KIND", "CPU", "MEMORY", "REQ/S", "ERR%"
-    );
-    for n in s.graph.nodes.values() {
-        let st = s.stats.nodes.get(&n.id).copied().unwrap_or_default();
-        let _ = writeln!(
-            o,
-            "{:<50} {:<24} {:>8} {:>10} {:>9} {:>8}",
-            n.id,
-            n.subtitle(),
-            st.cpu_cores.map_or("-".into(), |c| format!("{c:.3}")),
-            st.memory_bytes.map_or("-".into(), topo::fmt_bytes),
-            st.requests_per_s.map_or("-".into(), |r| format!("{r:.2}")),
-            st.error_ratio
-                .map_or("-".into(), |e| format!("{:.1}", e * 100.0)),
-        );
-    }
-    let _ = writeln!(o, "\nEDGES ({})", s.graph.edges.len());
-    let _ = writeln!(
-        o,
-        "{:<40} {:<2} {:<40} {:>12} DETAIL",
-        "SOURCE", "", "TARGET", "TRAFFIC"
-    );
-    for e in s.graph.edges.values() {
-        let st = s.stats.edges.get(&e.id).copied().unwrap_or_default();
-        let _ = writeln!(
-            o,
-            "{:<40} {:<2} {:<40} {:>12} {}",
-            e.source,
-            if e.directed { "->" } else { "--" },
-            e.target,
-            st.bytes_per_s.map_or("-".into(), topo::fmt_bytes_rate),
-            topo::edge_secondarystat(&st)
-        );
-    }
-    o
 }
 
 #[cfg(test)]
@@ -439,15 +405,17 @@ mod tests {
     async fn table_json_dot_and_diff_read_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/insight.db", dir.path().display());
-        let store = open_topology_store(&url, StoreOptions::default())
+        let all = crate::store_open::open(&url, Default::default())
             .await
             .unwrap();
+        let store = all.topology();
         let t0 = 1_764_000_000_000i64;
         store.save_snapshot("prod", t0, sample(0)).await.unwrap();
         store
             .save_snapshot("prod", t0 + 60_000, sample(1))
             .await
             .unwrap();
+        drop((store, all));
         let at = (t0 + 1000).to_string();
         let out = run(parse(&["x", "topology", "--store", &url, "--at", &at]))
             .await
@@ -496,7 +464,7 @@ mod tests {
         ]))
         .await
         .unwrap();
-        assert!(out.contains(Change::Added.color()), "{out}");
+        assert!(out.contains(topo::Change::Added.color()), "{out}");
         let e = run(parse(&[
             "x",
             "topology",

@@ -16,8 +16,8 @@ use kube_insight_sources::kube_watch::{self, parse_kinds, WatchConfig};
 use kube_insight_sources::leader::{
     run_while_leading, Fence, Leadership, LeaseElection, LeaseSettings,
 };
-use kube_insight_store_sqlite::events::SqliteEventStore;
 use kube_insight_store::{ChangeQuery, EventStore, StoreOptions};
+use kube_insight_store_sqlite::events::SqliteEventStore;
 use kube_insight_telemetry::Telemetry;
 use lease_mock::{LeaseMock, LEASE, NS};
 use serde_json::json;
