@@ -1,8 +1,11 @@
-//! The `topology` target: every `KUBE_INSIGHT_TOPOLOGY_INTERVAL`, read the
-//! last window of flow, service-graph, owner and cAdvisor series from the
-//! metric store (they arrive through the `metrics` target: remote write or
-//! federation), derive the graph with [`kube_insight_core::topology::derive`]
-//! and save it with [`kube_insight_store::TopologyStore::save_snapshot`].
+//! The `topology` target: every `KUBE_INSIGHT_TOPOLOGY_INTERVAL`, for the
+//! configured cluster and every cluster that sent flow or service-graph
+//! series in the window, read the last window of flow, service-graph, owner
+//! and cAdvisor series of that cluster from the metric store (they arrive
+//! through the `metrics` target: remote write or federation), derive the
+//! graph with [`kube_insight_core::topology::derive`] and save it with
+//! [`kube_insight_store::TopologyStore::save_snapshot`]. One install thus
+//! keeps the topology of every cluster that pushes to it.
 //! It runs in the shared pull loop ([`crate::pull`]): a failing read or
 //! save backs off and is logged once per state change.
 //!
@@ -15,16 +18,24 @@ use crate::leader::Fence;
 use crate::pull::{PullError, PullSource, PullSummary};
 use async_trait::async_trait;
 use kube_insight_core::time::now_ms;
-use kube_insight_core::topology::{derive, INPUT_METRICS};
+use kube_insight_core::topology::{derive, FLOW_METRICS, INPUT_METRICS, SG_FAILED, SG_TOTAL};
 use kube_insight_core::{Matcher, TimeRange, TimeSeries};
-use kube_insight_store::{DynStore, DynTopologyStore, Resolution, SelectQuery};
+use kube_insight_store::{DynStore, DynTopologyStore, Resolution, SelectQuery, SeriesQuery};
+use std::collections::BTreeSet;
 use std::time::Duration;
+
+/// The series whose `cluster` label makes a cluster's topology snapshotted.
+const DISCOVERY_METRICS: [&str; 4] = [FLOW_METRICS[0], FLOW_METRICS[1], SG_TOTAL, SG_FAILED];
 
 #[derive(Debug, Clone)]
 pub struct TopologyConfig {
-    /// The cluster whose series are read and whose topology is saved
-    /// (`KUBE_INSIGHT_CLUSTER`).
+    /// The cluster whose topology is always saved (`KUBE_INSIGHT_CLUSTER`);
+    /// every other cluster with flow or service-graph series in the window
+    /// is snapshotted too.
     pub cluster: String,
+    /// At most this many clusters a snapshot round; more fails the round
+    /// and names the bound.
+    pub max_clusters: usize,
     /// How far back each snapshot looks (traffic "in the window").
     pub window: Duration,
     /// Per metric name: more series than this fails the snapshot (bounded reads).
@@ -43,6 +54,7 @@ impl TopologyConfig {
     pub fn new(cluster: impl Into<String>, interval: Duration) -> Self {
         TopologyConfig {
             cluster: cluster.into(),
+            max_clusters: 1_000,
             window: Self::default_window(interval),
             max_series: 500_000,
             max_samples: 50_000_000,
@@ -75,21 +87,52 @@ impl TopologySource {
         self
     }
 
-    /// The input series of the window ending at `at_ms`, one select per
-    /// metric name (each bounded on its own).
-    pub async fn read_window(
-        &self,
-        at_ms: i64,
-    ) -> Result<Vec<TimeSeries>, kube_insight_store::Error> {
+    fn window(&self, at_ms: i64) -> Result<TimeRange, kube_insight_store::Error> {
         let start =
             at_ms.saturating_sub(i64::try_from(self.cfg.window.as_millis()).unwrap_or(i64::MAX));
-        let range = TimeRange::new(start, at_ms)?;
+        Ok(TimeRange::new(start, at_ms)?)
+    }
+
+    /// The clusters to snapshot at `at_ms`: the configured one and every
+    /// cluster with flow or service-graph series in the window, sorted.
+    pub async fn clusters_at(&self, at_ms: i64) -> Result<Vec<String>, PullError> {
+        let range = self.window(at_ms)?;
+        let mut clusters = BTreeSet::from([self.cfg.cluster.clone()]);
+        for name in DISCOVERY_METRICS {
+            let q = SeriesQuery {
+                matchers: vec![Matcher::eq("__name__", name)],
+                range,
+                limit: self.cfg.max_series,
+            };
+            clusters.extend(self.metrics.label_values("cluster", &q).await?);
+        }
+        if clusters.len() > self.cfg.max_clusters {
+            return Err(PullError::Decode {
+                url: "topology".into(),
+                reason: format!(
+                    "{} clusters send flow or service-graph series, more than the bound of {}",
+                    clusters.len(),
+                    self.cfg.max_clusters
+                ),
+            });
+        }
+        Ok(clusters.into_iter().collect())
+    }
+
+    /// The input series of `cluster` in the window ending at `at_ms`, one
+    /// select per metric name (each bounded on its own).
+    pub async fn read_window(
+        &self,
+        cluster: &str,
+        at_ms: i64,
+    ) -> Result<Vec<TimeSeries>, kube_insight_store::Error> {
+        let range = self.window(at_ms)?;
         let mut out = Vec::new();
         for name in INPUT_METRICS {
             let q = SelectQuery {
                 matchers: vec![
                     Matcher::eq("__name__", name),
-                    Matcher::eq("cluster", self.cfg.cluster.clone()),
+                    Matcher::eq("cluster", cluster),
                 ],
                 range,
                 max_series: self.cfg.max_series,
@@ -101,9 +144,33 @@ impl TopologySource {
         Ok(out)
     }
 
-    /// Derives and saves the snapshot at `at_ms`.
+    /// Derives and saves the snapshot at `at_ms` of every cluster of
+    /// [`TopologySource::clusters_at`]. A cluster that fails does not stop
+    /// the others; the first failure is the round's answer (logged and
+    /// retried by the pull loop).
     pub async fn snapshot_at(&self, at_ms: i64) -> Result<PullSummary, PullError> {
-        let series = self.read_window(at_ms).await?;
+        let mut total = PullSummary::default();
+        let mut first_err = None;
+        for cluster in self.clusters_at(at_ms).await? {
+            match self.snapshot_of(&cluster, at_ms).await {
+                Ok(s) => total.accepted += s.accepted,
+                // Not leading: no other cluster may be written either.
+                Err(e @ PullError::NotLeader { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(cluster = %cluster, error = %e, "topology snapshot failed");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
+    }
+
+    /// Derives and saves one cluster's snapshot at `at_ms`.
+    async fn snapshot_of(&self, cluster: &str, at_ms: i64) -> Result<PullSummary, PullError> {
+        let series = self.read_window(cluster, at_ms).await?;
         let n_series = series.len();
         let snap = tokio::task::spawn_blocking(move || derive(&series))
             .await
@@ -120,13 +187,10 @@ impl TopologySource {
                 holder: f.holder().to_string(),
             })?),
         };
-        let out = self
-            .topology
-            .save_snapshot(&self.cfg.cluster, at_ms, snap)
-            .await?;
+        let out = self.topology.save_snapshot(cluster, at_ms, snap).await?;
         if out.structure_changed || out.dependency_changes > 0 {
             tracing::info!(
-                cluster = %self.cfg.cluster,
+                cluster = %cluster,
                 nodes,
                 edges,
                 dependency_changes = out.dependency_changes,
@@ -135,7 +199,7 @@ impl TopologySource {
                 "topology changed"
             );
         } else {
-            tracing::debug!(cluster = %self.cfg.cluster, series = n_series, nodes, edges, "topology unchanged");
+            tracing::debug!(cluster = %cluster, series = n_series, nodes, edges, "topology unchanged");
         }
         Ok(PullSummary {
             accepted: (nodes + edges) as u64,
@@ -210,7 +274,7 @@ mod tests {
             series.push(flow("prod", "web", "api", t, 1000.0 * k as f64));
             // Idle: the same value all along.
             series.push(flow("prod", "api", "db", t, 50.0));
-            // Another cluster's series are not this cluster's topology.
+            // Another cluster's series are its own topology, not prod's.
             series.push(flow("other", "x", "y", t, 1000.0 * k as f64));
         }
         metrics
@@ -223,15 +287,51 @@ mod tests {
         let mut cfg = TopologyConfig::new("prod", Duration::from_secs(15));
         cfg.window = Duration::from_secs(90);
         let src = TopologySource::new(metrics, topo.clone(), cfg);
+        assert_eq!(src.clusters_at(now).await.unwrap(), ["other", "prod"]);
         let s = src.snapshot_at(now).await.unwrap();
-        assert_eq!(s.accepted, 3, "two workloads and one edge");
+        assert_eq!(s.accepted, 6, "two workloads and one edge in each cluster");
         let g = topo.graph_at("prod", now).await.unwrap().unwrap();
         let edges: Vec<&str> = g.graph.edges.keys().map(|k| k.as_str()).collect();
         assert_eq!(edges, ["shop/api--shop/web"]);
         let st = topo.stats_at("prod", now).await.unwrap().unwrap();
         let b = st.stats.edges["shop/api--shop/web"].bytes_per_s.unwrap();
         assert!((b - 4000.0 / 60.0).abs() < 1.0, "{b}");
-        assert!(topo.graph_at("other", now).await.unwrap().is_none());
+        let other = topo.graph_at("other", now).await.unwrap().unwrap();
+        let edges: Vec<&str> = other.graph.edges.keys().map(|k| k.as_str()).collect();
+        assert_eq!(edges, ["shop/x--shop/y"]);
+    }
+
+    #[tokio::test]
+    async fn the_cluster_bound_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("insight.db");
+        let metrics: DynStore = Arc::new(
+            SqliteStore::open(&path, StoreOptions::default())
+                .await
+                .unwrap(),
+        );
+        let topo = Arc::new(
+            SqliteTopologyStore::open(&path, StoreOptions::default())
+                .await
+                .unwrap(),
+        );
+        let now = now_ms() / 1000 * 1000;
+        let series = (0..5)
+            .map(|c| flow(&format!("c{c}"), "web", "api", now - 10_000, 1.0))
+            .collect();
+        metrics
+            .write_samples(MetricBatch {
+                cluster: "prod".into(),
+                series,
+            })
+            .await
+            .unwrap();
+        let mut cfg = TopologyConfig::new("prod", Duration::from_secs(15));
+        cfg.max_clusters = 3;
+        let src = TopologySource::new(metrics, topo.clone(), cfg);
+        let e = src.snapshot_at(now).await.unwrap_err().to_string();
+        assert!(e.contains("6 clusters") && e.contains("bound of 3"), "{e}");
+        assert!(topo.graph_at("prod", now).await.unwrap().is_none());
     }
 
     #[tokio::test]
