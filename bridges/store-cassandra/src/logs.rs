@@ -43,6 +43,9 @@ const HOURS_PER_DAY: i64 = 24;
 /// A closed hour is merged this long after its end (late records).
 const MERGE_GRACE_NS: i64 = 15 * 60 * 1_000_000_000;
 const FANOUT: usize = 32;
+/// Block reads in flight ahead of a page or rate query (one round trip per
+/// this many blocks of a `contains` scan, not per block).
+const PREFETCH: usize = 16;
 /// Streams one query may cover.
 const MAX_QUERY_STREAMS: usize = 20_000;
 /// Candidate blocks one query may consider.
@@ -667,7 +670,10 @@ impl CassandraLogStore {
             .candidates(&streams, lo, hi, &level_mask(&q.levels))
             .await?;
         let read: Vec<ReadStream> = streams.into_iter().map(|s| s.0).collect();
-        log_block::page(&read, cands, &q, |c, text| self.load(c.id.clone(), text)).await
+        log_block::page(&read, cands, &q, PREFETCH, |c, text| {
+            self.load(c.id.clone(), text)
+        })
+        .await
     }
 
     async fn rate(&self, q: &LogRateQuery) -> Result<Vec<LogRatePoint>> {
@@ -686,7 +692,7 @@ impl CassandraLogStore {
                 Err(_) => return Ok(Vec::new()),
             }
         }
-        log_block::rate(cands, &q, |c, text| self.load(c.id.clone(), text)).await
+        log_block::rate(cands, &q, PREFETCH, |c, text| self.load(c.id.clone(), text)).await
     }
 
     // -----------------------------------------------------------------

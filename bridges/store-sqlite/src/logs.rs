@@ -1197,7 +1197,8 @@ fn query_page(s: &Shared, conn: &mut Connection, q: &LogQuery) -> Result<LogPage
         None => Vec::new(),
     };
     let read: Vec<ReadStream> = streams.into_iter().map(ReadStream::from).collect();
-    futures::executor::block_on(log_block::page(&read, cands, q, |c, text| {
+    // One block at a time: a local read, nothing to overlap.
+    futures::executor::block_on(log_block::page(&read, cands, q, 1, |c, text| {
         std::future::ready(load_block(s, &tx, c.id, text))
     }))
 }
@@ -1208,7 +1209,7 @@ fn rate(s: &Shared, conn: &mut Connection, q: &LogRateQuery) -> Result<Vec<LogRa
     let streams = select_streams(s, &tx, &q.selector)?;
     let (lo, hi) = ns_bounds(&q.range);
     let cands = candidates(s, &tx, &streams, lo, hi, &level_mask(&q.levels))?;
-    futures::executor::block_on(log_block::rate(cands, q, |c, text| {
+    futures::executor::block_on(log_block::rate(cands, q, 1, |c, text| {
         std::future::ready(load_block(s, &tx, c.id, text))
     }))
 }

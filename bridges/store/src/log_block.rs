@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::logs::{LogCursor, LogPage, LogQuery, LogRatePoint, LogRateQuery, LogRow};
+use futures::stream::{FuturesOrdered, StreamExt};
 use kube_insight_core::log::{LogRecord, LogStreamKey, StdStream};
 use kube_insight_core::{Level, TimeRange};
 use std::cmp::{Ordering as CmpOrdering, Reverse};
@@ -401,10 +402,17 @@ impl Ord for Pending {
 }
 
 /// One page, newest first, from the candidate blocks of `streams`.
+///
+/// Blocks are read in the order the page consumes them, with up to
+/// `prefetch` loads in flight ahead of it (1: one at a time, for a local
+/// database; a networked one passes more, so a `contains` over many blocks
+/// waits for one round trip per `prefetch` blocks, not per block). At most
+/// `prefetch - 1` blocks are read beyond what the page needed.
 pub async fn page<I, F, Fut>(
     streams: &[ReadStream],
     mut cands: Vec<Candidate<I>>,
     q: &LogQuery,
+    prefetch: usize,
     mut load: F,
 ) -> Result<LogPage>
 where
@@ -427,8 +435,16 @@ where
     let mut rows = Vec::with_capacity(limit.min(10_000));
     let mut last: Option<(i64, u64)> = None;
     let mut run: u32 = 0;
+    let depth = prefetch.max(1);
+    // Loads of cands[next..issued], in order.
+    let mut loading: FuturesOrdered<Fut> = FuturesOrdered::new();
+    let mut issued = 0usize;
     loop {
         while next < cands.len() && heap.peek().is_none_or(|top| top.ts <= cands[next].max_ns) {
+            while issued < cands.len() && issued < next + depth {
+                loading.push_back(load(&cands[issued], true));
+                issued += 1;
+            }
             let c = &cands[next];
             next += 1;
             scanned = scanned.saturating_add(c.raw_bytes);
@@ -438,7 +454,7 @@ where
                     limit: q.max_scan_bytes,
                 });
             }
-            let b = load(c, true).await?;
+            let b = next_block(&mut loading).await?;
             q.filter.mark(&b.text, &b.line_bounds, &mut marks);
             let hash = streams[c.stream].hash;
             for i in 0..b.ts.len() {
@@ -524,10 +540,24 @@ pub fn check_rate(q: &LogRateQuery) -> Result<()> {
     Ok(())
 }
 
-/// Lines per step and level over the candidate blocks.
+/// The next block of an ordered prefetch.
+async fn next_block<Fut: Future<Output = Result<Block>>>(
+    loading: &mut FuturesOrdered<Fut>,
+) -> Result<Block> {
+    match loading.next().await {
+        Some(b) => b,
+        None => Err(Error::Corrupt(
+            "log block prefetch: no load in flight for the next candidate".into(),
+        )),
+    }
+}
+
+/// Lines per step and level over the candidate blocks, read with up to
+/// `prefetch` loads in flight (see [`page`]).
 pub async fn rate<I, F, Fut>(
     cands: Vec<Candidate<I>>,
     q: &LogRateQuery,
+    prefetch: usize,
     mut load: F,
 ) -> Result<Vec<LogRatePoint>>
 where
@@ -541,8 +571,15 @@ where
     let mut counts: BTreeMap<(i64, u8), u64> = BTreeMap::new();
     let mut scanned = 0usize;
     let mut marks = Vec::new();
-    for c in &cands {
-        let b = load(c, with_text).await?;
+    let depth = prefetch.max(1);
+    let mut loading: FuturesOrdered<Fut> = FuturesOrdered::new();
+    let mut issued = 0usize;
+    for (n, c) in cands.iter().enumerate() {
+        while issued < cands.len() && issued < n + depth {
+            loading.push_back(load(&cands[issued], with_text));
+            issued += 1;
+        }
+        let b = next_block(&mut loading).await?;
         // Without a text filter only the small meta frame is read.
         scanned = scanned.saturating_add(if with_text {
             c.raw_bytes
@@ -580,6 +617,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logs::LogSelector;
 
     fn rec(ts: i64, line: &str, level: Option<Level>, fields: Option<&str>) -> LogRecord {
         LogRecord {
@@ -648,5 +686,101 @@ mod tests {
         let mut bad = data.clone();
         bad[0] = 9;
         assert!(decode_block(&bad, true).is_err());
+    }
+
+    /// 40 blocks of one stream, 10 records each, 1 s apart (newest last).
+    fn blocks() -> Vec<Vec<u8>> {
+        (0..40)
+            .map(|b| {
+                let recs: Vec<LogRecord> = (0..10)
+                    .map(|i| {
+                        let ts = (b * 10 + i) * 1_000_000_000;
+                        rec(ts, &format!("line {b}-{i}"), None, None)
+                    })
+                    .collect();
+                let views: Vec<RecView<'_>> = recs.iter().map(RecView::of).collect();
+                encode_block(&views, None).0
+            })
+            .collect()
+    }
+
+    fn cands(data: &[Vec<u8>]) -> Vec<Candidate<usize>> {
+        (0..data.len())
+            .map(|b| Candidate {
+                id: b,
+                stream: 0,
+                first_seq: b as i64,
+                max_ns: (b as i64 * 10 + 9) * 1_000_000_000,
+                raw_bytes: data[b].len(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn prefetching_reads_the_same_page_and_at_most_depth_more_blocks() {
+        let data = blocks();
+        let streams = [ReadStream {
+            hash: 7,
+            key: LogStreamKey::new("c", "ns", "pod", "app"),
+            workload: None,
+        }];
+        let range = TimeRange::new(0, 400_000).unwrap();
+        for (limit, contains) in [(5, ""), (25, ""), (3, "line 2-"), (1000, "")] {
+            let mut q = LogQuery::new(LogSelector::default(), range);
+            q.limit = limit;
+            if !contains.is_empty() {
+                q.filter = kube_insight_core::log::LineFilter::new(Some(contains), None).unwrap();
+            }
+            let mut pages: Vec<(usize, Option<LogCursor>, usize, Vec<String>)> = Vec::new();
+            for depth in [1, 4, 16] {
+                let loads = std::cell::Cell::new(0usize);
+                let page = futures::executor::block_on(page(
+                    &streams,
+                    cands(&data),
+                    &q,
+                    depth,
+                    |c, text| {
+                        loads.set(loads.get() + 1);
+                        std::future::ready(decode_block(&data[c.id], text))
+                    },
+                ))
+                .unwrap();
+                let rows = page.rows.iter().map(|r| r.record.line.clone()).collect();
+                pages.push((page.rows.len(), page.next_cursor, loads.get(), rows));
+            }
+            let (n1, cur1, loads1, rows1) = pages[0].clone();
+            assert!(n1 > 0, "limit {limit} {contains:?}");
+            for (n, cur, loads, rows) in &pages[1..] {
+                assert_eq!(
+                    (*n, *cur, rows),
+                    (n1, cur1, &rows1),
+                    "limit {limit} {contains:?}"
+                );
+                assert!(*loads <= (loads1 + 15).min(40), "{loads} loads vs {loads1}");
+            }
+        }
+    }
+
+    #[test]
+    fn prefetching_rates_count_the_same() {
+        let data = blocks();
+        let q = LogRateQuery {
+            selector: LogSelector::default(),
+            range: TimeRange::new(0, 400_000).unwrap(),
+            filter: kube_insight_core::log::LineFilter::default(),
+            levels: vec![],
+            step_ms: 60_000,
+            max_scan_bytes: usize::MAX,
+            max_points: 1_000,
+        };
+        let run = |depth| {
+            futures::executor::block_on(rate(cands(&data), &q, depth, |c, text| {
+                std::future::ready(decode_block(&data[c.id], text))
+            }))
+            .unwrap()
+        };
+        let one = run(1);
+        assert_eq!(one.iter().map(|p| p.count).sum::<u64>(), 400);
+        assert_eq!(run(8), one);
     }
 }
