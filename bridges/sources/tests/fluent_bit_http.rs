@@ -353,21 +353,30 @@ async fn a_full_queue_is_429_with_retry_after_and_the_retry_is_stored_once() {
         }
     });
     tx.send(Ok(slow_body[..10].to_vec())).await.unwrap();
-    let body = lines(20, 4, "busy");
-    let mut pushed_back = None;
-    // Up to ~20 s for the slow sender to reach the server (CI machines are loaded).
-    for _ in 0..1000 {
-        let r = post(&client, &s.url, TOKEN_A, body.as_bytes())
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 429 {
-            pushed_back = Some(r);
+    // Wait until the slow sender holds the slot (no other push meanwhile,
+    // so it cannot be the one pushed back on a loaded machine).
+    let depth = s
+        .tel
+        .queue_depth
+        .get_or_create(&kube_insight_telemetry::labels([(
+            "component",
+            "fluent_bit",
+        )]))
+        .clone();
+    for _ in 0..3000 {
+        if depth.get() == 1 || slow.is_finished() {
             break;
         }
-        assert_eq!(r.status(), 204, "before the slot is taken the push lands");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(!slow.is_finished(), "the slow sender was answered early");
+    assert_eq!(depth.get(), 1, "the slow sender never reached the server");
+    let body = lines(20, 4, "busy");
+    let r = post(&client, &s.url, TOKEN_A, body.as_bytes())
+        .send()
+        .await
+        .unwrap();
+    let pushed_back = (r.status() == 429).then_some(r);
     let r = pushed_back.expect("the queue never filled");
     assert_eq!(r.headers()["retry-after"], "3");
     tx.send(Ok(slow_body[10..].to_vec())).await.unwrap();
