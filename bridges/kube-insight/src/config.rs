@@ -178,6 +178,9 @@ pub struct RunSettings {
     /// Bearer token required on /api/* and /prometheus/*.
     #[arg(long, env = "KUBE_INSIGHT_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// File of `token cluster[,cluster…]` or `token *` lines: each API token and the clusters it may read.
+    #[arg(long, env = "KUBE_INSIGHT_API_TOKENS_FILE")]
+    pub api_tokens_file: Option<PathBuf>,
     /// Samples one PromQL query may load (Prometheus' --query.max-samples); more is an error, not an OOM.
     #[arg(
         long,
@@ -291,6 +294,9 @@ impl RunSettings {
                 bail!("invalid KUBE_INSIGHT_API_TOKEN: shorter than 16 characters; generate one with `openssl rand -hex 32`");
             }
         }
+        if self.api_tokens_file.is_some() && self.api_token.is_some() {
+            bail!("KUBE_INSIGHT_API_TOKENS_FILE and KUBE_INSIGHT_API_TOKEN are both set: use one (a `token *` line of the file reads every cluster)");
+        }
         match (&self.tls_cert_file, &self.tls_key_file) {
             (Some(_), None) | (None, Some(_)) => {
                 bail!(
@@ -335,6 +341,21 @@ impl RunSettings {
             );
         }
         Ok(map)
+    }
+
+    /// The API tokens and the clusters each may read: the tokens file's
+    /// lines, or KUBE_INSIGHT_API_TOKEN reading every cluster; none when
+    /// neither is set (the API is open).
+    pub fn api_tokens(&self) -> Result<Vec<(String, kube_insight_core::ClusterScope)>> {
+        if let Some(path) = &self.api_tokens_file {
+            return kube_insight_sources::auth::load_api_tokens(path)
+                .context("invalid KUBE_INSIGHT_API_TOKENS_FILE");
+        }
+        Ok(self
+            .api_token
+            .iter()
+            .map(|t| (t.clone(), kube_insight_core::ClusterScope::All))
+            .collect())
     }
 
     /// The effective configuration as `KEY=value` lines, secrets masked.
@@ -386,6 +407,10 @@ impl RunSettings {
             ),
             ("KUBE_INSIGHT_INGEST_TOKEN", mask(&self.ingest_token)),
             ("KUBE_INSIGHT_API_TOKEN", mask(&self.api_token)),
+            (
+                "KUBE_INSIGHT_API_TOKENS_FILE",
+                opt_path(&self.api_tokens_file),
+            ),
             (
                 "KUBE_INSIGHT_QUERY_MAX_SAMPLES",
                 self.query_max_samples.to_string(),

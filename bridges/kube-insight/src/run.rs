@@ -226,7 +226,7 @@ pub async fn run_until(
             store.clone(),
             telemetry.clone(),
             kube_insight_api::ApiConfig {
-                token: settings.api_token.clone(),
+                tokens: settings.api_tokens()?,
                 max_samples: settings.query_max_samples,
                 query_timeout: settings.query_timeout,
                 ..Default::default()
