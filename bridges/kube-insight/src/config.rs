@@ -606,6 +606,71 @@ mod tests {
     }
 
     #[test]
+    fn api_tokens_file_scopes_tokens_and_excludes_the_single_token() {
+        use kube_insight_core::ClusterScope;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-tokens");
+        std::fs::write(
+            &path,
+            "# team a\nteam-a-token-0123456 prod-eu,prod-us\nops-token-0123456789 *\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let r = parse(&["--api-tokens-file", file]);
+        r.validate().unwrap();
+        let tokens = r.api_tokens().unwrap();
+        assert_eq!(
+            tokens,
+            vec![
+                (
+                    "team-a-token-0123456".to_string(),
+                    ClusterScope::only(["prod-eu", "prod-us"])
+                ),
+                ("ops-token-0123456789".to_string(), ClusterScope::All),
+            ]
+        );
+        // The file's path is printed, never its tokens.
+        let text = r.render();
+        assert!(
+            text.contains(&format!("KUBE_INSIGHT_API_TOKENS_FILE={file}")),
+            "{text}"
+        );
+        assert!(!text.contains("team-a-token"), "{text}");
+        // Both ways at once is an error naming both.
+        let e = parse(&[
+            "--api-tokens-file",
+            file,
+            "--api-token",
+            "0123456789abcdef01",
+        ])
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("KUBE_INSIGHT_API_TOKENS_FILE") && e.contains("KUBE_INSIGHT_API_TOKEN are"),
+            "{e}"
+        );
+        // The single token reads every cluster; none is an open API.
+        let one = parse(&["--api-token", "0123456789abcdef01"])
+            .api_tokens()
+            .unwrap();
+        assert_eq!(
+            one,
+            vec![("0123456789abcdef01".to_string(), ClusterScope::All)]
+        );
+        assert!(parse(&[]).api_tokens().unwrap().is_empty());
+        // A bad line names the variable, the file and the line.
+        std::fs::write(&path, "short prod\n").unwrap();
+        let e = format!("{:#}", r.api_tokens().unwrap_err());
+        assert!(
+            e.contains("KUBE_INSIGHT_API_TOKENS_FILE")
+                && e.contains("line 1")
+                && e.contains("16 characters"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn match_selectors_split_on_newline_and_semicolon() {
         let r = parse(&["--metrics-match", "up\n{job=\"x\"};  foo "]);
         assert_eq!(r.match_selectors(), vec!["up", "{job=\"x\"}", "foo"]);
