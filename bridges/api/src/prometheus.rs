@@ -131,6 +131,46 @@ fn failure(kind: ErrorType, msg: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// 403 for a selector naming (with `cluster="…"`) a cluster outside the
+/// token's scope. Other selectors are held to the scope by the querier
+/// ([`StoreQuerier::restrict`]): a regex over other clusters selects nothing.
+fn out_of_scope<'a>(
+    scope: &Scope,
+    sets: impl IntoIterator<Item = &'a Vec<Matcher>>,
+) -> Option<Response> {
+    let c = sets.into_iter().flatten().find(|m| {
+        m.name == "cluster"
+            && m.op == kube_insight_core::MatchOp::Equal
+            && !scope.0.allows(&m.value)
+    })?;
+    Some(
+        (
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "status": "error",
+                "errorType": "forbidden",
+                "error": format!(
+                    "cluster {:?} is outside this token's clusters ({}): select one of them, or use a token that reads {:?}",
+                    c.value,
+                    scope.0.describe(),
+                    c.value
+                ),
+            })),
+        )
+            .into_response(),
+    )
+}
+
+/// [`out_of_scope`] for a query's selectors; a query that does not parse is
+/// left to the engine, which names the error.
+fn query_out_of_scope(scope: &Scope, expr: &str) -> Option<Response> {
+    if scope.0.is_all() {
+        return None;
+    }
+    let sets = kube_insight_promql::selector_matcher_sets(expr).ok()?;
+    out_of_scope(scope, &sets)
+}
+
 fn promql_failure(e: PromqlError) -> Response {
     failure(e.error_type(), e.to_string())
 }
@@ -185,6 +225,9 @@ async fn run_query(st: Arc<ApiState>, scope: Scope, p: Params) -> Response {
     let Some(expr) = p.get("query") else {
         return failure(ErrorType::BadData, "invalid parameter \"query\": missing");
     };
+    if let Some(r) = query_out_of_scope(&scope, expr) {
+        return r;
+    }
     let time = match p.get("time") {
         Some(t) => match parse_time_param("time", t) {
             Ok(t) => t,
@@ -228,6 +271,9 @@ async fn run_query_range(st: Arc<ApiState>, scope: Scope, p: Params) -> Response
     let Some(expr) = p.get("query") else {
         return failure(ErrorType::BadData, "invalid parameter \"query\": missing");
     };
+    if let Some(r) = query_out_of_scope(&scope, expr) {
+        return r;
+    }
     let (start, end, step) = match parse_range_params(
         p.get("start").unwrap_or(""),
         p.get("end").unwrap_or(""),
@@ -332,6 +378,9 @@ where
     let (mut sets, range) = match_sets(p, required)
         .and_then(|s| Ok((s, metadata_range(p)?)))
         .map_err(promql_failure)?;
+    if let Some(r) = out_of_scope(scope, &sets) {
+        return Err(r);
+    }
     if sets.is_empty() {
         sets.push(Vec::new());
     }

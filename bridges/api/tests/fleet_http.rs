@@ -463,11 +463,26 @@ async fn a_scoped_token_sees_only_its_clusters_in_every_endpoint() {
     assert_eq!(result_clusters(&v), set(&["c01", "c02"]));
     let (_, v) = get(&prom(q), all).await;
     assert_eq!(result_clusters(&v).len(), CLUSTERS);
-    // Naming another cluster selects nothing, even through `or` and regexes.
+    // Naming another cluster is 403 naming it, wherever the selector is.
     for q in [
         "kube_pod_owner%7Bcluster%3D%22c05%22%7D",
+        "sum(rate(container_cpu_usage_seconds_total%5B5m%5D))%20or%20kube_pod_owner%7Bcluster%3D%22c05%22%7D",
+    ] {
+        let (status, v) = get(&prom(q), a).await;
+        assert_eq!(status, 403, "{q}: {v}");
+        assert_eq!(v["status"], "error");
+        assert!(v["error"].as_str().unwrap().contains("\"c05\""), "{v}");
+    }
+    let (status, v) = get(
+        &format!("{base}/prometheus/api/v1/series?match[]=%7Bcluster%3D%22c05%22%7D"),
+        a,
+    )
+    .await;
+    assert_eq!(status, 403, "{v}");
+    // A regex over other clusters selects nothing.
+    for q in [
         "count(kube_pod_owner%7Bcluster%3D~%22c0%5B3-9%5D%22%7D)",
-        "kube_pod_owner%7Bcluster%3D%22c05%22%7D%20or%20kube_pod_owner%7Bcluster%3D%22c06%22%7D",
+        "kube_pod_owner%7Bcluster!%3D%22c00%22%7D",
     ] {
         let (status, v) = get(&prom(q), a).await;
         assert_eq!(status, 200, "{v}");
