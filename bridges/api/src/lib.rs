@@ -166,14 +166,14 @@ async fn guard(State(st): State<Arc<ApiState>>, mut req: Request, next: Next) ->
     resp
 }
 
-/// Holds a JSON API request (`/api/v1/*`) to the token's clusters (`Some`
-/// is the refusal). Every
-/// JSON endpoint reads its cluster from the `cluster` query parameter
-/// (`All` or empty meaning none, [`params::Params::get`]), so: a named
-/// cluster outside the scope is 403; none named with a single-cluster
-/// scope becomes that cluster; none named with a wider scope is 400 (the
-/// store reads take one cluster or all). `/api/v1/clusters` filters its
-/// rows itself; the Prometheus API is restricted at the querier.
+/// Holds a JSON API request (`/api/v1/*`) to the token's clusters; `Some`
+/// is the refusal. Every JSON endpoint reads its cluster from the `cluster`
+/// query parameter ([`params::Params::get`]: the last value, `All` or empty
+/// meaning none), so: any value outside the scope is 403; no effective
+/// value (absent, or a last value of `All` or empty) with a single-cluster
+/// scope becomes that cluster; none with a wider scope is 400 (the store
+/// reads take one cluster or all). `/api/v1/clusters` filters its rows
+/// itself; the Prometheus API is restricted at the querier.
 fn scope_json_request(scope: &ClusterScope, req: &mut Request) -> Option<Response> {
     let path = req.uri().path();
     if scope.is_all() || !path.starts_with("/api/v1/") || path == "/api/v1/clusters" {
@@ -195,7 +195,8 @@ fn scope_json_request(scope: &ClusterScope, req: &mut Request) -> Option<Respons
             ),
         ));
     }
-    if !named.is_empty() {
+    if p.get("cluster").is_some() {
+        // The value the handler reads, checked above.
         return None;
     }
     let Some(one) = scope.single() else {

@@ -411,9 +411,15 @@ async fn a_scoped_token_sees_only_its_clusters_in_every_endpoint() {
             msg.contains("\"c01\"") && msg.contains("c00"),
             "{path}: {msg}"
         );
-        // A repeated parameter cannot smuggle another cluster in.
+        // A repeated parameter cannot smuggle another cluster in, nor a
+        // last empty or `All` value widen the read.
         let (status, _) = get(&format!("{base}{path}&cluster=c01&cluster=c00"), a).await;
         assert_eq!(status, 403, "{path}");
+        for widen in ["&cluster=c00&cluster=", "&cluster=c00&cluster=All"] {
+            let (status, v) = get(&format!("{base}{path}{widen}"), a).await;
+            assert_eq!(status, 200, "{path}{widen}: {v}");
+            assert_eq!(clusters_of(&v), set(&["c00"]), "{path}{widen}: {v}");
+        }
         // A two-cluster token names one of its clusters; the other's data stays out.
         let (status, v) = get(&format!("{base}{path}&cluster=c02"), b).await;
         assert_eq!(status, 200, "{path}: {v}");
