@@ -136,6 +136,17 @@ fn bad_values_fail_at_start_up_naming_the_variable() {
             &[("KUBE_INSIGHT_PROMETHEUS_URL", "not a url")],
             "KUBE_INSIGHT_PROMETHEUS_URL",
         ),
+        (
+            &[
+                ("KUBE_INSIGHT_API_TOKENS_FILE", "/nonexistent/api-tokens"),
+                ("KUBE_INSIGHT_API_TOKEN", "0123456789abcdef0123"),
+            ],
+            "KUBE_INSIGHT_API_TOKENS_FILE and KUBE_INSIGHT_API_TOKEN are both set",
+        ),
+        (
+            &[("KUBE_INSIGHT_API_TOKENS_FILE", "/nonexistent/api-tokens")],
+            "invalid KUBE_INSIGHT_API_TOKENS_FILE",
+        ),
     ];
     for (env, needle) in cases {
         let (code, _, err) = ki(&["run"], env);

@@ -369,3 +369,103 @@ async fn the_series_cap_shows_on_ops_metrics_and_in_the_log() {
     })
     .await;
 }
+
+/// Two clusters pushed with their ingest tokens into one `kube-insight run`,
+/// read with the tokens of `KUBE_INSIGHT_API_TOKENS_FILE`: a scoped reader
+/// sees its cluster only (clusters list, PromQL, 403 for the other), `*`
+/// sees both, no token is 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_tokens_file_scopes_readers_to_their_clusters() {
+    use kube_insight_core::{Labels, Sample, TimeSeries};
+    use kube_insight_sources::prometheus::remote_write::encode;
+    let dir = tempfile::tempdir().unwrap();
+    let ingest = dir.path().join("ingest-tokens");
+    std::fs::write(
+        &ingest,
+        "ingest-token-eu-000001 eu\ningest-token-us-000001 us\n",
+    )
+    .unwrap();
+    let api = dir.path().join("api-tokens");
+    std::fs::write(
+        &api,
+        "# readers\nreader-eu-0000000001 eu\n\nreader-all-000000001 *\n",
+    )
+    .unwrap();
+    let env = [
+        ("KUBE_INSIGHT_TARGETS", "metrics,api".to_string()),
+        (
+            "KUBE_INSIGHT_INGEST_TOKENS_FILE",
+            ingest.display().to_string(),
+        ),
+        ("KUBE_INSIGHT_API_TOKENS_FILE", api.display().to_string()),
+    ];
+    let ki = KubeInsight::start(dir.path(), &env, None).await;
+    let client = reqwest::Client::new();
+    let t = (now_s() * 1000.0) as i64;
+    for token in ["ingest-token-eu-000001", "ingest-token-us-000001"] {
+        let series = vec![TimeSeries::new(
+            Labels::from_pairs([("__name__", "up"), ("job", "x")]),
+            vec![Sample::new(t, 1.0)],
+        )];
+        let r = client
+            .post(format!("{}/ingest/prometheus/api/v1/write", ki.ingest))
+            .bearer_auth(token)
+            .header("content-encoding", "snappy")
+            .body(encode(&series, &[]).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    let get = |path: String, token: Option<&'static str>| {
+        let mut r = client.get(format!("{}{path}", ki.api));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            (
+                status,
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["cluster"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (s, v) = get("/api/v1/clusters".into(), Some("reader-all-000000001")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(names(&v), vec!["eu", "us"]);
+    let (_, v) = get("/api/v1/clusters".into(), Some("reader-eu-0000000001")).await;
+    assert_eq!(names(&v), vec!["eu"]);
+    let (s, _) = get("/api/v1/clusters".into(), None).await;
+    assert_eq!(s, 401);
+    let at = t as f64 / 1000.0;
+    let (s, v) = get(
+        format!("/prometheus/api/v1/query?query=up&time={at}"),
+        Some("reader-eu-0000000001"),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let result = v["data"]["result"].as_array().unwrap();
+    assert_eq!(result.len(), 1, "{v}");
+    assert_eq!(result[0]["metric"]["cluster"], "eu");
+    let (s, v) = get(
+        format!("/prometheus/api/v1/query?query=up%7Bcluster%3D%22us%22%7D&time={at}"),
+        Some("reader-eu-0000000001"),
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("\"us\""), "{v}");
+    let (_, v) = get(
+        format!("/prometheus/api/v1/query?query=up&time={at}"),
+        Some("reader-all-000000001"),
+    )
+    .await;
+    assert_eq!(v["data"]["result"].as_array().unwrap().len(), 2, "{v}");
+}

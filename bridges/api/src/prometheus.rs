@@ -5,7 +5,7 @@
 //! [`kube_insight_promql::Engine`] over the store (see [`StoreQuerier`]).
 
 use crate::params::Params;
-use crate::ApiState;
+use crate::{ApiState, Scope};
 use async_trait::async_trait;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -59,9 +59,22 @@ pub fn routes() -> Router<Arc<ApiState>> {
         )
 }
 
-/// The engine reads the store through this adapter.
+/// The engine reads the store through this adapter. `restrict` (the
+/// token's [`crate::ClusterScope::matcher`]) is added to every selection, so
+/// no expression can read a cluster outside the scope: a selector naming
+/// another cluster selects nothing.
 pub struct StoreQuerier {
     pub store: DynStore,
+    pub restrict: Option<Matcher>,
+}
+
+impl StoreQuerier {
+    pub fn new(store: DynStore, scope: &crate::ClusterScope) -> Self {
+        StoreQuerier {
+            store,
+            restrict: scope.matcher(),
+        }
+    }
 }
 
 #[async_trait]
@@ -72,8 +85,10 @@ impl Querier for StoreQuerier {
         range: TimeRange,
         hints: &SelectHints,
     ) -> Result<Vec<TimeSeries>, QuerierError> {
+        let mut matchers = matchers.to_vec();
+        matchers.extend(self.restrict.iter().cloned());
         let q = SelectQuery {
-            matchers: matchers.to_vec(),
+            matchers,
             range,
             max_series: if hints.max_series == 0 {
                 usize::MAX
@@ -116,6 +131,46 @@ fn failure(kind: ErrorType, msg: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// 403 for a selector naming (with `cluster="…"`) a cluster outside the
+/// token's scope. Other selectors are held to the scope by the querier
+/// ([`StoreQuerier::restrict`]): a regex over other clusters selects nothing.
+fn out_of_scope<'a>(
+    scope: &Scope,
+    sets: impl IntoIterator<Item = &'a Vec<Matcher>>,
+) -> Option<Response> {
+    let c = sets.into_iter().flatten().find(|m| {
+        m.name == "cluster"
+            && m.op == kube_insight_core::MatchOp::Equal
+            && !scope.0.allows(&m.value)
+    })?;
+    Some(
+        (
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "status": "error",
+                "errorType": "forbidden",
+                "error": format!(
+                    "cluster {:?} is outside this token's clusters ({}): select one of them, or use a token that reads {:?}",
+                    c.value,
+                    scope.0.describe(),
+                    c.value
+                ),
+            })),
+        )
+            .into_response(),
+    )
+}
+
+/// [`out_of_scope`] for a query's selectors; a query that does not parse is
+/// left to the engine, which names the error.
+fn query_out_of_scope(scope: &Scope, expr: &str) -> Option<Response> {
+    if scope.0.is_all() {
+        return None;
+    }
+    let sets = kube_insight_promql::selector_matcher_sets(expr).ok()?;
+    out_of_scope(scope, &sets)
+}
+
 fn promql_failure(e: PromqlError) -> Response {
     failure(e.error_type(), e.to_string())
 }
@@ -153,22 +208,26 @@ fn timeout_param(p: &Params) -> Result<Option<std::time::Duration>, PromqlError>
         .transpose()
 }
 
-async fn query(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Response {
-    run_query(st, Params::parse(q.as_deref(), None)).await
+async fn query(State(st): State<Arc<ApiState>>, scope: Scope, RawQuery(q): RawQuery) -> Response {
+    run_query(st, scope, Params::parse(q.as_deref(), None)).await
 }
 
 async fn query_post(
     State(st): State<Arc<ApiState>>,
+    scope: Scope,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    run_query(st, Params::parse(q.as_deref(), Some(&body))).await
+    run_query(st, scope, Params::parse(q.as_deref(), Some(&body))).await
 }
 
-async fn run_query(st: Arc<ApiState>, p: Params) -> Response {
+async fn run_query(st: Arc<ApiState>, scope: Scope, p: Params) -> Response {
     let Some(expr) = p.get("query") else {
         return failure(ErrorType::BadData, "invalid parameter \"query\": missing");
     };
+    if let Some(r) = query_out_of_scope(&scope, expr) {
+        return r;
+    }
     let time = match p.get("time") {
         Some(t) => match parse_time_param("time", t) {
             Ok(t) => t,
@@ -180,9 +239,7 @@ async fn run_query(st: Arc<ApiState>, p: Params) -> Response {
         Ok(t) => t,
         Err(e) => return promql_failure(e),
     };
-    let querier = StoreQuerier {
-        store: st.store.clone(),
-    };
+    let querier = StoreQuerier::new(st.store.clone(), &scope.0);
     let engine = match engine(&st, &p) {
         Ok(e) => e,
         Err(e) => return promql_failure(e),
@@ -193,22 +250,30 @@ async fn run_query(st: Arc<ApiState>, p: Params) -> Response {
     }
 }
 
-async fn query_range(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Response {
-    run_query_range(st, Params::parse(q.as_deref(), None)).await
+async fn query_range(
+    State(st): State<Arc<ApiState>>,
+    scope: Scope,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run_query_range(st, scope, Params::parse(q.as_deref(), None)).await
 }
 
 async fn query_range_post(
     State(st): State<Arc<ApiState>>,
+    scope: Scope,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    run_query_range(st, Params::parse(q.as_deref(), Some(&body))).await
+    run_query_range(st, scope, Params::parse(q.as_deref(), Some(&body))).await
 }
 
-async fn run_query_range(st: Arc<ApiState>, p: Params) -> Response {
+async fn run_query_range(st: Arc<ApiState>, scope: Scope, p: Params) -> Response {
     let Some(expr) = p.get("query") else {
         return failure(ErrorType::BadData, "invalid parameter \"query\": missing");
     };
+    if let Some(r) = query_out_of_scope(&scope, expr) {
+        return r;
+    }
     let (start, end, step) = match parse_range_params(
         p.get("start").unwrap_or(""),
         p.get("end").unwrap_or(""),
@@ -221,9 +286,7 @@ async fn run_query_range(st: Arc<ApiState>, p: Params) -> Response {
         Ok(t) => t,
         Err(e) => return promql_failure(e),
     };
-    let querier = StoreQuerier {
-        store: st.store.clone(),
-    };
+    let querier = StoreQuerier::new(st.store.clone(), &scope.0);
     let engine = match engine(&st, &p) {
         Ok(e) => e,
         Err(e) => return promql_failure(e),
@@ -284,22 +347,25 @@ fn match_sets(p: &Params, required: bool) -> Result<Vec<Vec<Matcher>>, PromqlErr
     Ok(sets)
 }
 
-async fn series(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Response {
-    run_series(st, Params::parse(q.as_deref(), None)).await
+async fn series(State(st): State<Arc<ApiState>>, scope: Scope, RawQuery(q): RawQuery) -> Response {
+    run_series(st, scope, Params::parse(q.as_deref(), None)).await
 }
 
 async fn series_post(
     State(st): State<Arc<ApiState>>,
+    scope: Scope,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    run_series(st, Params::parse(q.as_deref(), Some(&body))).await
+    run_series(st, scope, Params::parse(q.as_deref(), Some(&body))).await
 }
 
 /// Runs one store lookup per `match[]` selector (all series when none is
-/// given and none is required) and returns the sorted union.
+/// given and none is required), each held to the token's clusters, and
+/// returns the sorted union.
 async fn union_over_selectors<T, F, Fut>(
     st: &ApiState,
+    scope: &Scope,
     p: &Params,
     required: bool,
     lookup: F,
@@ -312,11 +378,16 @@ where
     let (mut sets, range) = match_sets(p, required)
         .and_then(|s| Ok((s, metadata_range(p)?)))
         .map_err(promql_failure)?;
+    if let Some(r) = out_of_scope(scope, &sets) {
+        return Err(r);
+    }
     if sets.is_empty() {
         sets.push(Vec::new());
     }
+    let restrict = scope.0.matcher();
     let mut out = BTreeSet::new();
-    for matchers in sets {
+    for mut matchers in sets {
+        matchers.extend(restrict.iter().cloned());
         let q = SeriesQuery {
             matchers,
             range,
@@ -327,9 +398,9 @@ where
     Ok(out.into_iter().collect())
 }
 
-async fn run_series(st: Arc<ApiState>, p: Params) -> Response {
+async fn run_series(st: Arc<ApiState>, scope: Scope, p: Params) -> Response {
     let store = st.store.clone();
-    match union_over_selectors(&st, &p, true, |q| {
+    match union_over_selectors(&st, &scope, &p, true, |q| {
         let store = store.clone();
         async move { store.series(&q).await }
     })
@@ -349,21 +420,22 @@ async fn run_series(st: Arc<ApiState>, p: Params) -> Response {
     }
 }
 
-async fn labels(State(st): State<Arc<ApiState>>, RawQuery(q): RawQuery) -> Response {
-    run_labels(st, Params::parse(q.as_deref(), None)).await
+async fn labels(State(st): State<Arc<ApiState>>, scope: Scope, RawQuery(q): RawQuery) -> Response {
+    run_labels(st, scope, Params::parse(q.as_deref(), None)).await
 }
 
 async fn labels_post(
     State(st): State<Arc<ApiState>>,
+    scope: Scope,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    run_labels(st, Params::parse(q.as_deref(), Some(&body))).await
+    run_labels(st, scope, Params::parse(q.as_deref(), Some(&body))).await
 }
 
-async fn run_labels(st: Arc<ApiState>, p: Params) -> Response {
+async fn run_labels(st: Arc<ApiState>, scope: Scope, p: Params) -> Response {
     let store = st.store.clone();
-    match union_over_selectors(&st, &p, false, |q| {
+    match union_over_selectors(&st, &scope, &p, false, |q| {
         let store = store.clone();
         async move { store.label_names(&q).await }
     })
@@ -376,27 +448,29 @@ async fn run_labels(st: Arc<ApiState>, p: Params) -> Response {
 
 async fn label_values(
     State(st): State<Arc<ApiState>>,
+    scope: Scope,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    run_label_values(st, name, Params::parse(q.as_deref(), None)).await
+    run_label_values(st, scope, name, Params::parse(q.as_deref(), None)).await
 }
 
 async fn label_values_post(
     State(st): State<Arc<ApiState>>,
+    scope: Scope,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    run_label_values(st, name, Params::parse(q.as_deref(), Some(&body))).await
+    run_label_values(st, scope, name, Params::parse(q.as_deref(), Some(&body))).await
 }
 
-async fn run_label_values(st: Arc<ApiState>, name: String, p: Params) -> Response {
+async fn run_label_values(st: Arc<ApiState>, scope: Scope, name: String, p: Params) -> Response {
     if !kube_insight_core::labels::is_valid_label_name(&name) {
         return failure(ErrorType::BadData, format!("invalid label name: {name:?}"));
     }
     let store = st.store.clone();
-    match union_over_selectors(&st, &p, false, |q| {
+    match union_over_selectors(&st, &scope, &p, false, |q| {
         let (store, name) = (store.clone(), name.clone());
         async move { store.label_values(&name, &q).await }
     })

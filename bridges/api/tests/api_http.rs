@@ -53,7 +53,10 @@ async fn serve(store: DynStore, token: Option<&str>) -> String {
         store,
         Arc::new(Telemetry::new()),
         kube_insight_api::ApiConfig {
-            token: token.map(str::to_string),
+            tokens: token
+                .map(|t| (t.to_string(), kube_insight_api::ClusterScope::All))
+                .into_iter()
+                .collect(),
             ..Default::default()
         },
     );

@@ -12,6 +12,7 @@ pub mod log;
 pub mod matcher;
 pub mod rollup;
 pub mod sample;
+pub mod scope;
 pub mod time;
 pub mod topology;
 
@@ -24,4 +25,5 @@ pub use log::{
 pub use matcher::{MatchOp, Matcher};
 pub use rollup::{Resolution, RollupField};
 pub use sample::{is_stale_nan, Sample, TimeSeries, STALE_NAN, STALE_NAN_BITS};
+pub use scope::ClusterScope;
 pub use time::{parse_duration, parse_time_ms, TimeRange};

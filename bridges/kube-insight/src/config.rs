@@ -178,6 +178,9 @@ pub struct RunSettings {
     /// Bearer token required on /api/* and /prometheus/*.
     #[arg(long, env = "KUBE_INSIGHT_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// File of `token cluster[,cluster…]` or `token *` lines: each API token and the clusters it may read.
+    #[arg(long, env = "KUBE_INSIGHT_API_TOKENS_FILE")]
+    pub api_tokens_file: Option<PathBuf>,
     /// Samples one PromQL query may load (Prometheus' --query.max-samples); more is an error, not an OOM.
     #[arg(
         long,
@@ -382,6 +385,9 @@ impl RunSettings {
                 bail!("invalid KUBE_INSIGHT_API_TOKEN: shorter than 16 characters; generate one with `openssl rand -hex 32`");
             }
         }
+        if self.api_tokens_file.is_some() && self.api_token.is_some() {
+            bail!("KUBE_INSIGHT_API_TOKENS_FILE and KUBE_INSIGHT_API_TOKEN are both set: use one (a `token *` line of the file reads every cluster)");
+        }
         match (&self.tls_cert_file, &self.tls_key_file) {
             (Some(_), None) | (None, Some(_)) => {
                 bail!(
@@ -427,6 +433,21 @@ impl RunSettings {
             );
         }
         Ok(map)
+    }
+
+    /// The API tokens and the clusters each may read: the tokens file's
+    /// lines, or KUBE_INSIGHT_API_TOKEN reading every cluster; none when
+    /// neither is set (the API is open).
+    pub fn api_tokens(&self) -> Result<Vec<(String, kube_insight_core::ClusterScope)>> {
+        if let Some(path) = &self.api_tokens_file {
+            return kube_insight_sources::auth::load_api_tokens(path)
+                .context("invalid KUBE_INSIGHT_API_TOKENS_FILE");
+        }
+        Ok(self
+            .api_token
+            .iter()
+            .map(|t| (t.clone(), kube_insight_core::ClusterScope::All))
+            .collect())
     }
 
     /// The effective configuration as `KEY=value` lines, secrets masked.
@@ -478,6 +499,10 @@ impl RunSettings {
             ),
             ("KUBE_INSIGHT_INGEST_TOKEN", mask(&self.ingest_token)),
             ("KUBE_INSIGHT_API_TOKEN", mask(&self.api_token)),
+            (
+                "KUBE_INSIGHT_API_TOKENS_FILE",
+                opt_path(&self.api_tokens_file),
+            ),
             (
                 "KUBE_INSIGHT_QUERY_MAX_SAMPLES",
                 self.query_max_samples.to_string(),
@@ -766,6 +791,71 @@ mod tests {
         assert!(e.contains("KUBE_INSIGHT_LEASE_NAMESPACE"), "{e}");
         let e = with("--lease-kubeconfig", "/nonexistent/kubeconfig");
         assert!(e.contains("KUBE_INSIGHT_LEASE_KUBECONFIG"), "{e}");
+    }
+
+    #[test]
+    fn api_tokens_file_scopes_tokens_and_excludes_the_single_token() {
+        use kube_insight_core::ClusterScope;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-tokens");
+        std::fs::write(
+            &path,
+            "# team a\nteam-a-token-0123456 prod-eu,prod-us\nops-token-0123456789 *\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let r = parse(&["--api-tokens-file", file]);
+        r.validate().unwrap();
+        let tokens = r.api_tokens().unwrap();
+        assert_eq!(
+            tokens,
+            vec![
+                (
+                    "team-a-token-0123456".to_string(),
+                    ClusterScope::only(["prod-eu", "prod-us"])
+                ),
+                ("ops-token-0123456789".to_string(), ClusterScope::All),
+            ]
+        );
+        // The file's path is printed, never its tokens.
+        let text = r.render();
+        assert!(
+            text.contains(&format!("KUBE_INSIGHT_API_TOKENS_FILE={file}")),
+            "{text}"
+        );
+        assert!(!text.contains("team-a-token"), "{text}");
+        // Both ways at once is an error naming both.
+        let e = parse(&[
+            "--api-tokens-file",
+            file,
+            "--api-token",
+            "0123456789abcdef01",
+        ])
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("KUBE_INSIGHT_API_TOKENS_FILE") && e.contains("KUBE_INSIGHT_API_TOKEN are"),
+            "{e}"
+        );
+        // The single token reads every cluster; none is an open API.
+        let one = parse(&["--api-token", "0123456789abcdef01"])
+            .api_tokens()
+            .unwrap();
+        assert_eq!(
+            one,
+            vec![("0123456789abcdef01".to_string(), ClusterScope::All)]
+        );
+        assert!(parse(&[]).api_tokens().unwrap().is_empty());
+        // A bad line names the variable, the file and the line.
+        std::fs::write(&path, "short prod\n").unwrap();
+        let e = format!("{:#}", r.api_tokens().unwrap_err());
+        assert!(
+            e.contains("KUBE_INSIGHT_API_TOKENS_FILE")
+                && e.contains("line 1")
+                && e.contains("16 characters"),
+            "{e}"
+        );
     }
 
     #[test]

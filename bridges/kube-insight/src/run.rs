@@ -57,6 +57,8 @@ pub async fn run_until(
     init_logging(&settings.log_format);
     let selected = targets::parse(&settings.targets)?;
     let tokens = Arc::new(settings.tokens()?);
+    // Read before anything starts: a bad file stops start-up.
+    let api_tokens = settings.api_tokens()?;
     for t in &selected.not_built {
         tracing::warn!(
             target_name = t.name(),
@@ -258,7 +260,7 @@ pub async fn run_until(
             store.clone(),
             telemetry.clone(),
             kube_insight_api::ApiConfig {
-                token: settings.api_token.clone(),
+                tokens: api_tokens,
                 max_samples: settings.query_max_samples,
                 query_timeout: settings.query_timeout,
                 ..Default::default()

@@ -756,6 +756,46 @@ fn validate_selector(vs: &VectorSelector, query: &str) -> Result<()> {
     Ok(())
 }
 
+/// The matchers of every selector of a query, in the order they appear,
+/// read before any evaluation (the API checks a token's clusters with them).
+pub fn selector_matcher_sets(query: &str) -> Result<Vec<Vec<Matcher>>> {
+    fn walk(e: &Expr, out: &mut Vec<Vec<Matcher>>) -> Result<()> {
+        match e {
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => Ok(()),
+            Expr::Paren(p) => walk(&p.expr, out),
+            Expr::Unary(u) => walk(&u.expr, out),
+            Expr::VectorSelector(vs) => {
+                out.push(selector_matchers(vs)?);
+                Ok(())
+            }
+            Expr::MatrixSelector(ms) => {
+                out.push(selector_matchers(&ms.vs)?);
+                Ok(())
+            }
+            Expr::Subquery(sq) => walk(&sq.expr, out),
+            Expr::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    walk(p, out)?;
+                }
+                walk(&a.expr, out)
+            }
+            Expr::Binary(b) => {
+                walk(&b.lhs, out)?;
+                walk(&b.rhs, out)
+            }
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    walk(a, out)?;
+                }
+                Ok(())
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&parse(query)?, &mut out)?;
+    Ok(out)
+}
+
 /// Core matchers of a selector (the metric name included).
 pub(crate) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Matcher>> {
     let mut out = Vec::with_capacity(vs.matchers.matchers.len() + 1);
@@ -856,5 +896,38 @@ fn plan(
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn selector_matcher_sets_visit_every_selector() {
+        let sets = selector_matcher_sets(
+            r#"sum by (pod) (rate(a{cluster="x"}[5m])) / on() group_left topk(3, b{cluster=~"y|z"}) or label_replace(max_over_time(c[1h:1m] offset 5m), "d", "$1", "e", "(.*)")"#,
+        )
+        .unwrap();
+        let names: Vec<String> = sets
+            .iter()
+            .map(|s| {
+                s.iter()
+                    .map(|m| format!("{}{:?}{}", m.name, m.op, m.value))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "__name__Equala,clusterEqualx",
+                "__name__Equalb,clusterRegexMatchy|z",
+                "__name__Equalc",
+            ]
+        );
+        assert!(selector_matcher_sets("sum(").is_err());
+        assert!(selector_matcher_sets("1 + 2").unwrap().is_empty());
     }
 }

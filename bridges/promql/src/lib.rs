@@ -29,7 +29,9 @@ pub mod params;
 pub mod querier;
 pub mod result;
 
-pub use engine::{function_exists, parse, Compat, Engine, EngineOptions, RollupPolicy};
+pub use engine::{
+    function_exists, parse, selector_matcher_sets, Compat, Engine, EngineOptions, RollupPolicy,
+};
 pub use error::{ErrorType, PromqlError, QuerierError};
 pub use format::{format_query, parse_query};
 pub use openmetrics::{parse_openmetrics, OpenMetricsError};

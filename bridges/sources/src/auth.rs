@@ -1,7 +1,10 @@
 //! Bearer tokens for the push endpoints. A push is accepted only with a listed
 //! token, and the cluster is taken from the token, never from the payload.
+//! The API's tokens file (a token → the clusters it may read) shares the
+//! file syntax and its parser ([`parse_token_lines`]).
 
 use axum::http::HeaderMap;
+use kube_insight_core::ClusterScope;
 use std::path::Path;
 use thiserror::Error;
 
@@ -82,39 +85,15 @@ impl TokenMap {
         default_cluster: &str,
     ) -> Result<Self, AuthError> {
         let mut m = TokenMap::open(default_cluster);
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
+        let lines = parse_token_lines(path, text, "token cluster-name", |cluster| {
+            if valid_cluster_name(cluster) {
+                Ok(cluster.to_string())
+            } else {
+                Err("cluster name must be letters, digits, '-', '_' or '.'".into())
             }
-            let bad = |reason: &str| AuthError::File {
-                path: path.to_string(),
-                line: i + 1,
-                reason: reason.to_string(),
-            };
-            let mut parts = line.split_whitespace();
-            let (Some(token), Some(cluster), None) = (parts.next(), parts.next(), parts.next())
-            else {
-                return Err(bad("expected `token cluster-name`"));
-            };
-            if token.len() < 16 {
-                return Err(bad(
-                    "token is shorter than 16 characters; generate one with `openssl rand -hex 32`",
-                ));
-            }
-            if !valid_cluster_name(cluster) {
-                return Err(bad("cluster name must be letters, digits, '-', '_' or '.'"));
-            }
-            if m.entries.iter().any(|(t, _)| t == token.as_bytes()) {
-                return Err(bad("token listed twice"));
-            }
+        })?;
+        for (token, cluster) in lines {
             m.insert(token, cluster);
-        }
-        if m.entries.is_empty() {
-            return Err(AuthError::Read {
-                path: path.to_string(),
-                reason: "no tokens in the file".into(),
-            });
         }
         Ok(m)
     }
@@ -146,6 +125,80 @@ impl TokenMap {
         }
         found.map(str::to_string).ok_or(AuthError::Unknown)
     }
+}
+
+/// The shared parser of tokens files: one `token value` per line, `#`
+/// comments and blank lines ignored; each token at least 16 characters and
+/// listed once; `value` checked by `parse_value` (its error names what is
+/// wrong with it). `expected` names the line's form for messages. A file
+/// without tokens is an error.
+pub fn parse_token_lines<T>(
+    path: &str,
+    text: &str,
+    expected: &str,
+    parse_value: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<(String, T)>, AuthError> {
+    let mut out: Vec<(String, T)> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |reason: &str| AuthError::File {
+            path: path.to_string(),
+            line: i + 1,
+            reason: reason.to_string(),
+        };
+        let mut parts = line.split_whitespace();
+        let (Some(token), Some(value), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad(&format!("expected `{expected}`")));
+        };
+        if token.len() < 16 {
+            return Err(bad(
+                "token is shorter than 16 characters; generate one with `openssl rand -hex 32`",
+            ));
+        }
+        let value = parse_value(value).map_err(|r| bad(&r))?;
+        if out.iter().any(|(t, _)| t == token) {
+            return Err(bad("token listed twice"));
+        }
+        out.push((token.to_string(), value));
+    }
+    if out.is_empty() {
+        return Err(AuthError::Read {
+            path: path.to_string(),
+            reason: "no tokens in the file".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// Parses an API tokens file (`KUBE_INSIGHT_API_TOKENS_FILE`): one
+/// `token cluster[,cluster…]` or `token *` per line, in the ingest tokens
+/// file's syntax ([`parse_token_lines`]). A token reads only its clusters;
+/// `*` reads every cluster.
+pub fn parse_api_tokens(path: &str, text: &str) -> Result<Vec<(String, ClusterScope)>, AuthError> {
+    parse_token_lines(path, text, "token cluster[,cluster...]` or `token *", |v| {
+        if v == "*" {
+            return Ok(ClusterScope::All);
+        }
+        let clusters: Vec<&str> = v.split(',').collect();
+        if let Some(bad) = clusters.iter().find(|c| !valid_cluster_name(c)) {
+            return Err(format!(
+                "cluster name {bad:?} must be letters, digits, '-', '_' or '.' (clusters separated by ',' without spaces, or `*` for every cluster)"
+            ));
+        }
+        Ok(ClusterScope::only(clusters))
+    })
+}
+
+/// Reads and parses an API tokens file ([`parse_api_tokens`]).
+pub fn load_api_tokens(path: &Path) -> Result<Vec<(String, ClusterScope)>, AuthError> {
+    let text = std::fs::read_to_string(path).map_err(|e| AuthError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    parse_api_tokens(&path.display().to_string(), &text)
 }
 
 /// The token of an `Authorization: Bearer …` header.
@@ -227,6 +280,33 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("cluster name"), "{e}");
         assert!(TokenMap::parse_file_contents("/etc/t", "# only comments\n", "d").is_err());
+    }
+
+    #[test]
+    fn api_tokens_file_maps_tokens_to_cluster_scopes() {
+        let t = parse_api_tokens(
+            "/etc/api",
+            "# readers\n0123456789abcdef0 prod-eu,prod-us\n\nfedcba98765432100 *\naaaaaaaaaaaaaaaa1 dev\n",
+        )
+        .unwrap();
+        assert_eq!(t.len(), 3);
+        assert_eq!(t[0].1, ClusterScope::only(["prod-eu", "prod-us"]));
+        assert_eq!(t[1].1, ClusterScope::All);
+        assert_eq!(t[2].1, ClusterScope::only(["dev"]));
+        let e = parse_api_tokens("/etc/api", "0123456789abcdef0 a, b\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("tokens file /etc/api: line 1: expected"),
+            "{e}"
+        );
+        let e = parse_api_tokens("/etc/api", "0123456789abcdef0 a,,b\n").unwrap_err();
+        assert!(e.to_string().contains("cluster name \"\""), "{e}");
+        let e = parse_api_tokens("/etc/api", "short *\n").unwrap_err();
+        assert!(e.to_string().contains("shorter than 16"), "{e}");
+        let e =
+            parse_api_tokens("/etc/api", "0123456789abcdef0 a\n0123456789abcdef0 b\n").unwrap_err();
+        assert!(e.to_string().contains("line 2: token listed twice"), "{e}");
+        assert!(parse_api_tokens("/etc/api", "\n# none\n").is_err());
     }
 
     #[test]

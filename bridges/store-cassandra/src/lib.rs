@@ -161,6 +161,14 @@ impl MetricStore for CassandraStore {
     async fn entities(&self, query: &EntityQuery) -> Result<Vec<Entity>> {
         self.metrics.entities(query).await
     }
+
+    async fn clusters(
+        &self,
+        range: kube_insight_core::TimeRange,
+        limit: usize,
+    ) -> Result<Vec<kube_insight_store::metrics::ClusterSeen>> {
+        self.metrics.clusters_seen(range, limit).await
+    }
 }
 
 #[async_trait]

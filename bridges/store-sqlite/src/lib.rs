@@ -502,6 +502,15 @@ impl MetricStore for SqliteStore {
         let q = query.clone();
         self.blocking(move |s| query::entities(s, &q)).await
     }
+
+    async fn clusters(
+        &self,
+        range: kube_insight_core::TimeRange,
+        limit: usize,
+    ) -> Result<Vec<kube_insight_store::metrics::ClusterSeen>> {
+        self.blocking(move |s| query::clusters(s, range, limit))
+            .await
+    }
 }
 
 #[async_trait]

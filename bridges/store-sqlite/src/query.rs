@@ -311,6 +311,44 @@ pub(crate) fn label_values(shared: &Shared, name: &str, q: &SeriesQuery) -> Resu
     Ok(values)
 }
 
+/// The clusters of the head's series overlapping `range`, with their
+/// newest sample and series count.
+pub(crate) fn clusters(
+    shared: &Shared,
+    range: TimeRange,
+    limit: usize,
+) -> Result<Vec<kube_insight_store::metrics::ClusterSeen>> {
+    let head = lock_read(&shared.head);
+    let mut by: BTreeMap<u32, (i64, u64)> = BTreeMap::new();
+    for s in head
+        .all_ids()
+        .iter()
+        .filter_map(|id| head.series.get(id))
+        .filter(|s| s.overlaps(range.start_ms, range.end_ms))
+    {
+        let e = by.entry(s.cluster).or_insert((i64::MIN, 0));
+        e.0 = e.0.max(s.last_ms);
+        e.1 += 1;
+    }
+    if by.len() > limit {
+        return Err(Error::LimitExceeded {
+            what: "clusters",
+            limit,
+        });
+    }
+    let mut out: Vec<kube_insight_store::metrics::ClusterSeen> = by
+        .into_iter()
+        .map(|(c, (last, n))| kube_insight_store::metrics::ClusterSeen {
+            cluster: head.syms.resolve(c).to_string(),
+            last_seen_ms: Some(last),
+            series: Some(n),
+        })
+        .collect();
+    drop(head);
+    out.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+    Ok(out)
+}
+
 /// The entity tree seen in a time range: the head's series, handed to
 /// [`kube_insight_store::entity_tree::build`] (the semantics are documented there).
 pub(crate) fn entities(shared: &Shared, q: &EntityQuery) -> Result<Vec<Entity>> {

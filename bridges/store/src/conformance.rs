@@ -98,6 +98,7 @@ macro_rules! store_conformance_suite {
             case_rollup_reads,
             case_concurrent_writers,
             case_entities,
+            case_clusters,
         );
     };
     (@optional $factory:expr; $($case:ident),+ $(,)?) => {
@@ -1219,4 +1220,42 @@ pub async fn case_entities(store: DynStore) {
     let mut none = q(None, None, 100);
     none.range = range(t0 - 2 * HOUR, t0 - 1);
     assert!(store.entities(&none).await.unwrap().is_empty());
+}
+
+/// The clusters with series in a range, by name; a backend that keeps the
+/// newest sample says it exactly; more than the limit is an error.
+pub async fn case_clusters(store: DynStore) {
+    let t0 = now() - 2 * HOUR;
+    for (cluster, at) in [("b", t0), ("a", t0 + 60_000), ("c", t0 + 120_000)] {
+        let l = labels(&[("__name__", "up"), ("cluster", cluster), ("job", "x")]);
+        write(
+            &store,
+            batch(cluster, vec![series(&l, &[(t0 - 60_000, 1.0), (at, 1.0)])]),
+        )
+        .await;
+    }
+    let r = range(t0 - HOUR, now());
+    let got = store.clusters(r, 10).await.expect("clusters");
+    let names: Vec<&str> = got.iter().map(|c| c.cluster.as_str()).collect();
+    assert_eq!(names, vec!["a", "b", "c"]);
+    for (c, want) in got.iter().zip([t0 + 60_000, t0, t0 + 120_000]) {
+        if let Some(last) = c.last_seen_ms {
+            assert_eq!(last, want, "{}: the newest sample", c.cluster);
+        }
+        if let Some(n) = c.series {
+            assert_eq!(n, 1, "{}", c.cluster);
+        }
+    }
+    match store.clusters(r, 2).await {
+        Err(crate::Error::LimitExceeded {
+            what: "clusters",
+            limit: 2,
+        }) => {}
+        other => panic!("3 clusters over a limit of 2: {other:?}"),
+    }
+    let long_ago = range(946_684_800_000, 946_771_200_000); // 2000-01-01, a day
+    assert_eq!(
+        store.clusters(long_ago, 10).await.expect("clusters"),
+        vec![]
+    );
 }

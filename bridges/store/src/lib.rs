@@ -49,8 +49,8 @@ pub use logs::{
     LogSelector, LogStore, LogStreamBatch, LogWriteOutcome,
 };
 pub use metrics::{
-    EntityQuery, MetricBatch, MetricStore, Resolution, RollupField, SelectQuery, SeriesQuery,
-    WriteOutcome,
+    ClusterSeen, EntityQuery, MetricBatch, MetricStore, Resolution, RollupField, SelectQuery,
+    SeriesQuery, WriteOutcome,
 };
 pub use options::{CassandraAuth, Retention, StoreOptions};
 pub use topology::{

@@ -64,6 +64,18 @@ pub struct SelectQuery {
     pub resolution: Resolution,
 }
 
+/// A cluster with metrics in a range, and what the backend knows of it
+/// cheaply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSeen {
+    pub cluster: String,
+    /// The newest sample of the cluster's series, where the backend holds
+    /// it in memory (SQLite's head); `None` otherwise.
+    pub last_seen_ms: Option<i64>,
+    /// Series of the cluster with data in the range, where known.
+    pub series: Option<u64>,
+}
+
 /// Entity tree lookup.
 #[derive(Debug, Clone)]
 pub struct EntityQuery {
@@ -98,4 +110,9 @@ pub trait MetricStore: Send + Sync {
     /// The cluster / namespace / workload / pod / container tree seen in the
     /// range, from series labels and kube-state-metrics owner facts.
     async fn entities(&self, query: &EntityQuery) -> Result<Vec<Entity>>;
+
+    /// The clusters with series overlapping `range`, by name; never a read
+    /// of the series themselves where the backend keeps a cluster index.
+    /// More than `limit` clusters is [`crate::Error::LimitExceeded`].
+    async fn clusters(&self, range: TimeRange, limit: usize) -> Result<Vec<ClusterSeen>>;
 }

@@ -287,7 +287,7 @@ KI.empty = (text) => h("p", { class: "muted empty" }, text);
 KI.clusters = async function () {
   const now = KI.now();
   try {
-    const rows = await KI.api("/api/v1/entities", { kind: "cluster", from: now - 30 * 86400e3, to: now });
+    const rows = await KI.api("/api/v1/clusters", { from: now - 30 * 86400e3, to: now });
     return [...new Set((rows || []).map((r) => r.cluster).filter(Boolean))].sort();
   } catch (_) {
     return [];

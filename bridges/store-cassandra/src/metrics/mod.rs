@@ -295,6 +295,31 @@ impl Metrics {
         Ok(set.into_iter().collect())
     }
 
+    /// The clusters of the `clusters ((day), cluster)` index in the days of
+    /// `range`: one partition read per day, never a series read.
+    pub async fn clusters_seen(
+        &self,
+        range: TimeRange,
+        limit: usize,
+    ) -> Result<Vec<kube_insight_store::metrics::ClusterSeen>> {
+        let days = self.days(range, kube_insight_core::time::now_ms());
+        let names = self.clusters(&[], &days).await?;
+        if names.len() > limit {
+            return Err(Error::LimitExceeded {
+                what: "clusters",
+                limit,
+            });
+        }
+        Ok(names
+            .into_iter()
+            .map(|cluster| kube_insight_store::metrics::ClusterSeen {
+                cluster,
+                last_seen_ms: None,
+                series: None,
+            })
+            .collect())
+    }
+
     /// Index rows of series matching `matchers` in the days of `range`,
     /// merged over days.
     async fn candidates(
