@@ -24,6 +24,7 @@
 //! gap is known. Writes are idempotent on (cluster, uid, resourceVersion),
 //! so two collector replicas are safe. Secrets are never watched.
 
+pub mod ingest;
 pub mod kinds;
 
 pub use kinds::{parse_kinds, KindSpec, DEFAULT_KINDS};
