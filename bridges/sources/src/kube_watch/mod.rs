@@ -26,6 +26,7 @@
 
 pub mod ingest;
 pub mod kinds;
+pub mod remote;
 pub mod spool;
 
 pub use kinds::{parse_kinds, KindSpec, DEFAULT_KINDS};
