@@ -375,7 +375,7 @@ async fn run_push_agent(
         cluster = %settings.cluster, "starting kube-insight {} in push mode: the events watch sends to the insight", env!("CARGO_PKG_VERSION"));
     let shutdown = CancellationToken::new();
     let sender_stop = CancellationToken::new();
-    let remote = RemoteEventStore::start(push, sender_stop.clone())
+    let remote = RemoteEventStore::start(push, telemetry.clone(), sender_stop.clone())
         .context("opening the push spool (KUBE_INSIGHT_EVENTS_SPOOL_DIR)")?;
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
     let ops = Router::new()

@@ -205,7 +205,12 @@ async fn writes_and_reads_go_through_the_ingest_router() {
     let insight = insight_on(addr).await;
     let spool = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
-    let agent = RemoteEventStore::start(config(addr, spool.path()), stop.clone()).unwrap();
+    let agent = RemoteEventStore::start(
+        config(addr, spool.path()),
+        Arc::new(Telemetry::new()),
+        stop.clone(),
+    )
+    .unwrap();
     let key = agent.secret_key().await.unwrap();
     assert_eq!(
         key,
@@ -254,7 +259,12 @@ async fn an_outage_is_spooled_then_delivered_once_in_order() {
     let spool = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     // The insight is down (connection refused) while the watch writes.
-    let agent = RemoteEventStore::start(config(addr, spool.path()), stop.clone()).unwrap();
+    let agent = RemoteEventStore::start(
+        config(addr, spool.path()),
+        Arc::new(Telemetry::new()),
+        stop.clone(),
+    )
+    .unwrap();
     write_versions(&agent, 1, 41).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(agent.pending(), 44);
@@ -302,14 +312,24 @@ async fn a_restarted_agent_resumes_from_the_spool() {
     insight.gate.mode.store(UNAVAILABLE, Ordering::SeqCst);
     let spool = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
-    let agent = RemoteEventStore::start(config(addr, spool.path()), stop.clone()).unwrap();
+    let agent = RemoteEventStore::start(
+        config(addr, spool.path()),
+        Arc::new(Telemetry::new()),
+        stop.clone(),
+    )
+    .unwrap();
     write_versions(&agent, 1, 21).await;
     stop.cancel();
     drop(agent);
     tokio::time::sleep(Duration::from_millis(100)).await;
     // A new process on the same spool: the 22 records are still there.
     let stop = CancellationToken::new();
-    let agent = RemoteEventStore::start(config(addr, spool.path()), stop.clone()).unwrap();
+    let agent = RemoteEventStore::start(
+        config(addr, spool.path()),
+        Arc::new(Telemetry::new()),
+        stop.clone(),
+    )
+    .unwrap();
     assert_eq!(agent.pending(), 22);
     write_versions(&agent, 21, 31).await;
     insight.gate.mode.store(UP, Ordering::SeqCst);
@@ -319,7 +339,12 @@ async fn a_restarted_agent_resumes_from_the_spool() {
     stop.cancel();
     drop(agent);
     let stop = CancellationToken::new();
-    let agent = RemoteEventStore::start(config(addr, spool.path()), stop.clone()).unwrap();
+    let agent = RemoteEventStore::start(
+        config(addr, spool.path()),
+        Arc::new(Telemetry::new()),
+        stop.clone(),
+    )
+    .unwrap();
     assert_eq!(agent.pending(), 0);
     stop.cancel();
 }
@@ -334,7 +359,8 @@ async fn a_refused_record_is_dropped_alone_and_a_full_spool_pushes_back() {
     let mut cfg = config(addr, spool.path());
     cfg.spool_bytes = 256 << 10;
     cfg.full_wait = Duration::from_millis(200);
-    let agent = RemoteEventStore::start(cfg, stop.clone()).unwrap();
+    let tel = Arc::new(Telemetry::new());
+    let agent = RemoteEventStore::start(cfg, tel.clone(), stop.clone()).unwrap();
     agent.write_objects(vec![version("a", 1)]).await.unwrap();
     agent
         .write_objects(vec![version("poison", 1)])
@@ -352,6 +378,18 @@ async fn a_refused_record_is_dropped_alone_and_a_full_spool_pushes_back() {
     let (last, err) = refused.expect("the spool never filled");
     assert!(err.is_retryable(), "{err}");
     assert!(err.to_string().contains("full"), "{err}");
+    // The spool's fill is on /metrics, against its bound.
+    let metrics = tel.render();
+    assert!(
+        metrics.contains(r#"kube_insight_queue_capacity{component="events_spool"} 262144"#),
+        "{metrics}"
+    );
+    let depth: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"kube_insight_queue_depth{component="events_spool"} "#))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the spool depth gauge");
+    assert!(depth > 200_000, "{depth}");
     insight.gate.mode.store(UP, Ordering::SeqCst);
     assert!(agent.flushed(Duration::from_secs(20)).await);
     // Everything but the poison record, in order.
@@ -410,7 +448,7 @@ async fn the_watch_runs_unchanged_over_push_through_an_outage() {
     let stop = CancellationToken::new();
     let mut cfg = config(addr, &dir.path().join("spool"));
     cfg.read_wait = Duration::from_millis(500);
-    let agent = RemoteEventStore::start(cfg, stop.clone()).unwrap();
+    let agent = RemoteEventStore::start(cfg, Arc::new(Telemetry::new()), stop.clone()).unwrap();
     let client = kube_watch::client(Some(&mock.kubeconfig(dir.path())))
         .await
         .unwrap();

@@ -37,6 +37,7 @@ use kube_insight_store::events::{
     ObjectWrite, ObjectWriteOutcome, WatchCheckpoint,
 };
 use kube_insight_store::Error as StoreError;
+use kube_insight_telemetry::{labels, Telemetry};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,6 +92,9 @@ impl PushConfig {
     }
 }
 
+/// The spool's component label on `/metrics`.
+pub const SPOOL_COMPONENT: &str = "events_spool";
+
 struct Inner {
     cfg: PushConfig,
     client: reqwest::Client,
@@ -104,6 +108,8 @@ struct Inner {
     /// The spool has room again.
     room: Notify,
     key: Mutex<Option<SecretKey>>,
+    /// For `kube_insight_queue_depth{component="events_spool"}` (spool bytes).
+    telemetry: Arc<Telemetry>,
 }
 
 /// The agent's store: spool + sender + state reads over HTTP.
@@ -128,11 +134,21 @@ fn unavailable(msg: String) -> StoreError {
 impl RemoteEventStore {
     /// Opens the spool (resuming what a previous run left) and starts the
     /// sender, which runs until `shutdown`.
+    /// The spool's bytes and bound are `kube_insight_queue_depth` and
+    /// `kube_insight_queue_capacity` of component `events_spool` (the
+    /// KubeInsightPushBacklog alert's ratio).
     pub fn start(
         cfg: PushConfig,
+        telemetry: Arc<Telemetry>,
         shutdown: CancellationToken,
     ) -> Result<RemoteEventStore, StoreError> {
         let (spool, pending) = Spool::open(&cfg.spool_dir, cfg.spool_bytes).map_err(spool_err)?;
+        let component = labels([("component", SPOOL_COMPONENT)]);
+        telemetry
+            .queue_capacity
+            .get_or_create(&component)
+            .set(i64::try_from(cfg.spool_bytes).unwrap_or(i64::MAX));
+        set_depth(&telemetry, spool.bytes());
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.request_timeout)
@@ -153,6 +169,7 @@ impl RemoteEventStore {
                 wake: Notify::new(),
                 room: Notify::new(),
                 key: Mutex::new(None),
+                telemetry,
             }),
         };
         let s = store.clone();
@@ -193,7 +210,9 @@ impl RemoteEventStore {
             let p = payload.clone();
             let r = tokio::task::spawn_blocking(move || {
                 let mut s = inner.spool.lock().map_err(|_| poisoned())?;
-                s.append(&p)
+                let r = s.append(&p);
+                set_depth(&inner.telemetry, s.bytes());
+                r
             })
             .await
             .map_err(|e| unavailable(format!("push spool: {e}")))?;
@@ -268,6 +287,8 @@ impl RemoteEventStore {
                     }
                 }
             }
+            // Every record counted here is on disk (counted after its append).
+            let written = self.inner.written.load(Ordering::SeqCst);
             let inner = self.inner.clone();
             let max = self.inner.cfg.max_body_bytes;
             let peeked = tokio::task::spawn_blocking(move || {
@@ -289,9 +310,9 @@ impl RemoteEventStore {
                 }
             };
             if records.is_empty() {
-                // Counted pending but nothing on disk (a corrupt tail skipped).
-                let w = self.inner.written.load(Ordering::SeqCst);
-                self.inner.acked.send_replace(w);
+                // Counted but not on disk (a corrupt record skipped at open):
+                // nothing before `written` is left to deliver.
+                self.inner.acked.send_modify(|a| *a = (*a).max(written));
                 continue;
             }
             let n = records.len();
@@ -403,7 +424,10 @@ impl RemoteEventStore {
     async fn ack(&self, to: super::spool::Pos, n: u64) -> bool {
         let inner = self.inner.clone();
         let r = tokio::task::spawn_blocking(move || {
-            inner.spool.lock().map_err(|_| poisoned())?.ack(to)
+            let mut s = inner.spool.lock().map_err(|_| poisoned())?;
+            let r = s.ack(to);
+            set_depth(&inner.telemetry, s.bytes());
+            r
         })
         .await;
         match r {
@@ -521,6 +545,13 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u
         buf.extend_from_slice(&chunk);
     }
     Ok(buf)
+}
+
+fn set_depth(telemetry: &Telemetry, bytes: u64) {
+    telemetry
+        .queue_depth
+        .get_or_create(&labels([("component", SPOOL_COMPONENT)]))
+        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
 }
 
 fn poisoned() -> SpoolError {
