@@ -530,3 +530,42 @@ async fn the_watch_runs_unchanged_over_push_through_an_outage() {
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), watch).await;
 }
+
+/// A token the insight does not know is an operator's mistake to fix, not a
+/// record's fault: deliveries are retried (nothing dropped), and a state
+/// read fails naming the URL, the status and the variable to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_token_is_retried_not_dropped() {
+    let addr = free_addr().await;
+    let insight = insight_on(addr).await;
+    let spool = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let mut cfg = config(addr, spool.path());
+    cfg.token = "not-the-token-of-anyone".into();
+    let agent = RemoteEventStore::start(cfg, Arc::new(Telemetry::new()), stop.clone()).unwrap();
+    let err = agent.secret_key().await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("http://{addr}/ingest/v1/watch/state")),
+        "{err}"
+    );
+    assert!(err.contains("401"), "{err}");
+    assert!(err.contains("KUBE_INSIGHT_PUSH_TOKEN"), "{err}");
+    agent.write_objects(vec![version("a", 1)]).await.unwrap();
+    assert!(!agent.flushed(Duration::from_millis(800)).await);
+    assert_eq!(agent.pending(), 1);
+    assert!(insight.gate.delivered.lock().unwrap().is_empty());
+    stop.cancel();
+    // The record is still spooled for the next start (with the right token).
+    drop(agent);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stop = CancellationToken::new();
+    let agent = RemoteEventStore::start(
+        config(addr, spool.path()),
+        Arc::new(Telemetry::new()),
+        stop.clone(),
+    )
+    .unwrap();
+    assert!(agent.flushed(Duration::from_secs(20)).await);
+    assert_eq!(*insight.gate.delivered.lock().unwrap(), expected(1, 2));
+    stop.cancel();
+}
