@@ -48,6 +48,11 @@ pub struct EventsSettings {
     /// Push mode: a file holding the token (a mounted Secret).
     #[arg(long, env = "KUBE_INSIGHT_PUSH_TOKEN_FILE")]
     pub push_token_file: Option<PathBuf>,
+    /// Push mode: PEM CA certificates to trust for an https push URL, besides
+    /// the public web PKI roots (an insight whose TLS certificate a private CA
+    /// signed).
+    #[arg(long, env = "KUBE_INSIGHT_EVENTS_PUSH_CA_FILE")]
+    pub events_push_ca_file: Option<PathBuf>,
     /// Push mode: the spool directory (records not yet delivered survive a
     /// restart here; use a volume).
     #[arg(
@@ -107,6 +112,11 @@ impl EventsSettings {
         }
         let mut cfg = PushConfig::new(url.clone(), token, self.events_spool_dir.clone());
         cfg.spool_bytes = self.events_spool_bytes;
+        if let Some(p) = &self.events_push_ca_file {
+            cfg.ca_pem = Some(std::fs::read(p).with_context(|| {
+                format!("reading KUBE_INSIGHT_EVENTS_PUSH_CA_FILE {}", p.display())
+            })?);
+        }
         Ok(Some(cfg))
     }
 
@@ -121,6 +131,13 @@ impl EventsSettings {
                     .unwrap_or_else(|| "(unset: the events target writes the store)".into()),
             ),
             ("KUBE_INSIGHT_PUSH_TOKEN", set(self.push_token.is_some())),
+            (
+                "KUBE_INSIGHT_EVENTS_PUSH_CA_FILE",
+                self.events_push_ca_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "(unset: public roots)".into()),
+            ),
             (
                 "KUBE_INSIGHT_PUSH_TOKEN_FILE",
                 self.push_token_file
@@ -842,6 +859,7 @@ mod tests {
             events_push_url: None,
             push_token: None,
             push_token_file: None,
+            events_push_ca_file: None,
             events_spool_dir: PathBuf::from("./data/events-spool"),
             events_spool_bytes: 512 << 20,
         }

@@ -52,6 +52,9 @@ pub struct PushConfig {
     /// The insight's ingest base URL (`https://insight.example:9091`).
     pub url: String,
     pub token: String,
+    /// PEM certificates trusted for an https URL besides the web PKI roots
+    /// (an insight behind a private CA).
+    pub ca_pem: Option<Vec<u8>>,
     pub spool_dir: PathBuf,
     /// Bytes of spool files at most.
     pub spool_bytes: u64,
@@ -77,6 +80,7 @@ impl PushConfig {
         PushConfig {
             url: url.into().trim_end_matches('/').to_string(),
             token: token.into(),
+            ca_pem: None,
             spool_dir,
             spool_bytes: 512 << 20,
             max_body_bytes: 4 << 20,
@@ -149,9 +153,23 @@ impl RemoteEventStore {
             .get_or_create(&component)
             .set(i64::try_from(cfg.spool_bytes).unwrap_or(i64::MAX));
         set_depth(&telemetry, spool.bytes());
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.request_timeout)
+            .timeout(cfg.request_timeout);
+        if let Some(pem) = &cfg.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                StoreError::InvalidQuery(format!("push CA certificates: {}", error_chain(&e)))
+            })?;
+            if certs.is_empty() {
+                return Err(StoreError::InvalidQuery(
+                    "push CA certificates: no PEM certificate found".into(),
+                ));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder
             .build()
             .map_err(|e| unavailable(format!("push client for {}: {e}", cfg.url)))?;
         if pending > 0 {
