@@ -194,3 +194,46 @@ fn version_names_the_release_and_the_git_commit() {
         format!("kube-insight {version} (commit {want})")
     );
 }
+
+/// Push mode (`KUBE_INSIGHT_EVENTS_PUSH_URL`): documented in `run --help`,
+/// its token masked by `config`, and refused with any target but `events`.
+#[test]
+fn push_mode_is_documented_masked_and_checked() {
+    let (code, out, _) = ki(&["run", "--help"], &[]);
+    assert_eq!(code, 0);
+    for needle in [
+        "KUBE_INSIGHT_EVENTS_PUSH_URL",
+        "KUBE_INSIGHT_PUSH_TOKEN",
+        "KUBE_INSIGHT_EVENTS_SPOOL_BYTES",
+    ] {
+        assert!(out.contains(needle), "run --help lacks {needle}:\n{out}");
+    }
+    let token = "push-token-0123456789abcdef";
+    let push = [
+        (
+            "KUBE_INSIGHT_EVENTS_PUSH_URL",
+            "https://insight.example:8081",
+        ),
+        ("KUBE_INSIGHT_PUSH_TOKEN", token),
+    ];
+    let (code, out, err) = ki(&["config"], &push);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("KUBE_INSIGHT_EVENTS_PUSH_URL=https://insight.example:8081"),
+        "{out}"
+    );
+    assert!(out.contains("KUBE_INSIGHT_PUSH_TOKEN=******"), "{out}");
+    assert!(!out.contains(token) && !err.contains(token), "{out}{err}");
+    let (code, _, err) = ki(&["run"], &push);
+    assert_ne!(code, 0);
+    assert!(err.contains("KUBE_INSIGHT_TARGETS=events"), "{err}");
+    let (code, _, err) = ki(
+        &["run"],
+        &[(
+            "KUBE_INSIGHT_EVENTS_PUSH_URL",
+            "https://insight.example:8081",
+        )],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("KUBE_INSIGHT_PUSH_TOKEN_FILE"), "{err}");
+}

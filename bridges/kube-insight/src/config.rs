@@ -463,7 +463,7 @@ impl RunSettings {
         };
         let d = |d: Duration| humantime::format_duration(d).to_string();
         let store_url = mask_url_password(&self.store.store);
-        let lines: Vec<(&str, String)> = vec![
+        let mut lines: Vec<(&str, String)> = vec![
             ("KUBE_INSIGHT_TARGETS", self.targets.clone()),
             ("KUBE_INSIGHT_API_LISTEN", self.api_listen.to_string()),
             ("KUBE_INSIGHT_INGEST_LISTEN", self.ingest_listen.to_string()),
@@ -595,6 +595,8 @@ impl RunSettings {
                 opt_path(&self.lease.lease_kubeconfig),
             ),
         ];
+        // Push mode (events_cmd.rs).
+        lines.extend(self.events.render());
         lines
             .into_iter()
             .map(|(k, v)| format!("{k}={v}\n"))

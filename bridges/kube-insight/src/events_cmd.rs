@@ -12,6 +12,7 @@ use clap::Args;
 use kube_insight_core::event::to_yaml;
 use kube_insight_core::parse_time_ms;
 use kube_insight_core::time::format_rfc3339_ms;
+use kube_insight_sources::kube_watch::remote::PushConfig;
 use kube_insight_sources::kube_watch::{self, parse_kinds, WatchConfig};
 use kube_insight_store::events::EventStore;
 use kube_insight_telemetry::Telemetry;
@@ -30,6 +31,40 @@ pub struct EventsSettings {
     /// default,argoproj.io/v1alpha1/Rollout. Secrets are never watched.
     #[arg(long, env = "KUBE_INSIGHT_EVENTS_KINDS", default_value = "default")]
     pub events_kinds: String,
+
+    // Push mode: the events target runs in the monitored cluster and sends
+    // to an insight's ingest listener (kube_watch::remote), with no store.
+    /// Push mode: the insight's ingest base URL (https://insight.example:8081).
+    /// With it, `run --targets events` watches this cluster and sends object
+    /// versions, events and checkpoints there (POST /ingest/v1/watch),
+    /// spooled on disk across outages; no store is opened.
+    #[arg(long, env = "KUBE_INSIGHT_EVENTS_PUSH_URL")]
+    pub events_push_url: Option<String>,
+    /// Push mode: this cluster's ingest token (a line of the insight's
+    /// KUBE_INSIGHT_INGEST_TOKENS_FILE); the insight records everything as
+    /// that token's cluster.
+    #[arg(long, env = "KUBE_INSIGHT_PUSH_TOKEN", hide_env_values = true)]
+    pub push_token: Option<String>,
+    /// Push mode: a file holding the token (a mounted Secret).
+    #[arg(long, env = "KUBE_INSIGHT_PUSH_TOKEN_FILE")]
+    pub push_token_file: Option<PathBuf>,
+    /// Push mode: PEM CA certificates to trust for an https push URL, besides
+    /// the public web PKI roots (an insight whose TLS certificate a private CA
+    /// signed).
+    #[arg(long, env = "KUBE_INSIGHT_EVENTS_PUSH_CA_FILE")]
+    pub events_push_ca_file: Option<PathBuf>,
+    /// Push mode: the spool directory (records not yet delivered survive a
+    /// restart here; use a volume).
+    #[arg(
+        long,
+        env = "KUBE_INSIGHT_EVENTS_SPOOL_DIR",
+        default_value = "./data/events-spool"
+    )]
+    pub events_spool_dir: PathBuf,
+    /// Push mode: the spool's bound in bytes; when full, the watch backs
+    /// off and re-lists (reconciles) once the insight takes writes again.
+    #[arg(long, env = "KUBE_INSIGHT_EVENTS_SPOOL_BYTES", default_value_t = 512 << 20)]
+    pub events_spool_bytes: u64,
 }
 
 impl EventsSettings {
@@ -37,7 +72,88 @@ impl EventsSettings {
         parse_kinds(&self.events_kinds).map_err(|e| {
             anyhow::anyhow!("invalid KUBE_INSIGHT_EVENTS_KINDS / --events-kinds: {e}")
         })?;
+        if let Some(u) = &self.events_push_url {
+            let parsed = reqwest::Url::parse(u).with_context(|| {
+                format!("invalid KUBE_INSIGHT_EVENTS_PUSH_URL {u:?}: expected the insight's ingest base URL, https://host:port")
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("invalid KUBE_INSIGHT_EVENTS_PUSH_URL {u:?}: the scheme must be https (or http on a trusted network)");
+            }
+            if self.push_token.is_some() == self.push_token_file.is_some() {
+                bail!("KUBE_INSIGHT_EVENTS_PUSH_URL needs this cluster's ingest token: set one of KUBE_INSIGHT_PUSH_TOKEN or KUBE_INSIGHT_PUSH_TOKEN_FILE");
+            }
+            if self.events_spool_bytes < 1 << 20 {
+                bail!(
+                    "invalid KUBE_INSIGHT_EVENTS_SPOOL_BYTES {}: must be at least 1048576 (1 MiB)",
+                    self.events_spool_bytes
+                );
+            }
+        } else if self.push_token.is_some() || self.push_token_file.is_some() {
+            bail!("KUBE_INSIGHT_PUSH_TOKEN(_FILE) is set without KUBE_INSIGHT_EVENTS_PUSH_URL: set the insight's ingest URL too, or unset the token");
+        }
         Ok(())
+    }
+
+    /// Push mode's agent settings, if a push URL is set (reads the token file).
+    pub fn push_config(&self) -> Result<Option<PushConfig>> {
+        let Some(url) = &self.events_push_url else {
+            return Ok(None);
+        };
+        let token = match (&self.push_token, &self.push_token_file) {
+            (Some(t), _) => t.trim().to_string(),
+            (None, Some(p)) => std::fs::read_to_string(p)
+                .with_context(|| format!("reading KUBE_INSIGHT_PUSH_TOKEN_FILE {}", p.display()))?
+                .trim()
+                .to_string(),
+            (None, None) => bail!("KUBE_INSIGHT_EVENTS_PUSH_URL needs KUBE_INSIGHT_PUSH_TOKEN or KUBE_INSIGHT_PUSH_TOKEN_FILE"),
+        };
+        if token.is_empty() {
+            bail!("the push token (KUBE_INSIGHT_PUSH_TOKEN / _FILE) is empty");
+        }
+        let mut cfg = PushConfig::new(url.clone(), token, self.events_spool_dir.clone());
+        cfg.spool_bytes = self.events_spool_bytes;
+        if let Some(p) = &self.events_push_ca_file {
+            cfg.ca_pem = Some(std::fs::read(p).with_context(|| {
+                format!("reading KUBE_INSIGHT_EVENTS_PUSH_CA_FILE {}", p.display())
+            })?);
+        }
+        Ok(Some(cfg))
+    }
+
+    /// The push lines of `config` (the token masked).
+    pub fn render(&self) -> Vec<(&'static str, String)> {
+        let set = |b: bool| if b { "******" } else { "(unset)" }.to_string();
+        vec![
+            (
+                "KUBE_INSIGHT_EVENTS_PUSH_URL",
+                self.events_push_url
+                    .clone()
+                    .unwrap_or_else(|| "(unset: the events target writes the store)".into()),
+            ),
+            ("KUBE_INSIGHT_PUSH_TOKEN", set(self.push_token.is_some())),
+            (
+                "KUBE_INSIGHT_EVENTS_PUSH_CA_FILE",
+                self.events_push_ca_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "(unset: public roots)".into()),
+            ),
+            (
+                "KUBE_INSIGHT_PUSH_TOKEN_FILE",
+                self.push_token_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "(unset)".into()),
+            ),
+            (
+                "KUBE_INSIGHT_EVENTS_SPOOL_DIR",
+                self.events_spool_dir.display().to_string(),
+            ),
+            (
+                "KUBE_INSIGHT_EVENTS_SPOOL_BYTES",
+                self.events_spool_bytes.to_string(),
+            ),
+        ]
     }
 }
 
@@ -733,15 +849,43 @@ mod tests {
     #[test]
     fn line_diff_marks_changes() {
         assert_eq!(line_diff("a\nb\nc\n", "a\nx\nc\n"), "  a\n- b\n+ x\n  c\n");
-        assert!(EventsSettings {
-            events_kinds: "v1/Secret".into()
+        assert!(settings("v1/Secret").validate().is_err());
+        assert!(settings("default").validate().is_ok());
+    }
+
+    fn settings(kinds: &str) -> EventsSettings {
+        EventsSettings {
+            events_kinds: kinds.into(),
+            events_push_url: None,
+            push_token: None,
+            push_token_file: None,
+            events_push_ca_file: None,
+            events_spool_dir: PathBuf::from("./data/events-spool"),
+            events_spool_bytes: 512 << 20,
         }
-        .validate()
-        .is_err());
-        assert!(EventsSettings {
-            events_kinds: "default".into()
-        }
-        .validate()
-        .is_ok());
+    }
+
+    #[test]
+    fn push_settings_are_checked() {
+        let mut s = settings("default");
+        s.events_push_url = Some("https://insight.example:8081".into());
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("KUBE_INSIGHT_PUSH_TOKEN"), "{e}");
+        s.push_token = Some("0123456789abcdef0123".into());
+        s.validate().unwrap();
+        let cfg = s.push_config().unwrap().unwrap();
+        assert_eq!(cfg.url, "https://insight.example:8081");
+        assert_eq!(cfg.spool_bytes, 512 << 20);
+        let printed = format!("{:?}", s.render());
+        assert!(!printed.contains("0123456789abcdef0123"), "{printed}");
+        s.events_spool_bytes = 1000;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("KUBE_INSIGHT_EVENTS_SPOOL_BYTES"), "{e}");
+        s.events_spool_bytes = 512 << 20;
+        s.events_push_url = Some("ftp://x".into());
+        assert!(s.validate().unwrap_err().to_string().contains("scheme"));
+        s.events_push_url = None;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("without KUBE_INSIGHT_EVENTS_PUSH_URL"), "{e}");
     }
 }

@@ -11,6 +11,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use kube_insight_sources::kube_watch::ingest::{WatchIngestSource, WatchStateSource};
+use kube_insight_sources::kube_watch::remote::{PushConfig, RemoteEventStore};
 use kube_insight_sources::leader::{run_while_leading, Fence, Leadership, LeaseElection};
 use kube_insight_sources::metrics::transform::LabelPolicy;
 use kube_insight_sources::metrics::{FederateConfig, FederateSource, RemoteWriteSource};
@@ -56,6 +58,9 @@ pub async fn run_until(
 ) -> Result<()> {
     init_logging(&settings.log_format);
     let selected = targets::parse(&settings.targets)?;
+    if let Some(push) = settings.events.push_config()? {
+        return run_push_agent(settings, selected, push, stop).await;
+    }
     let tokens = Arc::new(settings.tokens()?);
     // Read before anything starts: a bad file stops start-up.
     let api_tokens = settings.api_tokens()?;
@@ -143,6 +148,22 @@ pub async fn run_until(
         ingest = push::mount(
             ingest,
             src,
+            tokens.clone(),
+            limits.clone(),
+            telemetry.clone(),
+        );
+        // The watch's push mode: agents in monitored clusters (kube_watch::ingest).
+        endpoints.push("POST /ingest/v1/watch, /ingest/v1/watch/state");
+        ingest = push::mount(
+            ingest,
+            Arc::new(WatchIngestSource::new(store.events())),
+            tokens.clone(),
+            limits.clone(),
+            telemetry.clone(),
+        );
+        ingest = push::mount(
+            ingest,
+            Arc::new(WatchStateSource::new(store.events())),
             tokens.clone(),
             limits.clone(),
             telemetry.clone(),
@@ -324,6 +345,136 @@ pub async fn run_until(
         .flush()
         .await
         .context("flushing the store at shutdown")?;
+    tracing::info!("stopped");
+    result
+}
+
+/// Push mode (`KUBE_INSIGHT_EVENTS_PUSH_URL`): only the events target, in
+/// the monitored cluster, writing through [`RemoteEventStore`] (a spool and
+/// a sender to the insight's ingest listener); no store, no ingest or api
+/// listener; the ops listener, and the Lease when configured.
+async fn run_push_agent(
+    settings: RunSettings,
+    selected: targets::TargetSet,
+    push: PushConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    if selected.run.iter().any(|t| *t != Target::Events) {
+        anyhow::bail!(
+            "KUBE_INSIGHT_EVENTS_PUSH_URL runs the events target alone: set KUBE_INSIGHT_TARGETS=events (got {:?})",
+            settings.targets
+        );
+    }
+    let telemetry = Arc::new(Telemetry::new());
+    for t in Target::ALL {
+        telemetry
+            .target_up
+            .get_or_create(&labels([("target", t.name())]))
+            .set(i64::from(t == Target::Events));
+    }
+    self_telemetry(&telemetry, &settings, &selected);
+    tracing::info!(url = %push.url, spool = %push.spool_dir.display(), spool_bytes = push.spool_bytes,
+        cluster = %settings.cluster, "starting kube-insight {} in push mode: the events watch sends to the insight", env!("CARGO_PKG_VERSION"));
+    let shutdown = CancellationToken::new();
+    let sender_stop = CancellationToken::new();
+    let remote = RemoteEventStore::start(push, telemetry.clone(), sender_stop.clone())
+        .context("opening the push spool (KUBE_INSIGHT_EVENTS_SPOOL_DIR)")?;
+    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    let ops = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .route(
+            "/metrics",
+            get({
+                let tel = telemetry.clone();
+                move || async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        tel.render(),
+                    )
+                }
+            }),
+        );
+    let ops_listener = bind(settings.ops_listen, "KUBE_INSIGHT_OPS_LISTEN").await?;
+    tasks.spawn(serve(ops_listener, ops, None, shutdown.clone(), "ops"));
+
+    let start = crate::events_cmd::events_target(
+        &settings.cluster,
+        settings.kubeconfig.clone(),
+        &settings.events,
+        Arc::new(remote.clone()),
+        telemetry.clone(),
+    )
+    .await?;
+    let election_stop = CancellationToken::new();
+    let mut election = None;
+    let (leadership, grace) = match settings.lease.settings()? {
+        None => (Leadership::always(), Duration::from_secs(25)),
+        Some(lease) => {
+            let client =
+                kube_insight_sources::kube_watch::client(settings.lease.lease_kubeconfig.as_deref())
+                    .await
+                    .context("configuring the Kubernetes client for the Lease (KUBE_INSIGHT_LEASE_KUBECONFIG, or in-cluster)")?;
+            let grace = lease.lease_duration.saturating_sub(lease.renew_deadline);
+            let e = LeaseElection::new(client, lease);
+            let rx = e.subscribe();
+            election = Some(tokio::spawn(e.run(election_stop.clone())));
+            (rx, grace)
+        }
+    };
+    let tel = telemetry.clone();
+    let on_change = move |leading: bool| {
+        tel.collector_leader
+            .get_or_create(&labels([("target", Target::Events.name())]))
+            .set(i64::from(leading));
+    };
+    let stop_targets = shutdown.clone();
+    tasks.spawn(async move {
+        let start = move |term: CancellationToken| {
+            let mut set = JoinSet::new();
+            start(&mut set, term);
+            set
+        };
+        run_while_leading(leadership, start, on_change, grace, stop_targets)
+            .await
+            .context("the events target")
+    });
+
+    let mut result = Ok(());
+    tokio::select! {
+        _ = stop => tracing::info!("shutdown requested"),
+        Some(r) = tasks.join_next() => {
+            result = match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("a task panicked: {e}")),
+            };
+            tracing::error!("a listener or task stopped unexpectedly; shutting down");
+        }
+    }
+    shutdown.cancel();
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(30), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("tasks did not stop within 30s; continuing shutdown");
+    }
+    election_stop.cancel();
+    if let Some(e) = election {
+        let _ = tokio::time::timeout(Duration::from_secs(15), e).await;
+    }
+    // Give the sender a moment to deliver; what is left stays spooled.
+    if !remote.flushed(Duration::from_secs(5)).await {
+        tracing::info!(
+            pending = remote.pending(),
+            "push: records left in the spool are delivered after the restart"
+        );
+    }
+    sender_stop.cancel();
     tracing::info!("stopped");
     result
 }

@@ -65,6 +65,9 @@ pub struct PushOutcome {
     /// When set, the request is answered with this 4xx after the accepted
     /// records were stored (e.g. a series limit hit; the sender must not retry).
     pub refuse: Option<(StatusCode, String)>,
+    /// A JSON answer (a read route such as the watch state): 200 with this
+    /// body instead of 204.
+    pub json: Option<Bytes>,
 }
 
 #[derive(Debug, Error)]
@@ -284,6 +287,15 @@ async fn handle(State(st): State<Arc<MountState>>, req: Request) -> Response {
             }
             if let Some((status, msg)) = out.refuse {
                 return reply(&st, status, format!("{component}: {msg}"));
+            }
+            if let Some(json) = out.json {
+                let mut r = reply(&st, StatusCode::OK, String::new());
+                *r.body_mut() = Body::from(json);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                return r;
             }
             let msg = match out.note {
                 Some(n) if rejected > 0 => {

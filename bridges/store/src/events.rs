@@ -25,6 +25,7 @@ use crate::error::Result;
 use async_trait::async_trait;
 use kube_insight_core::event::{ChangeKind, FieldManager, KubeEvent};
 use kube_insight_core::TimeRange;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// What an event write did.
@@ -41,8 +42,9 @@ pub struct EventWriteOutcome {
 }
 
 /// One object change to store. `object` is already sanitized
-/// ([`kube_insight_core::event::sanitize`]).
-#[derive(Debug, Clone)]
+/// ([`kube_insight_core::event::sanitize`]). Serde: the body of the watch
+/// push endpoint and the agent's spool (`kube_watch::ingest`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectWrite {
     pub cluster: String,
     /// API group (empty for core).
@@ -166,7 +168,7 @@ pub struct ObjectAt {
 }
 
 /// The last stored state of a live (not deleted) object, for reconciliation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LiveObject {
     pub uid: String,
     pub namespace: String,
@@ -177,7 +179,7 @@ pub struct LiveObject {
 }
 
 /// Where a kind's watch was last known to be in sync.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchCheckpoint {
     pub resource_version: String,
     pub at_ms: i64,

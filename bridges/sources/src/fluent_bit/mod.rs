@@ -156,6 +156,7 @@ impl PushSource for FluentBitSource {
             rejected,
             note,
             refuse: None,
+            json: None,
         })
     }
 }

@@ -246,6 +246,7 @@ impl PushSource for KubeEventerSource {
             },
             note,
             refuse: None,
+            json: None,
         })
     }
 }

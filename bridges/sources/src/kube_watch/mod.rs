@@ -23,8 +23,15 @@
 //! [`WatchConfig::checkpoint_every`] while in sync, so after a restart the
 //! gap is known. Writes are idempotent on (cluster, uid, resourceVersion),
 //! so two collector replicas are safe. Secrets are never watched.
+//!
+//! Push mode: the same loop runs in the monitored cluster over
+//! [`remote::RemoteEventStore`] (an on-disk [`spool`] and an ordered sender),
+//! and the insight takes its writes on the ingest listener ([`ingest`]).
 
+pub mod ingest;
 pub mod kinds;
+pub mod remote;
+pub mod spool;
 
 pub use kinds::{parse_kinds, KindSpec, DEFAULT_KINDS};
 

@@ -81,6 +81,7 @@ impl PushSource for RemoteWriteSource {
             rejected: summary.rejected,
             note: summary.note,
             refuse,
+            json: None,
         })
     }
 }
