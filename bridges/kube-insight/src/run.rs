@@ -311,36 +311,7 @@ pub async fn run_until(
     ops_state.started.store(true, Ordering::SeqCst);
 
     // Wait for a signal or a failed task.
-    let mut result = Ok(());
-    tokio::select! {
-        _ = stop => tracing::info!("shutdown requested; finishing in-flight work"),
-        Some(r) = tasks.join_next() => {
-            result = match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(anyhow::anyhow!("a task panicked: {e}")),
-            };
-            tracing::error!("a listener or task stopped unexpectedly; shutting down");
-        }
-    }
-    shutdown.cancel();
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(30), drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!("tasks did not stop within 30s; continuing shutdown");
-    }
-    // The collector targets have stopped: give the Lease up for the standby.
-    election_stop.cancel();
-    if let Some(e) = election {
-        if tokio::time::timeout(Duration::from_secs(15), e)
-            .await
-            .is_err()
-        {
-            tracing::warn!("releasing the lease did not finish within 15s; a standby takes over when it expires");
-        }
-    }
+    let result = wait_then_stop(stop, &mut tasks, &shutdown, &election_stop, election).await;
     store
         .flush()
         .await
@@ -443,9 +414,32 @@ async fn run_push_agent(
             .context("the events target")
     });
 
+    let result = wait_then_stop(stop, &mut tasks, &shutdown, &election_stop, election).await;
+    // Give the sender a moment to deliver; what is left stays spooled.
+    if !remote.flushed(Duration::from_secs(5)).await {
+        tracing::info!(
+            pending = remote.pending(),
+            "push: records left in the spool are delivered after the restart"
+        );
+    }
+    sender_stop.cancel();
+    tracing::info!("stopped");
+    result
+}
+
+/// Waits for `stop` or a task that ends, then stops every task (30 s at
+/// most) and, once the collector targets have stopped, gives the Lease up
+/// for the standby (15 s at most). The first task error is the answer.
+async fn wait_then_stop<E>(
+    stop: impl std::future::Future<Output = ()>,
+    tasks: &mut JoinSet<Result<()>>,
+    shutdown: &CancellationToken,
+    election_stop: &CancellationToken,
+    election: Option<tokio::task::JoinHandle<E>>,
+) -> Result<()> {
     let mut result = Ok(());
     tokio::select! {
-        _ = stop => tracing::info!("shutdown requested"),
+        _ = stop => tracing::info!("shutdown requested; finishing in-flight work"),
         Some(r) = tasks.join_next() => {
             result = match r {
                 Ok(Ok(())) => Ok(()),
@@ -465,17 +459,13 @@ async fn run_push_agent(
     }
     election_stop.cancel();
     if let Some(e) = election {
-        let _ = tokio::time::timeout(Duration::from_secs(15), e).await;
+        if tokio::time::timeout(Duration::from_secs(15), e)
+            .await
+            .is_err()
+        {
+            tracing::warn!("releasing the lease did not finish within 15s; a standby takes over when it expires");
+        }
     }
-    // Give the sender a moment to deliver; what is left stays spooled.
-    if !remote.flushed(Duration::from_secs(5)).await {
-        tracing::info!(
-            pending = remote.pending(),
-            "push: records left in the spool are delivered after the restart"
-        );
-    }
-    sender_stop.cancel();
-    tracing::info!("stopped");
     result
 }
 

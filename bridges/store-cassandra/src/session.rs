@@ -208,18 +208,7 @@ impl Db {
             return Ok(());
         }
         let p = self.prepared(cql).await?;
-        let mut batch = Batch::new(BatchType::Unlogged);
-        for _ in 0..rows.len() {
-            batch.append_statement(p.clone());
-        }
-        batch.set_is_idempotent(true);
-        let _slot = self.slot(false).await?;
-        self.counts.writes.fetch_add(1, Ordering::Relaxed);
-        self.session
-            .batch(&batch, rows)
-            .await
-            .map_err(|e| map_err(cql, e))?;
-        Ok(())
+        self.unlogged_batch(vec![p; rows.len()], cql, rows).await
     }
 
     /// One request of a write plan: a single statement, or an unlogged
@@ -231,17 +220,32 @@ impl Db {
             [one] => return self.write(one.cql(), one).await,
             [first, ..] => first.cql(),
         };
-        let mut batch = Batch::new(BatchType::Unlogged);
+        let mut statements = Vec::with_capacity(rows.len());
         for r in rows {
-            batch.append_statement(self.prepared(r.cql()).await?);
+            statements.push(self.prepared(r.cql()).await?);
+        }
+        self.unlogged_batch(statements, first, rows).await
+    }
+
+    /// Sends `values` (one row per statement) as one unlogged, idempotent
+    /// batch; refused as overloaded when no in-flight slot frees up in time.
+    async fn unlogged_batch<V: scylla::serialize::batch::BatchValues>(
+        &self,
+        statements: Vec<PreparedStatement>,
+        cql: &'static str,
+        values: V,
+    ) -> Result<()> {
+        let mut batch = Batch::new(BatchType::Unlogged);
+        for p in statements {
+            batch.append_statement(p);
         }
         batch.set_is_idempotent(true);
         let _slot = self.slot(false).await?;
         self.counts.writes.fetch_add(1, Ordering::Relaxed);
         self.session
-            .batch(&batch, rows)
+            .batch(&batch, values)
             .await
-            .map_err(|e| map_err(first, e))?;
+            .map_err(|e| map_err(cql, e))?;
         Ok(())
     }
 

@@ -253,8 +253,8 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn snapshots_come_from_the_window_of_stored_series() {
+    /// A metric store and a topology store in one fresh SQLite file.
+    async fn stores() -> (tempfile::TempDir, DynStore, Arc<SqliteTopologyStore>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("insight.db");
         let metrics: DynStore = Arc::new(
@@ -267,6 +267,12 @@ mod tests {
                 .await
                 .unwrap(),
         );
+        (dir, metrics, topo)
+    }
+
+    #[tokio::test]
+    async fn snapshots_come_from_the_window_of_stored_series() {
+        let (_dir, metrics, topo) = stores().await;
         let now = now_ms() / 1000 * 1000;
         let mut series = Vec::new();
         for k in 0..5 {
@@ -303,18 +309,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_cluster_bound_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("insight.db");
-        let metrics: DynStore = Arc::new(
-            SqliteStore::open(&path, StoreOptions::default())
-                .await
-                .unwrap(),
-        );
-        let topo = Arc::new(
-            SqliteTopologyStore::open(&path, StoreOptions::default())
-                .await
-                .unwrap(),
-        );
+        let (_dir, metrics, topo) = stores().await;
         let now = now_ms() / 1000 * 1000;
         let series = (0..5)
             .map(|c| flow(&format!("c{c}"), "web", "api", now - 10_000, 1.0))
@@ -336,18 +331,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_process_that_does_not_lead_saves_no_snapshot() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("insight.db");
-        let metrics: DynStore = Arc::new(
-            SqliteStore::open(&path, StoreOptions::default())
-                .await
-                .unwrap(),
-        );
-        let topo = Arc::new(
-            SqliteTopologyStore::open(&path, StoreOptions::default())
-                .await
-                .unwrap(),
-        );
+        let (_dir, metrics, topo) = stores().await;
         let now = now_ms() / 1000 * 1000;
         let series = (0..3)
             .map(|k| {
