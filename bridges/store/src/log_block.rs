@@ -435,16 +435,10 @@ where
     let mut rows = Vec::with_capacity(limit.min(10_000));
     let mut last: Option<(i64, u64)> = None;
     let mut run: u32 = 0;
-    let depth = prefetch.max(1);
-    // Loads of cands[next..issued], in order.
-    let mut loading: FuturesOrdered<Fut> = FuturesOrdered::new();
-    let mut issued = 0usize;
+    let mut blocks = Prefetch::new(prefetch);
     loop {
         while next < cands.len() && heap.peek().is_none_or(|top| top.ts <= cands[next].max_ns) {
-            while issued < cands.len() && issued < next + depth {
-                loading.push_back(load(&cands[issued], true));
-                issued += 1;
-            }
+            blocks.fill(&cands, next, true, &mut load);
             let c = &cands[next];
             next += 1;
             scanned = scanned.saturating_add(c.raw_bytes);
@@ -454,7 +448,7 @@ where
                     limit: q.max_scan_bytes,
                 });
             }
-            let b = next_block(&mut loading).await?;
+            let b = blocks.next().await?;
             q.filter.mark(&b.text, &b.line_bounds, &mut marks);
             let hash = streams[c.stream].hash;
             for i in 0..b.ts.len() {
@@ -540,15 +534,43 @@ pub fn check_rate(q: &LogRateQuery) -> Result<()> {
     Ok(())
 }
 
-/// The next block of an ordered prefetch.
-async fn next_block<Fut: Future<Output = Result<Block>>>(
-    loading: &mut FuturesOrdered<Fut>,
-) -> Result<Block> {
-    match loading.next().await {
-        Some(b) => b,
-        None => Err(Error::Corrupt(
-            "log block prefetch: no load in flight for the next candidate".into(),
-        )),
+/// Block loads in flight ahead of the candidate being consumed, in
+/// candidate order.
+struct Prefetch<Fut: Future> {
+    depth: usize,
+    /// Candidates whose load has started.
+    issued: usize,
+    loading: FuturesOrdered<Fut>,
+}
+
+impl<Fut: Future<Output = Result<Block>>> Prefetch<Fut> {
+    fn new(depth: usize) -> Self {
+        Prefetch {
+            depth: depth.max(1),
+            issued: 0,
+            loading: FuturesOrdered::new(),
+        }
+    }
+
+    /// Starts loads up to `depth` candidates from `next` (the one consumed next).
+    fn fill<I, F>(&mut self, cands: &[Candidate<I>], next: usize, with_text: bool, load: &mut F)
+    where
+        F: FnMut(&Candidate<I>, bool) -> Fut,
+    {
+        while self.issued < cands.len() && self.issued < next + self.depth {
+            self.loading.push_back(load(&cands[self.issued], with_text));
+            self.issued += 1;
+        }
+    }
+
+    /// The block of the next candidate.
+    async fn next(&mut self) -> Result<Block> {
+        match self.loading.next().await {
+            Some(b) => b,
+            None => Err(Error::Corrupt(
+                "log block prefetch: no load in flight for the next candidate".into(),
+            )),
+        }
     }
 }
 
@@ -571,15 +593,10 @@ where
     let mut counts: BTreeMap<(i64, u8), u64> = BTreeMap::new();
     let mut scanned = 0usize;
     let mut marks = Vec::new();
-    let depth = prefetch.max(1);
-    let mut loading: FuturesOrdered<Fut> = FuturesOrdered::new();
-    let mut issued = 0usize;
+    let mut blocks = Prefetch::new(prefetch);
     for (n, c) in cands.iter().enumerate() {
-        while issued < cands.len() && issued < n + depth {
-            loading.push_back(load(&cands[issued], with_text));
-            issued += 1;
-        }
-        let b = next_block(&mut loading).await?;
+        blocks.fill(&cands, n, with_text, &mut load);
+        let b = blocks.next().await?;
         // Without a text filter only the small meta frame is read.
         scanned = scanned.saturating_add(if with_text {
             c.raw_bytes

@@ -33,7 +33,7 @@
 //! other processes may re-write a sample: the row is the same key, so it is
 //! still stored once.
 
-pub mod plan;
+mod plan;
 mod write;
 
 use crate::session::{result_rows, Db};

@@ -118,24 +118,12 @@ pub struct IndexKey {
 }
 
 /// Bytes of one bound value in a request: its 4-byte length and payload.
+#[cfg(test)]
 const fn val(payload: usize) -> usize {
     4 + payload
 }
 
 impl Bound {
-    pub fn cql(&self) -> &'static str {
-        match self {
-            Bound::Head { .. } => HEAD_W,
-            Bound::Late { .. } => LATE_W,
-            Bound::Mark { .. } => MARK_W,
-            Bound::Name { .. } => NAME_W,
-            Bound::Cluster { .. } => CLUSTER_W,
-            Bound::IndexNew { .. } => INDEX_NEW_W,
-            Bound::IndexFirst { .. } => INDEX_FIRST_W,
-            Bound::IndexLast { .. } => INDEX_LAST_W,
-        }
-    }
-
     pub fn partition(&self) -> Partition {
         match self {
             Bound::Head {
@@ -185,6 +173,7 @@ impl Bound {
     /// Bytes of the bound values, as the CQL protocol carries them (each a
     /// 4-byte length and its payload; statement ids and frame headers not
     /// counted).
+    #[cfg(test)]
     pub fn wire_bytes(&self) -> usize {
         let key = |k: &IndexKey| val(k.cluster.len()) + val(4) + val(k.metric.len()) + val(8);
         match self {
@@ -205,6 +194,7 @@ impl Bound {
     }
 
     /// Samples this statement stores (head and late rows).
+    #[cfg(test)]
     pub fn samples(&self) -> usize {
         usize::from(matches!(self, Bound::Head { .. } | Bound::Late { .. }))
     }
@@ -212,7 +202,16 @@ impl Bound {
 
 impl Statement for Bound {
     fn cql(&self) -> &'static str {
-        Bound::cql(self)
+        match self {
+            Bound::Head { .. } => HEAD_W,
+            Bound::Late { .. } => LATE_W,
+            Bound::Mark { .. } => MARK_W,
+            Bound::Name { .. } => NAME_W,
+            Bound::Cluster { .. } => CLUSTER_W,
+            Bound::IndexNew { .. } => INDEX_NEW_W,
+            Bound::IndexFirst { .. } => INDEX_FIRST_W,
+            Bound::IndexLast { .. } => INDEX_LAST_W,
+        }
     }
 }
 
@@ -300,15 +299,18 @@ pub struct Request {
 
 impl Request {
     /// Bound-value bytes sent.
+    #[cfg(test)]
     pub fn wire_bytes(&self) -> usize {
         self.rows.iter().map(Bound::wire_bytes).sum()
     }
 
     /// The batch's size as Cassandra measures it ([`Bound::batch_size`]).
+    #[cfg(test)]
     pub fn batch_size(&self) -> usize {
         self.rows.iter().map(Bound::batch_size).sum()
     }
 
+    #[cfg(test)]
     pub fn samples(&self) -> usize {
         self.rows.iter().map(Bound::samples).sum()
     }
@@ -343,6 +345,7 @@ pub fn requests(rows: impl IntoIterator<Item = Bound>) -> Vec<Request> {
 }
 
 /// What a plan sends, as the recording layer of the tests counts it.
+#[cfg(test)]
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct PlanStats {
     /// CQL requests (a batch counts once).
@@ -361,6 +364,7 @@ pub struct PlanStats {
     pub wire_bytes: usize,
 }
 
+#[cfg(test)]
 impl PlanStats {
     /// Adds a plan's requests.
     pub fn record(&mut self, plan: &[Request]) {
